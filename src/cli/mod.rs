@@ -1,0 +1,45 @@
+//! The `qwm` command line. Each command group lives in its own file; this file only routes.
+
+use clap::{Parser, Subcommand};
+
+pub mod env_cmds;
+pub mod gpu_cmds;
+
+#[derive(Parser, Debug)]
+#[command(name = "qwm", version, about = "Quantized world models that plan on any GPU")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List every GPU adapter and mark the one qwm would use.
+    Info(gpu_cmds::InfoArgs),
+    /// Benchmarks: kernels, environments.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Write an offline dataset of trajectories from a built-in environment.
+    Data(env_cmds::DataArgs),
+    /// Environment tools (rendering).
+    #[command(subcommand)]
+    Env(env_cmds::EnvCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time the WGSL kernels against the CPU reference at DINO-WM shapes.
+    Kernels(gpu_cmds::BenchKernelsArgs),
+    /// Environment steps per second with rendering.
+    Env(env_cmds::BenchEnvArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Info(a) => gpu_cmds::run_info(a),
+        Command::Bench(BenchCommand::Kernels(a)) => gpu_cmds::run_bench_kernels(a),
+        Command::Bench(BenchCommand::Env(a)) => env_cmds::run_bench_env(a),
+        Command::Data(a) => env_cmds::run_data(a),
+        Command::Env(c) => env_cmds::run_env(c),
+    }
+}

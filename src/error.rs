@@ -1,0 +1,48 @@
+//! One error type for the library. Every variant carries a message that says what is wrong
+//! and, where there is one, how to fix it.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// No GPU adapter could be found or opened.
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    /// The GPU device reported an error (validation, out of memory, device lost).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// Tensor shapes do not fit an operation.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A request exceeds a device limit (binding size, buffer size, workgroups).
+    #[error("device limit exceeded: {0}")]
+    Limit(String),
+    /// Invalid user input (arguments, actions, states, files).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CPU backend: {0}")]
+    Cpu(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Cpu(e.to_string())
+    }
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}

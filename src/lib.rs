@@ -1,0 +1,16 @@
+//! qwm: quantized world models that plan on any GPU.
+//!
+//! Data flows one way: `env` -> encoder -> planner <-> predictor rollouts -> `env`.
+//! The runtime lives in [`gpu`] (wgpu + WGSL kernels in `shaders/`), with [`cpu`] as the
+//! reference implementation of every op, used both as the test oracle and as the
+//! `--backend cpu` path.
+
+pub mod bench;
+pub mod cli;
+pub mod cpu;
+pub mod env;
+pub mod error;
+pub mod gpu;
+pub mod tensor;
+
+pub use error::{Error, Result};
