@@ -1,0 +1,351 @@
+//! Adapter selection and device creation.
+//!
+//! `QWM_BACKEND` (vulkan, metal, dx12, gl) restricts the backends searched and `QWM_ADAPTER`
+//! (a case-insensitive substring of the adapter name) picks an adapter by name; otherwise the
+//! preference is discrete > integrated > virtual > cpu.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::pipeline::PipelineCache;
+use super::pool::BufferPool;
+use crate::{Error, Result};
+
+/// Optional features qwm uses when the adapter has them. Every kernel has a path without them.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct GpuFeatures {
+    pub shader_f16: bool,
+    pub subgroup: bool,
+    pub timestamp_query: bool,
+    pub timestamp_inside_encoders: bool,
+}
+
+impl GpuFeatures {
+    fn from_wgpu(f: wgpu::Features) -> Self {
+        GpuFeatures {
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroup: f.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamp_inside_encoders: f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
+        }
+    }
+
+    fn to_wgpu(self) -> wgpu::Features {
+        let mut f = wgpu::Features::empty();
+        if self.shader_f16 {
+            f |= wgpu::Features::SHADER_F16;
+        }
+        if self.subgroup {
+            f |= wgpu::Features::SUBGROUP;
+        }
+        if self.timestamp_query {
+            f |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if self.timestamp_inside_encoders {
+            f |= wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        }
+        f
+    }
+}
+
+/// A printable description of one adapter, as `qwm info` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub features: GpuFeatures,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    /// Whether qwm would pick this adapter.
+    pub selected: bool,
+}
+
+impl AdapterReport {
+    fn new(adapter: &wgpu::Adapter, selected: bool) -> Self {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        AdapterReport {
+            name: info.name,
+            backend: backend_name(info.backend).to_string(),
+            device_type: device_type_name(info.device_type).to_string(),
+            driver: info.driver,
+            driver_info: info.driver_info,
+            features: GpuFeatures::from_wgpu(adapter.features()),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            selected,
+        }
+    }
+}
+
+pub fn backend_name(b: wgpu::Backend) -> &'static str {
+    match b {
+        wgpu::Backend::Vulkan => "vulkan",
+        wgpu::Backend::Metal => "metal",
+        wgpu::Backend::Dx12 => "dx12",
+        wgpu::Backend::Gl => "gl",
+        wgpu::Backend::BrowserWebGpu => "webgpu",
+        wgpu::Backend::Noop => "noop",
+    }
+}
+
+pub fn device_type_name(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete",
+        wgpu::DeviceType::IntegratedGpu => "integrated",
+        wgpu::DeviceType::VirtualGpu => "virtual",
+        wgpu::DeviceType::Cpu => "cpu",
+        wgpu::DeviceType::Other => "other",
+    }
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// Which adapter to use: from the environment (`QWM_BACKEND`, `QWM_ADAPTER`) or given explicitly.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterChoice {
+    pub backend: Option<String>,
+    pub name_contains: Option<String>,
+}
+
+impl AdapterChoice {
+    pub fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        AdapterChoice {
+            backend: get("QWM_BACKEND"),
+            name_contains: get("QWM_ADAPTER"),
+        }
+    }
+
+    fn backends(&self) -> Result<wgpu::Backends> {
+        Ok(match self.backend.as_deref().map(|s| s.to_ascii_lowercase()) {
+            None => wgpu::Backends::all(),
+            Some(b) => match b.as_str() {
+                "vulkan" | "vk" => wgpu::Backends::VULKAN,
+                "metal" => wgpu::Backends::METAL,
+                "dx12" | "d3d12" => wgpu::Backends::DX12,
+                "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "QWM_BACKEND={other:?} is not a backend; use one of vulkan, metal, dx12, gl"
+                    )))
+                }
+            },
+        })
+    }
+}
+
+fn no_adapter_help() -> String {
+    "no GPU adapter was found. On Linux without a GPU, install Mesa's lavapipe (Vulkan on the CPU): \
+     `apt-get install mesa-vulkan-drivers` (Debian 12: from bookworm-backports for Mesa >= 25, \
+     3-8x faster). Commands that run models also work without any GPU with `--backend cpu`."
+        .to_string()
+}
+
+fn instance_for(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter visible to qwm (all backends, ignoring `QWM_*` filters), with the one qwm would
+/// pick marked `selected`.
+pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterReport>> {
+    let instance = instance_for(wgpu::Backends::all());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let picked = pick_adapter(&adapters, choice).ok();
+    Ok(adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AdapterReport::new(a, Some(i) == picked))
+        .collect())
+}
+
+fn pick_adapter(adapters: &[wgpu::Adapter], choice: &AdapterChoice) -> Result<usize> {
+    let backends = choice.backends()?;
+    let mut candidates: Vec<(usize, wgpu::AdapterInfo)> = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i, a.get_info()))
+        .filter(|(_, info)| backends.contains(wgpu::Backends::from(info.backend)))
+        .collect();
+    if let Some(needle) = &choice.name_contains {
+        let n = needle.to_lowercase();
+        let all: Vec<String> = candidates.iter().map(|(_, i)| i.name.clone()).collect();
+        candidates.retain(|(_, info)| info.name.to_lowercase().contains(&n));
+        if candidates.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "no adapter name contains QWM_ADAPTER={needle:?}; adapters found: {all:?}"
+            )));
+        }
+    }
+    // Stable order: device type preference, then Vulkan before others (best-tested path).
+    candidates.sort_by_key(|(i, info)| {
+        (
+            type_rank(info.device_type),
+            (info.backend != wgpu::Backend::Vulkan) as u32,
+            *i,
+        )
+    });
+    candidates
+        .first()
+        .map(|(i, _)| *i)
+        .ok_or_else(|| match &choice.backend {
+            Some(b) => Error::NoAdapter(format!(
+                "no adapter for QWM_BACKEND={b:?}. {}",
+                no_adapter_help()
+            )),
+            None => Error::NoAdapter(no_adapter_help()),
+        })
+}
+
+/// Errors reported by wgpu asynchronously (validation, out-of-memory, device loss) are
+/// collected here and turned into `Err` at the next submission or read, instead of panicking.
+#[derive(Default)]
+pub(crate) struct ErrorSink {
+    pub errors: Mutex<Vec<String>>,
+    pub lost: Mutex<Option<String>>,
+}
+
+/// An opened GPU: device, queue, limits, and the caches shared by every op.
+pub struct GpuContext {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub report: AdapterReport,
+    pub features: GpuFeatures,
+    pub limits: wgpu::Limits,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) pool: BufferPool,
+    pub(crate) uniforms: super::recorder::UniformCache,
+    pub(crate) sink: Arc<ErrorSink>,
+}
+
+impl GpuContext {
+    /// Open the adapter chosen by `QWM_BACKEND` / `QWM_ADAPTER` or the default preference.
+    pub fn new() -> Result<Self> {
+        Self::with_choice(&AdapterChoice::from_env())
+    }
+
+    pub fn with_choice(choice: &AdapterChoice) -> Result<Self> {
+        let backends = choice.backends()?;
+        let instance = instance_for(backends);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let idx = pick_adapter(&adapters, choice)?;
+        let adapter = adapters.into_iter().nth(idx).expect("index from pick_adapter");
+        Self::from_adapter(adapter)
+    }
+
+    /// Like [`GpuContext::with_choice`] but with optional features masked off, to test the
+    /// paths that need none of them.
+    pub fn from_adapter_masked(adapter: wgpu::Adapter, mask: GpuFeatures) -> Result<Self> {
+        Self::open(adapter, Some(mask))
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        Self::open(adapter, None)
+    }
+
+    fn open(adapter: wgpu::Adapter, mask: Option<GpuFeatures>) -> Result<Self> {
+        let mut features = GpuFeatures::from_wgpu(adapter.features());
+        if let Some(m) = mask {
+            features.shader_f16 &= m.shader_f16;
+            features.subgroup &= m.subgroup;
+            features.timestamp_query &= m.timestamp_query;
+            features.timestamp_inside_encoders &= m.timestamp_inside_encoders;
+        }
+        // Ask for the adapter's own limits: the defaults cap storage bindings at 128 MiB and
+        // workgroup storage at 16 KiB even where the hardware offers more.
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("qwm"),
+            required_features: features.to_wgpu(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::Gpu(format!("could not open the device: {e}")))?;
+        let sink = Arc::new(ErrorSink::default());
+        {
+            let s = sink.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                s.errors.lock().unwrap().push(e.to_string());
+            }));
+            let s = sink.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                *s.lost.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+            });
+        }
+        let mut report = AdapterReport::new(&adapter, true);
+        report.features = features;
+        Ok(GpuContext {
+            pipelines: PipelineCache::default(),
+            pool: BufferPool::default(),
+            uniforms: Default::default(),
+            adapter,
+            device,
+            queue,
+            report,
+            features,
+            limits,
+            sink,
+        })
+    }
+
+    /// Fails if the device was lost or an earlier operation raised an error.
+    pub fn check(&self) -> Result<()> {
+        if let Some(lost) = self.sink.lost.lock().unwrap().clone() {
+            return Err(Error::Gpu(format!(
+                "the GPU device was lost ({lost}); open a new context"
+            )));
+        }
+        let mut errs = self.sink.errors.lock().unwrap();
+        if !errs.is_empty() {
+            let msg = errs.join("; ");
+            errs.clear();
+            return Err(Error::Gpu(msg));
+        }
+        Ok(())
+    }
+
+    /// Destroy the device (for tests of the device-lost path).
+    pub fn destroy_device(&self) {
+        self.device.destroy();
+    }
+
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// Block until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        self.check()
+    }
+}
