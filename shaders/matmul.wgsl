@@ -1,11 +1,12 @@
-// Dense f32 matmul: Y[M, N] = X[M, K] * W^T + b, for a weight stored either [N, K] (K
-// contiguous, the PyTorch Linear layout) or transposed [K, N] (N contiguous).
+// Dense f32 matmul: Y[M, N] = X[M, K] * W^T + b with the weight stored [N, K] (K contiguous,
+// the PyTorch Linear layout).
 //
-// Why these tilings: on CPU Vulkan drivers (lavapipe) an invocation is one SIMD lane and
-// workgroup barriers are expensive, so the kernels use no shared memory. Rows of X depend only
-// on the workgroup id, which makes their loads uniform (one scalar load broadcast to all lanes),
-// while each lane owns its own output columns; on GPUs the same pattern becomes a broadcast
-// from L1 plus coalesced weight loads.
+// Why these tilings: on CPU Vulkan drivers (lavapipe) an invocation is one SIMD lane, loads that
+// differ per lane are gathers, and workgroup barriers are expensive. So the kernels use no shared
+// memory and keep a register tile per lane: every loaded value feeds several FMAs. In
+// `matmul_nk4_u` the rows depend only on the workgroup id, so X loads are uniform (one load
+// broadcast to every lane) and only the weight loads are gathers; on GPUs the same pattern is an
+// L1 broadcast plus per-lane weight rows. `matmul_nk` is the scalar fallback for K % 4 != 0.
 
 struct Params {
     M: u32,
@@ -20,44 +21,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-override WG: u32 = 64u;
-
-const ROWS: u32 = 8u;
-
-// Weight [K, N]. Workgroup = ROWS rows x WG columns; lane = one column, ROWS accumulators.
-@compute @workgroup_size(WG)
-fn matmul_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let n = wid.x * WG + lid.x;
-    let m0 = wid.y * ROWS;
-    let nc = min(n, p.N - 1u);
-    var acc: array<f32, 8>;
-    for (var r = 0u; r < ROWS; r++) {
-        acc[r] = 0.0;
-    }
-    var rowbase: array<u32, 8>;
-    for (var r = 0u; r < ROWS; r++) {
-        rowbase[r] = min(m0 + r, p.M - 1u) * p.K;
-    }
-    for (var k = 0u; k < p.K; k++) {
-        let wv = w[k * p.N + nc];
-        for (var r = 0u; r < ROWS; r++) {
-            acc[r] = fma(x[rowbase[r] + k], wv, acc[r]);
-        }
-    }
-    if (n >= p.N) {
-        return;
-    }
-    var b = 0.0;
-    if (p.has_bias != 0u) {
-        b = bias[n];
-    }
-    for (var r = 0u; r < ROWS; r++) {
-        let m = m0 + r;
-        if (m < p.M) {
-            y[m * p.N + n] = acc[r] + b;
-        }
-    }
-}
 
 // Weight [N, K]. Lane = 4 rows x 4 columns register tile.
 @compute @workgroup_size(8, 8)
@@ -79,6 +42,95 @@ fn matmul_nk(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     for (var i = 0u; i < 4u; i++) {
+        let m = m0 + i;
+        if (m >= p.M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + j;
+            if (n < p.N) {
+                var b = 0.0;
+                if (p.has_bias != 0u) {
+                    b = bias[n];
+                }
+                y[m * p.N + n] = acc[i][j] + b;
+            }
+        }
+    }
+}
+
+// Vec4 views of x and w, for K % 4 == 0.
+@group(0) @binding(5) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> w4: array<vec4<f32>>;
+
+// Weight [N, K], K % 4 == 0. Lane = 4 rows x 4 columns, vec4 loads along K.
+@compute @workgroup_size(8, 8)
+fn matmul_nk4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n0 = gid.x * 4u;
+    let m0 = gid.y * 4u;
+    let k4 = p.K / 4u;
+    var acc: array<vec4<f32>, 4>;
+    var xr: array<u32, 4>;
+    var wr: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+        xr[i] = min(m0 + i, p.M - 1u) * k4;
+        wr[i] = min(n0 + i, p.N - 1u) * k4;
+    }
+    for (var k = 0u; k < k4; k++) {
+        let w0 = w4[wr[0] + k];
+        let w1 = w4[wr[1] + k];
+        let w2 = w4[wr[2] + k];
+        let w3 = w4[wr[3] + k];
+        for (var i = 0u; i < 4u; i++) {
+            let xv = x4[xr[i] + k];
+            acc[i] += vec4<f32>(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + i;
+        if (m >= p.M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + j;
+            if (n < p.N) {
+                var b = 0.0;
+                if (p.has_bias != 0u) {
+                    b = bias[n];
+                }
+                y[m * p.N + n] = acc[i][j] + b;
+            }
+        }
+    }
+}
+
+// Weight [N, K], K % 4 == 0. Rows from the workgroup id (uniform loads), lane = 8 rows x 4 cols.
+@compute @workgroup_size(64)
+fn matmul_nk4_u(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let n0 = (wid.x * 64u + lid.x) * 4u;
+    let m0 = wid.y * 8u;
+    let k4 = p.K / 4u;
+    var acc: array<vec4<f32>, 8>;
+    var wr: array<u32, 4>;
+    for (var i = 0u; i < 8u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var j = 0u; j < 4u; j++) {
+        wr[j] = min(n0 + j, p.N - 1u) * k4;
+    }
+    let mlast = p.M - 1u;
+    for (var k = 0u; k < k4; k++) {
+        let w0 = w4[wr[0] + k];
+        let w1 = w4[wr[1] + k];
+        let w2 = w4[wr[2] + k];
+        let w3 = w4[wr[3] + k];
+        for (var i = 0u; i < 8u; i++) {
+            let xv = x4[min(m0 + i, mlast) * k4 + k];
+            acc[i] += vec4<f32>(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
+        }
+    }
+    for (var i = 0u; i < 8u; i++) {
         let m = m0 + i;
         if (m >= p.M) {
             break;

@@ -6,7 +6,11 @@ pub mod env_cmds;
 pub mod gpu_cmds;
 
 #[derive(Parser, Debug)]
-#[command(name = "qwm", version, about = "Quantized world models that plan on any GPU")]
+#[command(
+    name = "qwm",
+    version,
+    about = "Quantized world models that plan on any GPU"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -28,7 +28,9 @@ pub fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
 /// `Y[.., N] = X[.., K] W^T + b` with `W[N, K]`.
 pub fn matmul(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let dims = x.dims().to_vec();
-    let k = *dims.last().ok_or_else(|| Error::Shape("matmul input is a scalar".into()))?;
+    let k = *dims
+        .last()
+        .ok_or_else(|| Error::Shape("matmul input is a scalar".into()))?;
     let (n, wk) = w.dims2()?;
     if wk != k {
         return Err(Error::Shape(format!(

@@ -140,20 +140,22 @@ impl AdapterChoice {
     }
 
     fn backends(&self) -> Result<wgpu::Backends> {
-        Ok(match self.backend.as_deref().map(|s| s.to_ascii_lowercase()) {
-            None => wgpu::Backends::all(),
-            Some(b) => match b.as_str() {
-                "vulkan" | "vk" => wgpu::Backends::VULKAN,
-                "metal" => wgpu::Backends::METAL,
-                "dx12" | "d3d12" => wgpu::Backends::DX12,
-                "gl" | "gles" | "opengl" => wgpu::Backends::GL,
-                other => {
-                    return Err(Error::Invalid(format!(
+        Ok(
+            match self.backend.as_deref().map(|s| s.to_ascii_lowercase()) {
+                None => wgpu::Backends::all(),
+                Some(b) => match b.as_str() {
+                    "vulkan" | "vk" => wgpu::Backends::VULKAN,
+                    "metal" => wgpu::Backends::METAL,
+                    "dx12" | "d3d12" => wgpu::Backends::DX12,
+                    "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+                    other => {
+                        return Err(Error::Invalid(format!(
                         "QWM_BACKEND={other:?} is not a backend; use one of vulkan, metal, dx12, gl"
                     )))
-                }
+                    }
+                },
             },
-        })
+        )
     }
 }
 
@@ -250,22 +252,21 @@ impl GpuContext {
     }
 
     pub fn with_choice(choice: &AdapterChoice) -> Result<Self> {
+        Self::with_options(choice, None)
+    }
+
+    /// Open an adapter with the optional features limited to `mask` (e.g. all off, to run the
+    /// paths that need none of SHADER_F16, SUBGROUP and TIMESTAMP_QUERY).
+    pub fn with_options(choice: &AdapterChoice, mask: Option<GpuFeatures>) -> Result<Self> {
         let backends = choice.backends()?;
         let instance = instance_for(backends);
         let adapters = pollster::block_on(instance.enumerate_adapters(backends));
         let idx = pick_adapter(&adapters, choice)?;
-        let adapter = adapters.into_iter().nth(idx).expect("index from pick_adapter");
-        Self::from_adapter(adapter)
-    }
-
-    /// Like [`GpuContext::with_choice`] but with optional features masked off, to test the
-    /// paths that need none of them.
-    pub fn from_adapter_masked(adapter: wgpu::Adapter, mask: GpuFeatures) -> Result<Self> {
-        Self::open(adapter, Some(mask))
-    }
-
-    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
-        Self::open(adapter, None)
+        let adapter = adapters
+            .into_iter()
+            .nth(idx)
+            .expect("index from pick_adapter");
+        Self::open(adapter, mask)
     }
 
     fn open(adapter: wgpu::Adapter, mask: Option<GpuFeatures>) -> Result<Self> {
@@ -293,7 +294,7 @@ impl GpuContext {
         {
             let s = sink.clone();
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                s.errors.lock().unwrap().push(e.to_string());
+                s.errors.lock().unwrap().push(describe(&e));
             }));
             let s = sink.clone();
             device.set_device_lost_callback(move |reason, msg| {
@@ -341,6 +342,11 @@ impl GpuContext {
         (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
     }
 
+    /// Number of compiled pipelines (one per shader, entry point and constants).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
     /// Block until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.device
@@ -348,4 +354,19 @@ impl GpuContext {
             .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
         self.check()
     }
+}
+
+/// wgpu's `Display` for errors can omit the cause; walk the source chain for a full message.
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
 }

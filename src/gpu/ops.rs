@@ -38,7 +38,9 @@ fn grid_1d(ctx: &GpuContext, n: usize, wg: u32) -> ([u32; 3], u32) {
 fn rows_cols(shape: &[usize], what: &str) -> Result<(usize, usize)> {
     match shape.split_last() {
         Some((&c, rest)) => Ok((rest.iter().product(), c)),
-        None => Err(Error::Shape(format!("{what}: expected at least 1 dimension, got a scalar"))),
+        None => Err(Error::Shape(format!(
+            "{what}: expected at least 1 dimension, got a scalar"
+        ))),
     }
 }
 
@@ -58,45 +60,25 @@ struct MatmulParams {
     has_bias: u32,
 }
 
-/// Layout of a matmul weight on the GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightLayout {
-    /// `[N, K]`, K contiguous (PyTorch `nn.Linear`).
-    NK,
-    /// `[K, N]`, N contiguous.
-    KN,
-}
-
-/// `Y[.., N] = X[.., K] W^T + b` with `W` stored `[N, K]`.
+/// `Y[.., N] = X[.., K] W^T + b` with `W` stored `[N, K]` (K contiguous, as PyTorch's Linear).
 pub fn matmul(
     rec: &mut Recorder,
     x: &GpuTensor,
     w: &GpuTensor,
     b: Option<&GpuTensor>,
 ) -> Result<GpuTensor> {
-    matmul_layout(rec, x, w, b, WeightLayout::NK)
-}
-
-pub fn matmul_layout(
-    rec: &mut Recorder,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    b: Option<&GpuTensor>,
-    layout: WeightLayout,
-) -> Result<GpuTensor> {
     let (m, k) = rows_cols(x.shape(), "matmul input")?;
-    let (n, wk) = match (w.shape(), layout) {
-        (&[n, k], WeightLayout::NK) => (n, k),
-        (&[k, n], WeightLayout::KN) => (n, k),
-        (s, _) => {
+    let (n, wk) = match w.shape() {
+        &[n, k] => (n, k),
+        s => {
             return Err(Error::Shape(format!(
-                "matmul weight must be 2-D ({layout:?}), got {s:?}"
+                "matmul weight must be 2-D [N, K], got {s:?}"
             )))
         }
     };
     if wk != k {
         return Err(Error::Shape(format!(
-            "matmul: input {:?} has K = {k} but weight {:?} ({layout:?}) has K = {wk}",
+            "matmul: input {:?} has K = {k} but weight {:?} has K = {wk}",
             x.shape(),
             w.shape()
         )));
@@ -122,31 +104,25 @@ pub fn matmul_layout(
         has_bias: b.is_some() as u32,
     };
     let bias = b.unwrap_or(w);
-    match layout {
-        WeightLayout::KN => {
-            let wg = 64u32;
-            let pl = pipeline(rec, "matmul", "matmul_kn", &[("WG", wg as f64)])?;
-            let groups = [n.div_ceil(wg as usize) as u32, m.div_ceil(8) as u32, 1];
-            rec.dispatch(
-                "matmul_kn",
-                &pl,
-                Some(params(&p)),
-                &[x.buffer(), w.buffer(), bias.buffer(), y.buffer()],
-                groups,
-            )?;
-        }
-        WeightLayout::NK => {
-            let pl = pipeline(rec, "matmul", "matmul_nk", &[])?;
-            let groups = [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1];
-            rec.dispatch(
-                "matmul_nk",
-                &pl,
-                Some(params(&p)),
-                &[x.buffer(), w.buffer(), bias.buffer(), y.buffer()],
-                groups,
-            )?;
-        }
-    }
+    // Vec4 loads along K need K % 4 == 0 (true for every DINO-WM width); else the scalar tile.
+    let (entry, xb, wb, groups) = if k % 4 == 0 {
+        ("matmul_nk4_u", 5, 6, [n.div_ceil(256), m.div_ceil(8)])
+    } else {
+        ("matmul_nk", 1, 2, [n.div_ceil(32), m.div_ceil(32)])
+    };
+    let pl = pipeline(rec, "matmul", entry, &[])?;
+    rec.dispatch_at(
+        entry,
+        &pl,
+        Some(params(&p)),
+        &[
+            (xb, x.buffer()),
+            (wb, w.buffer()),
+            (3, bias.buffer()),
+            (4, y.buffer()),
+        ],
+        [u(groups[0], "workgroups")?, u(groups[1], "workgroups")?, 1],
+    )?;
     Ok(y)
 }
 
@@ -226,7 +202,9 @@ pub fn layernorm(
         }
     }
     if !(eps > 0.0 && eps.is_finite()) {
-        return Err(Error::Invalid(format!("layernorm eps must be > 0, got {eps}")));
+        return Err(Error::Invalid(format!(
+            "layernorm eps must be > 0, got {eps}"
+        )));
     }
     let y = rec.ctx().alloc(x.shape())?;
     if rows == 0 || cols == 0 {
@@ -584,7 +562,9 @@ struct ConvParams {
 fn nchw(t: &GpuTensor, what: &str) -> Result<(usize, usize, usize, usize)> {
     match t.shape() {
         [b, c, h, w] => Ok((*b, *c, *h, *w)),
-        s => Err(Error::Shape(format!("{what}: expected [B, C, H, W], got {s:?}"))),
+        s => Err(Error::Shape(format!(
+            "{what}: expected [B, C, H, W], got {s:?}"
+        ))),
     }
 }
 
@@ -682,11 +662,19 @@ fn conv_common(
     pad: usize,
     transposed: bool,
 ) -> Result<GpuTensor> {
-    let what = if transposed { "conv_transpose2d" } else { "conv2d" };
+    let what = if transposed {
+        "conv_transpose2d"
+    } else {
+        "conv2d"
+    };
     let (bn, ci, h, wd) = nchw(x, what)?;
     let (w0, w1, kh, kw) = match w.shape() {
         [a, b, c, d] => (*a, *b, *c, *d),
-        s => return Err(Error::Shape(format!("{what} weight must be 4-D, got {s:?}"))),
+        s => {
+            return Err(Error::Shape(format!(
+                "{what} weight must be 4-D, got {s:?}"
+            )))
+        }
     };
     let (wci, co) = if transposed { (w0, w1) } else { (w1, w0) };
     if wci != ci || kh != kw || kh == 0 || stride == 0 {
@@ -742,7 +730,11 @@ fn conv_common(
         has_bias: b.is_some() as u32,
         _p: [0; 3],
     };
-    let entry = if transposed { "conv_transpose2d" } else { "conv2d" };
+    let entry = if transposed {
+        "conv_transpose2d"
+    } else {
+        "conv2d"
+    };
     let pl = pipeline(rec, "conv", entry, &[("WG", wg as f64)])?;
     let bias = b.unwrap_or(w);
     rec.dispatch_at(
@@ -775,13 +767,16 @@ struct MseParams {
 /// Per-item mean squared error: `a[B, ...]` against `target` of the same shape or of one
 /// item's shape (broadcast goal). Returns `[B]`.
 pub fn mse_per_item(rec: &mut Recorder, a: &GpuTensor, target: &GpuTensor) -> Result<GpuTensor> {
-    let items = *a.shape().first().ok_or_else(|| {
-        Error::Shape("mse_per_item: input must have a batch dimension".into())
-    })?;
+    let items = *a
+        .shape()
+        .first()
+        .ok_or_else(|| Error::Shape("mse_per_item: input must have a batch dimension".into()))?;
     let len = a.len() / items.max(1);
     let g_stride = if target.shape() == a.shape() {
         len
-    } else if target.len() == len && (target.shape() == &a.shape()[1..] || target.shape().first() == Some(&1)) {
+    } else if target.len() == len
+        && (target.shape() == &a.shape()[1..] || target.shape().first() == Some(&1))
+    {
         0
     } else {
         return Err(Error::Shape(format!(
@@ -811,5 +806,50 @@ pub fn mse_per_item(rec: &mut Recorder, a: &GpuTensor, target: &GpuTensor) -> Re
         &[a.buffer(), target.buffer(), y.buffer()],
         [gx as u32, gy as u32, 1],
     )?;
+    Ok(y)
+}
+
+/// Development probe: run one matmul entry point with explicit tile sizes.
+#[doc(hidden)]
+pub fn matmul_probe(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    entry: &'static str,
+    rows_per_group: usize,
+    cols_per_group: usize,
+    vec4: bool,
+) -> Result<GpuTensor> {
+    let (m, k) = rows_cols(x.shape(), "x")?;
+    let n = w.shape()[0];
+    let y = rec.ctx().alloc(&[m, n])?;
+    let p = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        has_bias: 0,
+    };
+    let pl = pipeline(rec, "matmul", entry, &[])?;
+    let groups = [
+        n.div_ceil(cols_per_group) as u32,
+        m.div_ceil(rows_per_group) as u32,
+        1,
+    ];
+    let bufs: Vec<(u32, &wgpu::Buffer)> = if vec4 {
+        vec![
+            (5, x.buffer()),
+            (6, w.buffer()),
+            (3, w.buffer()),
+            (4, y.buffer()),
+        ]
+    } else {
+        vec![
+            (1, x.buffer()),
+            (2, w.buffer()),
+            (3, w.buffer()),
+            (4, y.buffer()),
+        ]
+    };
+    rec.dispatch_at(entry, &pl, Some(params(&p)), &bufs, groups)?;
     Ok(y)
 }

@@ -13,7 +13,10 @@ use crate::{Error, Result};
 pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
-    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
@@ -102,9 +105,5 @@ impl PipelineCache {
 
     pub fn len(&self) -> usize {
         self.pipelines.lock().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

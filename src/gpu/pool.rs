@@ -152,10 +152,6 @@ impl GpuTensor {
             shape: shape.to_vec(),
         })
     }
-
-    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
-        self.buf.buffer.as_entire_binding()
-    }
 }
 
 impl GpuContext {

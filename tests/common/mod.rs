@@ -15,7 +15,10 @@ pub fn gpu() -> Option<&'static GpuContext> {
             Some(c)
         }
         Err(e) => {
-            if std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false) {
+            if std::env::var("CI")
+                .map(|v| v == "true" || v == "1")
+                .unwrap_or(false)
+            {
                 panic!("CI=true but no GPU adapter could be opened: {e}");
             }
             eprintln!("SKIPPED (no GPU adapter, not in CI): {e}");
