@@ -16,7 +16,8 @@ fn main() -> anyhow::Result<()> {
     };
     let x = ctx.upload(&qwm::tensor::randn(m * k, 1.0, 1), &[m, k])?;
     let w = ctx.upload(&qwm::tensor::randn(n * k, 1.0, 2), &[n, k])?;
-    let variants: [(&str, usize, usize, bool); 3] = [
+    let variants: [(&str, usize, usize, bool); 4] = [
+        ("matmul_nk4_u8", 8, 256, true),
         ("matmul_nk", 32, 32, false),
         ("matmul_nk4", 32, 32, true),
         ("matmul_nk4_u", 8, 256, true),

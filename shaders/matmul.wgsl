@@ -147,3 +147,72 @@ fn matmul_nk4_u(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
     }
 }
+
+// Same tile as matmul_nk4_u, written out without private arrays (probe: does unrolling help?).
+@compute @workgroup_size(64)
+fn matmul_nk4_u8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let n0 = (wid.x * 64u + lid.x) * 4u;
+    let m0 = wid.y * 8u;
+    let k4 = p.K / 4u;
+    let nl = p.N - 1u;
+    let ml = p.M - 1u;
+    let r0 = min(n0, nl) * k4;
+    let r1 = min(n0 + 1u, nl) * k4;
+    let r2 = min(n0 + 2u, nl) * k4;
+    let r3 = min(n0 + 3u, nl) * k4;
+    let xr0 = min(m0 + 0u, ml) * k4;
+    let xr1 = min(m0 + 1u, ml) * k4;
+    let xr2 = min(m0 + 2u, ml) * k4;
+    let xr3 = min(m0 + 3u, ml) * k4;
+    let xr4 = min(m0 + 4u, ml) * k4;
+    let xr5 = min(m0 + 5u, ml) * k4;
+    let xr6 = min(m0 + 6u, ml) * k4;
+    let xr7 = min(m0 + 7u, ml) * k4;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    for (var k = 0u; k < k4; k++) {
+        let w0 = w4[r0 + k];
+        let w1 = w4[r1 + k];
+        let w2 = w4[r2 + k];
+        let w3 = w4[r3 + k];
+        let xv0 = x4[xr0 + k];
+        a0 += vec4<f32>(dot(xv0, w0), dot(xv0, w1), dot(xv0, w2), dot(xv0, w3));
+        let xv1 = x4[xr1 + k];
+        a1 += vec4<f32>(dot(xv1, w0), dot(xv1, w1), dot(xv1, w2), dot(xv1, w3));
+        let xv2 = x4[xr2 + k];
+        a2 += vec4<f32>(dot(xv2, w0), dot(xv2, w1), dot(xv2, w2), dot(xv2, w3));
+        let xv3 = x4[xr3 + k];
+        a3 += vec4<f32>(dot(xv3, w0), dot(xv3, w1), dot(xv3, w2), dot(xv3, w3));
+        let xv4 = x4[xr4 + k];
+        a4 += vec4<f32>(dot(xv4, w0), dot(xv4, w1), dot(xv4, w2), dot(xv4, w3));
+        let xv5 = x4[xr5 + k];
+        a5 += vec4<f32>(dot(xv5, w0), dot(xv5, w1), dot(xv5, w2), dot(xv5, w3));
+        let xv6 = x4[xr6 + k];
+        a6 += vec4<f32>(dot(xv6, w0), dot(xv6, w1), dot(xv6, w2), dot(xv6, w3));
+        let xv7 = x4[xr7 + k];
+        a7 += vec4<f32>(dot(xv7, w0), dot(xv7, w1), dot(xv7, w2), dot(xv7, w3));
+    }
+    var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    for (var i = 0u; i < 8u; i++) {
+        let m = m0 + i;
+        if (m >= p.M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + j;
+            if (n < p.N) {
+                var b = 0.0;
+                if (p.has_bias != 0u) {
+                    b = bias[n];
+                }
+                y[m * p.N + n] = acc[i][j] + b;
+            }
+        }
+    }
+}

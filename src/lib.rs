@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod env;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod tensor;
 
 pub use error::{Error, Result};

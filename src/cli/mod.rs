@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod env_cmds;
 pub mod gpu_cmds;
+pub mod model_cmds;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,6 +29,9 @@ pub enum Command {
     /// Environment tools (rendering).
     #[command(subcommand)]
     Env(env_cmds::EnvCommand),
+    /// Model files: random initialisation, inspection.
+    #[command(subcommand)]
+    Model(model_cmds::ModelCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -36,6 +40,8 @@ pub enum BenchCommand {
     Kernels(gpu_cmds::BenchKernelsArgs),
     /// Environment steps per second with rendering.
     Env(env_cmds::BenchEnvArgs),
+    /// Encoder/predictor forward and CEM-sized rollouts, GPU and CPU backends.
+    Model(model_cmds::BenchModelArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -45,5 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Env(a)) => env_cmds::run_bench_env(a),
         Command::Data(a) => env_cmds::run_data(a),
         Command::Env(c) => env_cmds::run_env(c),
+        Command::Model(c) => model_cmds::run_model(c),
+        Command::Bench(BenchCommand::Model(a)) => model_cmds::run_bench_model(a),
     }
 }

@@ -1,0 +1,1 @@
+//! The DINO-WM world model (see docs/MODEL_FORMAT.md).
