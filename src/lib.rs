@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod gpu;
 pub mod model;
+pub mod quant;
 pub mod tensor;
 
 pub use error::{Error, Result};

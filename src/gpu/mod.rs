@@ -5,6 +5,7 @@ mod context;
 pub mod ops;
 mod pipeline;
 mod pool;
+pub mod qops;
 mod recorder;
 
 pub use context::{

@@ -23,6 +23,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("conv", include_str!("../../shaders/conv.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("copy", include_str!("../../shaders/copy.wgsl")),
+    ("qmatmul", include_str!("../../shaders/qmatmul.wgsl")),
+    ("quant_act", include_str!("../../shaders/quant_act.wgsl")),
 ];
 
 pub fn shader_source(name: &str) -> Option<&'static str> {

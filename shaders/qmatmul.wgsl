@@ -1,0 +1,291 @@
+// Matmul with packed low-bit weights, dequantized on the fly: Y[M, N] = X[M, K] * W^T + b with
+// W[n, k] = (code - zero) * scale, one (scale, zero) per row n and group of GROUP inputs.
+//
+// Format (docs/QUANT.md, src/quant/pack.rs): codes are split into bit planes of 1, 2, 4 or 8
+// bits (3 = 2 + 1, 6 = 4 + 2), each plane packed least-significant-first into u32 words, rows
+// padded to a multiple of 32 codes; scales and zero points are f16, two per u32. Codes are
+// decoded 8 at a time (a "unit"); groups are multiples of 32, so a unit never straddles one.
+//
+// Entry points:
+//   qmatmul     f32 activations; lane = COLS output columns x ROWS rows of X (uniform loads).
+//               ROWS = 8, COLS = 4 for token batches; ROWS = M (<= 8), COLS = 1 as a mat-vec.
+//   qmatmul_a8  activations already quantized to u8 codes (quant_act.wgsl): integer dot products
+//               per group, dot4U8Packed when INT_DOT, shifts and masks otherwise.
+//   dequant     writes the dequantized weight (for tests: must equal the CPU bit for bit).
+
+struct Params {
+    M: u32,
+    N: u32,
+    K: u32,
+    k_pad: u32,
+    group: u32,       // inputs per group (k_pad for per-channel)
+    groups: u32,      // groups per row
+    has_bias: u32,
+    asym: u32,        // 1: zero points stored; 0: implicit 2^(BITS-1)
+    plane1_off: u32,  // word offset of the second bit plane
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> codes: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<u32>;
+@group(0) @binding(4) var<storage, read> zeros: array<u32>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(7) var<storage, read> xq: array<u32>;      // u8 activation codes
+@group(0) @binding(8) var<storage, read> xparams: array<f32>; // per row: scale, zero
+
+override BITS: u32 = 4u;
+override ROWS: u32 = 8u;   // <= 8
+override COLS: u32 = 4u;   // <= 4
+override INT_DOT: bool = true;
+
+const WG: u32 = 64u;
+
+fn plane0_bits() -> u32 {
+    return select(select(BITS, 4u, BITS == 6u), 2u, BITS == 3u);
+}
+
+struct Codes8 {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+}
+
+// The 8 codes of row n starting at k0 (k0 % 8 == 0).
+fn decode8(n: u32, k0: u32) -> Codes8 {
+    let p0 = plane0_bits();
+    var out: Codes8;
+    if (p0 == 8u) {
+        let base = n * (p.k_pad / 4u) + k0 / 4u;
+        let a = codes[base];
+        let b = codes[base + 1u];
+        out.lo = (vec4<u32>(a) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u);
+        out.hi = (vec4<u32>(b) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u);
+        return out;
+    }
+    // p0 in {1, 2, 4}: the unit's 8 * p0 bits sit in one word.
+    let cpw0 = 32u / p0;
+    let w0 = codes[n * (p.k_pad / cpw0) + k0 / cpw0] >> ((k0 % cpw0) * p0);
+    let m0 = (1u << p0) - 1u;
+    let s0 = vec4<u32>(0u, 1u, 2u, 3u) * p0;
+    out.lo = (vec4<u32>(w0) >> s0) & vec4<u32>(m0);
+    out.hi = (vec4<u32>(w0) >> (s0 + vec4<u32>(4u * p0))) & vec4<u32>(m0);
+    let p1 = BITS - p0;
+    if (p1 > 0u) {
+        let cpw1 = 32u / p1;
+        let w1 = codes[p.plane1_off + n * (p.k_pad / cpw1) + k0 / cpw1] >> ((k0 % cpw1) * p1);
+        let m1 = (1u << p1) - 1u;
+        let s1 = vec4<u32>(0u, 1u, 2u, 3u) * p1;
+        out.lo |= ((vec4<u32>(w1) >> s1) & vec4<u32>(m1)) << vec4<u32>(p0);
+        out.hi |= ((vec4<u32>(w1) >> (s1 + vec4<u32>(4u * p1))) & vec4<u32>(m1)) << vec4<u32>(p0);
+    }
+    return out;
+}
+
+fn f16_at(buf_is_zero: bool, i: u32) -> f32 {
+    var w: u32;
+    if (buf_is_zero) {
+        w = zeros[i / 2u];
+    } else {
+        w = scales[i / 2u];
+    }
+    return unpack2x16float(w)[i % 2u];
+}
+
+fn zero_point(n: u32, g: u32) -> f32 {
+    if (p.asym != 0u) {
+        return f16_at(true, n * p.groups + g);
+    }
+    return f32(1u << (BITS - 1u));
+}
+
+// X[m, k0 .. k0 + 8], zero past K.
+fn load_x8(m: u32, k0: u32, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
+    let b = m * p.K + k0;
+    if (k0 + 8u <= p.K) {
+        *lo = vec4<f32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
+        *hi = vec4<f32>(x[b + 4u], x[b + 5u], x[b + 6u], x[b + 7u]);
+    } else {
+        var v: array<f32, 8>;
+        for (var i = 0u; i < 8u; i++) {
+            v[i] = select(0.0, x[min(b + i, m * p.K + p.K - 1u)], k0 + i < p.K);
+        }
+        *lo = vec4<f32>(v[0], v[1], v[2], v[3]);
+        *hi = vec4<f32>(v[4], v[5], v[6], v[7]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn qmatmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let n0 = (wid.x * WG + lid.x) * COLS;
+    let m0 = wid.y * ROWS;
+    var acc: array<vec4<f32>, 8>;
+    for (var r = 0u; r < ROWS; r++) {
+        acc[r] = vec4<f32>(0.0);
+    }
+    var ncl: array<u32, 4>;
+    for (var j = 0u; j < COLS; j++) {
+        ncl[j] = min(n0 + j, p.N - 1u);
+    }
+    for (var g = 0u; g < p.groups; g++) {
+        var sc: array<f32, 4>;
+        var zp: array<f32, 4>;
+        for (var j = 0u; j < COLS; j++) {
+            sc[j] = f16_at(false, ncl[j] * p.groups + g);
+            zp[j] = zero_point(ncl[j], g);
+        }
+        let k_end = min((g + 1u) * p.group, p.K);
+        for (var k0 = g * p.group; k0 < k_end; k0 += 8u) {
+            var wlo: array<vec4<f32>, 4>;
+            var whi: array<vec4<f32>, 4>;
+            for (var j = 0u; j < COLS; j++) {
+                let c = decode8(ncl[j], k0);
+                wlo[j] = (vec4<f32>(c.lo) - zp[j]) * sc[j];
+                whi[j] = (vec4<f32>(c.hi) - zp[j]) * sc[j];
+            }
+            for (var r = 0u; r < ROWS; r++) {
+                var xlo: vec4<f32>;
+                var xhi: vec4<f32>;
+                load_x8(min(m0 + r, p.M - 1u), k0, &xlo, &xhi);
+                for (var j = 0u; j < COLS; j++) {
+                    acc[r][j] += dot(xlo, wlo[j]) + dot(xhi, whi[j]);
+                }
+            }
+        }
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        let m = m0 + r;
+        if (m >= p.M) {
+            break;
+        }
+        for (var j = 0u; j < COLS; j++) {
+            let n = n0 + j;
+            if (n < p.N) {
+                var b = 0.0;
+                if (p.has_bias != 0u) {
+                    b = bias[n];
+                }
+                y[m * p.N + n] = acc[r][j] + b;
+            }
+        }
+    }
+}
+
+fn pack_bytes(c: vec4<u32>) -> u32 {
+    return c.x | (c.y << 8u) | (c.z << 16u) | (c.w << 24u);
+}
+
+fn dot_u8(a: u32, b: u32) -> u32 {
+    if (INT_DOT) {
+        return dot4U8Packed(a, b);
+    }
+    let s = vec4<u32>(0u, 8u, 16u, 24u);
+    let va = (vec4<u32>(a) >> s) & vec4<u32>(255u);
+    let vb = (vec4<u32>(b) >> s) & vec4<u32>(255u);
+    return va.x * vb.x + va.y * vb.y + va.z * vb.z + va.w * vb.w;
+}
+
+// Integer path: per group, sum_k (xq - zx)(c - zw) = Sxc - zw Sx - zx Sc + n zx zw, exact in
+// 32-bit integers (at most 255 * 255 * 2048 per group), then scaled by sx * sw.
+@compute @workgroup_size(WG)
+fn qmatmul_a8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let n0 = (wid.x * WG + lid.x) * COLS;
+    let m0 = wid.y * ROWS;
+    let xwords = p.k_pad / 4u;
+    var acc: array<vec4<f32>, 8>;
+    for (var r = 0u; r < ROWS; r++) {
+        acc[r] = vec4<f32>(0.0);
+    }
+    var ncl: array<u32, 4>;
+    for (var j = 0u; j < COLS; j++) {
+        ncl[j] = min(n0 + j, p.N - 1u);
+    }
+    let ones = 0x01010101u;
+    for (var g = 0u; g < p.groups; g++) {
+        var sxc: array<vec4<u32>, 8>;
+        var sx: array<u32, 8>;
+        var scs: vec4<u32> = vec4<u32>(0u);
+        for (var r = 0u; r < ROWS; r++) {
+            sxc[r] = vec4<u32>(0u);
+            sx[r] = 0u;
+        }
+        let k_start = g * p.group;
+        // Units up to the group end within the padded row: padded codes hold the zero point,
+        // so their (c - zw) terms vanish whatever the activation codes there.
+        let k_end = min(k_start + p.group, p.k_pad);
+        for (var k0 = k_start; k0 < k_end; k0 += 8u) {
+            var cw: array<vec2<u32>, 4>;
+            for (var j = 0u; j < COLS; j++) {
+                let c = decode8(ncl[j], k0);
+                cw[j] = vec2<u32>(pack_bytes(c.lo), pack_bytes(c.hi));
+                scs[j] += dot_u8(cw[j].x, ones) + dot_u8(cw[j].y, ones);
+            }
+            for (var r = 0u; r < ROWS; r++) {
+                let xb = min(m0 + r, p.M - 1u) * xwords + k0 / 4u;
+                let xa = xq[xb];
+                let xc = xq[xb + 1u];
+                sx[r] += dot_u8(xa, ones) + dot_u8(xc, ones);
+                for (var j = 0u; j < COLS; j++) {
+                    sxc[r][j] += dot_u8(xa, cw[j].x) + dot_u8(xc, cw[j].y);
+                }
+            }
+        }
+        let cnt = i32(k_end - k_start);
+        for (var j = 0u; j < COLS; j++) {
+            let sw = f16_at(false, ncl[j] * p.groups + g);
+            let zw = i32(zero_point(ncl[j], g));
+            for (var r = 0u; r < ROWS; r++) {
+                let m = min(m0 + r, p.M - 1u);
+                let zx = i32(xparams[2u * m + 1u]);
+                let isum = i32(sxc[r][j]) - zw * i32(sx[r]) - zx * i32(scs[j]) + cnt * zx * zw;
+                acc[r][j] += xparams[2u * m] * sw * f32(isum);
+            }
+        }
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        let m = m0 + r;
+        if (m >= p.M) {
+            break;
+        }
+        for (var j = 0u; j < COLS; j++) {
+            let n = n0 + j;
+            if (n < p.N) {
+                var b = 0.0;
+                if (p.has_bias != 0u) {
+                    b = bias[n];
+                }
+                y[m * p.N + n] = acc[r][j] + b;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn dequant(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let units = p.k_pad / 8u;
+    let i = gid.x + gid.y * 65535u * WG;
+    if (i >= p.N * units) {
+        return;
+    }
+    let n = i / units;
+    let k0 = (i % units) * 8u;
+    let g = k0 / p.group;
+    let s = f16_at(false, n * p.groups + min(g, p.groups - 1u));
+    let z = zero_point(n, min(g, p.groups - 1u));
+    let c = decode8(n, k0);
+    let lo = (vec4<f32>(c.lo) - z) * s;
+    let hi = (vec4<f32>(c.hi) - z) * s;
+    for (var t = 0u; t < 8u; t++) {
+        let k = k0 + t;
+        if (k < p.K) {
+            var v = lo;
+            if (t >= 4u) {
+                v = hi;
+            }
+            y[n * p.K + k] = v[t % 4u];
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Launchers for the quantized kernels (`shaders/qmatmul.wgsl`, `shaders/quant_act.wgsl`).
+//! A [`GpuQuantWeight`] holds only the packed planes, scales and zero points; the matmuls
+//! dequantize inside the kernel and never materialize an f32 weight.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{GpuContext, GpuTensor, Recorder};
+use crate::quant::{ActParams, ActSpec, PackedWeight};
+use crate::{Error, Result};
+
+/// A packed weight on the GPU.
+pub struct GpuQuantWeight {
+    pub n: usize,
+    pub k: usize,
+    pub bits: u8,
+    pub group: usize,
+    pub groups: usize,
+    pub k_pad: usize,
+    plane1_off: usize,
+    pub codes: GpuTensor,
+    pub scales: GpuTensor,
+    pub zeros: Option<GpuTensor>,
+}
+
+impl GpuQuantWeight {
+    pub fn upload(ctx: &GpuContext, w: &PackedWeight) -> Result<Self> {
+        w.validate("upload")?;
+        let layout = w.plane_layout();
+        Ok(GpuQuantWeight {
+            n: w.n,
+            k: w.k,
+            bits: w.bits,
+            group: w.group,
+            groups: w.groups_per_row(),
+            k_pad: w.k_pad(),
+            plane1_off: layout.get(1).map_or(0, |l| l.2),
+            codes: ctx.upload_u32(&w.codes, &[w.codes.len()])?,
+            scales: ctx.upload_u32(&w.scales, &[w.scales.len()])?,
+            zeros: match &w.zeros {
+                Some(z) => Some(ctx.upload_u32(z, &[z.len()])?),
+                None => None,
+            },
+        })
+    }
+
+    /// GPU bytes held: codes, scales, zero points.
+    pub fn bytes(&self) -> u64 {
+        self.codes.bytes() + self.scales.bytes() + self.zeros.as_ref().map_or(0, |z| z.bytes())
+    }
+
+    fn params(&self, m: usize, has_bias: bool) -> QParams {
+        QParams {
+            m: m as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            k_pad: self.k_pad as u32,
+            group: self.group as u32,
+            groups: self.groups as u32,
+            has_bias: has_bias as u32,
+            asym: self.zeros.is_some() as u32,
+            plane1_off: self.plane1_off as u32,
+            _p: [0; 3],
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct QParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    k_pad: u32,
+    group: u32,
+    groups: u32,
+    has_bias: u32,
+    asym: u32,
+    plane1_off: u32,
+    _p: [u32; 3],
+}
+
+/// Tile shape: (rows of X per workgroup, output columns per lane). Up to 8 rows runs as a
+/// mat-vec with one column per lane; token batches use 8 x 4 register tiles.
+fn tile(m: usize) -> (u32, u32) {
+    match m {
+        0..=1 => (1, 1),
+        2 => (2, 1),
+        3..=4 => (4, 1),
+        5..=8 => (8, 1),
+        _ => (8, 4),
+    }
+}
+
+fn check_x(w: &GpuQuantWeight, x: &GpuTensor, b: Option<&GpuTensor>) -> Result<(usize, Vec<usize>)> {
+    let k = *x.shape().last().unwrap_or(&0);
+    if k != w.k {
+        return Err(Error::Shape(format!(
+            "quantized matmul: input {:?} has K = {k} but the weight is [{}, {}]",
+            x.shape(),
+            w.n,
+            w.k
+        )));
+    }
+    if let Some(b) = b {
+        if b.shape() != [w.n] {
+            return Err(Error::Shape(format!(
+                "quantized matmul bias must be [{}], got {:?}",
+                w.n,
+                b.shape()
+            )));
+        }
+    }
+    let m = x.len() / k.max(1);
+    let mut out = x.shape().to_vec();
+    *out.last_mut().unwrap() = w.n;
+    Ok((m, out))
+}
+
+fn constants(bits: u8, rows: u32, cols: u32, int_dot: bool) -> [(&'static str, f64); 4] {
+    [
+        ("BITS", bits as f64),
+        ("ROWS", rows as f64),
+        ("COLS", cols as f64),
+        ("INT_DOT", int_dot as u32 as f64),
+    ]
+}
+
+/// `Y = X W^T + b` with f32 activations and the packed weight dequantized on the fly.
+pub fn qmatmul(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuQuantWeight,
+    b: Option<&GpuTensor>,
+) -> Result<GpuTensor> {
+    let (m, out_shape) = check_x(w, x, b)?;
+    let y = rec.ctx().alloc(&out_shape)?;
+    if m == 0 || w.n == 0 {
+        return Ok(y);
+    }
+    let (rows, cols) = tile(m);
+    let ctx = rec.ctx();
+    let pl = ctx.pipelines.get(
+        &ctx.device,
+        "qmatmul",
+        "qmatmul",
+        &constants(w.bits, rows, cols, true)[..3],
+    )?;
+    let p = w.params(m, b.is_some());
+    let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
+    let bias = b.unwrap_or(x);
+    let mut bufs = vec![
+        (1, x.buffer()),
+        (2, w.codes.buffer()),
+        (3, w.scales.buffer()),
+        (5, bias.buffer()),
+        (6, y.buffer()),
+    ];
+    bufs.push((4, zeros.buffer()));
+    rec.dispatch_at(
+        "qmatmul",
+        &pl,
+        Some(bytemuck::bytes_of(&p)),
+        &bufs,
+        [
+            w.n.div_ceil(64 * cols as usize) as u32,
+            m.div_ceil(rows as usize) as u32,
+            1,
+        ],
+    )?;
+    Ok(y)
+}
+
+/// Activations quantized to u8 codes `[M, k_pad / 4]` plus per-row `(scale, zero)`.
+pub struct GpuQuantAct {
+    pub codes: GpuTensor,
+    pub params: GpuTensor,
+    pub m: usize,
+    pub k: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ActKernelParams {
+    m: u32,
+    k: u32,
+    k_pad: u32,
+    dynamic: u32,
+    scale: f32,
+    inv_scale: f32,
+    zero: f32,
+    groups_x: u32,
+}
+
+/// Quantize `x[.., K]` per token (dynamic) or with calibrated static params.
+pub fn quant_act(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    spec: &ActSpec,
+    stat: Option<&ActParams>,
+) -> Result<GpuQuantAct> {
+    let k = *x.shape().last().unwrap_or(&0);
+    let m = x.len() / k.max(1);
+    let k_pad = crate::quant::pack::k_pad(k);
+    let codes = rec.ctx().alloc(&[m, k_pad / 4])?;
+    let params = rec.ctx().alloc(&[m, 2])?;
+    let sp = if spec.dynamic {
+        None
+    } else {
+        Some(stat.ok_or_else(|| {
+            Error::Invalid("static activation quantization needs calibrated params".into())
+        })?)
+    };
+    if m == 0 {
+        return Ok(GpuQuantAct { codes, params, m, k });
+    }
+    let max = rec.ctx().limits.max_compute_workgroups_per_dimension as usize;
+    let gy = m.div_ceil(max);
+    let gx = m.div_ceil(gy);
+    let p = ActKernelParams {
+        m: m as u32,
+        k: k as u32,
+        k_pad: k_pad as u32,
+        dynamic: spec.dynamic as u32,
+        scale: sp.map_or(0.0, |s| s.scale),
+        inv_scale: sp.map_or(0.0, |s| s.inv_scale),
+        zero: sp.map_or(0.0, |s| s.zero),
+        groups_x: gx as u32,
+    };
+    let ctx = rec.ctx();
+    let pl = ctx.pipelines.get(
+        &ctx.device,
+        "quant_act",
+        "quant_act",
+        &[("BITS", spec.bits as f64)],
+    )?;
+    rec.dispatch_at(
+        "quant_act",
+        &pl,
+        Some(bytemuck::bytes_of(&p)),
+        &[
+            (1, x.buffer()),
+            (2, codes.buffer()),
+            (3, params.buffer()),
+        ],
+        [gx as u32, gy as u32, 1],
+    )?;
+    Ok(GpuQuantAct { codes, params, m, k })
+}
+
+/// `Y = dequant(Xq) dequant(W)^T + b` with integer dot products per group.
+/// `int_dot` selects `dot4U8Packed`; `false` runs the shift-and-mask fallback.
+pub fn qmatmul_a8(
+    rec: &mut Recorder,
+    xq: &GpuQuantAct,
+    w: &GpuQuantWeight,
+    b: Option<&GpuTensor>,
+    out_shape: &[usize],
+    int_dot: bool,
+) -> Result<GpuTensor> {
+    if xq.k != w.k {
+        return Err(Error::Shape(format!(
+            "quantized matmul: activations have K = {} but the weight is [{}, {}]",
+            xq.k, w.n, w.k
+        )));
+    }
+    let m = xq.m;
+    if out_shape.iter().product::<usize>() != m * w.n || out_shape.last() != Some(&w.n) {
+        return Err(Error::Shape(format!(
+            "quantized matmul: output shape {out_shape:?} is not [.., {}] with {m} rows",
+            w.n
+        )));
+    }
+    if let Some(b) = b {
+        if b.shape() != [w.n] {
+            return Err(Error::Shape(format!(
+                "quantized matmul bias must be [{}], got {:?}",
+                w.n,
+                b.shape()
+            )));
+        }
+    }
+    let y = rec.ctx().alloc(out_shape)?;
+    if m == 0 || w.n == 0 {
+        return Ok(y);
+    }
+    let (rows, cols) = tile(m);
+    let ctx = rec.ctx();
+    let consts = constants(w.bits, rows, cols, int_dot);
+    let pl = ctx
+        .pipelines
+        .get(&ctx.device, "qmatmul", "qmatmul_a8", &consts)?;
+    let p = w.params(m, b.is_some());
+    let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
+    let bias = b.unwrap_or(&xq.params);
+    rec.dispatch_at(
+        "qmatmul_a8",
+        &pl,
+        Some(bytemuck::bytes_of(&p)),
+        &[
+            (2, w.codes.buffer()),
+            (3, w.scales.buffer()),
+            (4, zeros.buffer()),
+            (5, bias.buffer()),
+            (6, y.buffer()),
+            (7, xq.codes.buffer()),
+            (8, xq.params.buffer()),
+        ],
+        [
+            w.n.div_ceil(64 * cols as usize) as u32,
+            m.div_ceil(rows as usize) as u32,
+            1,
+        ],
+    )?;
+    Ok(y)
+}
+
+/// The dequantized weight `[N, K]` (tests only: real forwards never materialize it).
+pub fn dequant(rec: &mut Recorder, w: &GpuQuantWeight) -> Result<GpuTensor> {
+    let y = rec.ctx().alloc(&[w.n, w.k])?;
+    let lanes = w.n * (w.k_pad / 8);
+    let groups = lanes.div_ceil(64);
+    let (gx, gy) = if groups <= 65535 {
+        (groups, 1)
+    } else {
+        (65535, groups.div_ceil(65535))
+    };
+    let ctx = rec.ctx();
+    let pl = ctx.pipelines.get(
+        &ctx.device,
+        "qmatmul",
+        "dequant",
+        &[("BITS", w.bits as f64)],
+    )?;
+    let p = w.params(0, false);
+    let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
+    rec.dispatch_at(
+        "dequant",
+        &pl,
+        Some(bytemuck::bytes_of(&p)),
+        &[
+            (2, w.codes.buffer()),
+            (3, w.scales.buffer()),
+            (4, zeros.buffer()),
+            (6, y.buffer()),
+        ],
+        [gx as u32, gy as u32, 1],
+    )?;
+    Ok(y)
+}
