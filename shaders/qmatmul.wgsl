@@ -37,11 +37,15 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read> xq: array<u32>;      // u8 activation codes
 @group(0) @binding(8) var<storage, read> xparams: array<f32>; // per row: scale, zero
+@group(0) @binding(9) var<storage, read> x4: array<vec4<f32>>; // x viewed as vec4 (K % 4 == 0)
 
 override BITS: u32 = 4u;
 override ROWS: u32 = 8u;   // <= 8
 override COLS: u32 = 4u;   // <= 4
 override INT_DOT: bool = true;
+// K % 4 == 0: read X through the vec4 view, two loads per row and unit instead of eight
+// (per-lane and uniform loads are what costs most on CPU drivers).
+override X_VEC4: bool = false;
 
 const WG: u32 = 64u;
 
@@ -105,16 +109,20 @@ fn zero_point(n: u32, g: u32) -> f32 {
 // X[m, k0 .. k0 + 8], zero past K.
 fn load_x8(m: u32, k0: u32, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
     let b = m * p.K + k0;
-    if (k0 + 8u <= p.K) {
-        *lo = vec4<f32>(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
-        *hi = vec4<f32>(x[b + 4u], x[b + 5u], x[b + 6u], x[b + 7u]);
+    if (X_VEC4) {
+        *lo = x4[b / 4u];
+        *hi = x4[min(b / 4u + 1u, arrayLength(&x4) - 1u)];
     } else {
-        var v: array<f32, 8>;
-        for (var i = 0u; i < 8u; i++) {
-            v[i] = select(0.0, x[min(b + i, m * p.K + p.K - 1u)], k0 + i < p.K);
-        }
-        *lo = vec4<f32>(v[0], v[1], v[2], v[3]);
-        *hi = vec4<f32>(v[4], v[5], v[6], v[7]);
+        let last = m * p.K + p.K - 1u;
+        *lo = vec4<f32>(x[b], x[min(b + 1u, last)], x[min(b + 2u, last)], x[min(b + 3u, last)]);
+        *hi = vec4<f32>(x[min(b + 4u, last)], x[min(b + 5u, last)], x[min(b + 6u, last)],
+            x[min(b + 7u, last)]);
+    }
+    // Only the last unit of a row can pass K; the test is uniform across the workgroup.
+    if (k0 + 8u > p.K) {
+        let lim = vec4<u32>(p.K - k0);
+        *lo = select(vec4<f32>(0.0), *lo, vec4<u32>(0u, 1u, 2u, 3u) < lim);
+        *hi = select(vec4<f32>(0.0), *hi, vec4<u32>(4u, 5u, 6u, 7u) < lim);
     }
 }
 

@@ -7,15 +7,30 @@ use common::{assert_close, gpu};
 use qwm::cpu;
 use qwm::gpu::qops::{self, GpuQuantWeight};
 use qwm::gpu::Recorder;
-use qwm::quant::{self, act, ActParams, ActSpec, PackedWeight, QuantContext, QuantSpec, WeightSpec};
+use qwm::quant::{
+    self, act, ActParams, ActSpec, PackedWeight, QuantContext, QuantSpec, WeightSpec,
+};
 use qwm::tensor::randn;
 
 const Q_TOL: f64 = 1e-3;
 
-fn quantize(method: &str, w: &[f32], n: usize, k: usize, bits: u8, group: Option<usize>) -> PackedWeight {
+fn quantize(
+    method: &str,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bits: u8,
+    group: Option<usize>,
+) -> PackedWeight {
     quant::method(method)
         .unwrap()
-        .quantize(w, n, k, &WeightSpec { bits, group }, &QuantContext::default())
+        .quantize(
+            w,
+            n,
+            k,
+            &WeightSpec { bits, group },
+            &QuantContext::default(),
+        )
         .unwrap()
 }
 
@@ -37,9 +52,32 @@ fn spec_language_parses_and_prints() {
         assert_eq!(q.to_string().parse::<QuantSpec>().unwrap(), q);
     }
     let q: QuantSpec = "enc=w8,pred=w4g32a8t".parse().unwrap();
-    assert_eq!(q.encoder.weight, Some(WeightSpec { bits: 8, group: None }));
-    assert_eq!(q.predictor.act, Some(ActSpec { bits: 8, dynamic: true }));
-    for bad in ["w5", "w4g48", "w4a3", "w16", "x8", "w4g", "w8a8x", "enc=w8,enc=w4", "dec=w8", ""] {
+    assert_eq!(
+        q.encoder.weight,
+        Some(WeightSpec {
+            bits: 8,
+            group: None
+        })
+    );
+    assert_eq!(
+        q.predictor.act,
+        Some(ActSpec {
+            bits: 8,
+            dynamic: true
+        })
+    );
+    for bad in [
+        "w5",
+        "w4g48",
+        "w4a3",
+        "w16",
+        "x8",
+        "w4g",
+        "w8a8x",
+        "enc=w8,enc=w4",
+        "dec=w8",
+        "",
+    ] {
         let e = bad.parse::<QuantSpec>().unwrap_err().to_string();
         assert!(e.contains("valid specs"), "{bad}: {e}");
     }
@@ -59,11 +97,17 @@ fn packing_roundtrips_codes_and_bounds_the_error() {
                 for kk in 0..k {
                     let c = pw.code(r, kk);
                     let z = 1u32 << (bits - 1);
-                    assert!(c >= z - qmax && c <= z + qmax, "code {c} out of range at {bits} bits");
+                    assert!(
+                        c >= z - qmax && c <= z + qmax,
+                        "code {c} out of range at {bits} bits"
+                    );
                     let g = kk / pw.group;
                     let s = pw.scale(r, g);
                     let err = (dq[r * k + kk] - w[r * k + kk]).abs();
-                    assert!(err <= s * 0.5 + 1e-6, "bits {bits} group {group:?}: err {err} > s/2 {s}");
+                    assert!(
+                        err <= s * 0.5 + 1e-6,
+                        "bits {bits} group {group:?}: err {err} > s/2 {s}"
+                    );
                 }
                 // padded codes hold the zero point
                 for kk in k..pw.k_pad() {
@@ -83,12 +127,29 @@ fn asymmetric_codes_use_the_zero_point() {
     for v in w.iter_mut() {
         *v += 0.08; // shifted: asymmetric ranges matter
     }
-    let pw = quant::rtn_asymmetric(&w, n, k, &WeightSpec { bits: 4, group: Some(32) }).unwrap();
+    let pw = quant::rtn_asymmetric(
+        &w,
+        n,
+        k,
+        &WeightSpec {
+            bits: 4,
+            group: Some(32),
+        },
+    )
+    .unwrap();
     assert!(!pw.symmetric());
     let dq = pw.dequantize();
     let sym = quantize("rtn", &w, n, k, 4, Some(32)).dequantize();
-    let err = |d: &[f32]| d.iter().zip(&w).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
-    assert!(err(&dq) < err(&sym), "asymmetric should fit a shifted range better");
+    let err = |d: &[f32]| {
+        d.iter()
+            .zip(&w)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+    };
+    assert!(
+        err(&dq) < err(&sym),
+        "asymmetric should fit a shifted range better"
+    );
 }
 
 #[test]
@@ -107,7 +168,10 @@ fn omse_never_loses_to_rtn() {
         let rtn = e(&quantize("rtn", &w, n, k, bits, Some(32)));
         let omse = e(&quantize("omse", &w, n, k, bits, Some(32)));
         assert!(omse <= rtn, "bits {bits}: omse {omse} > rtn {rtn}");
-        assert!(omse < rtn * 0.99, "bits {bits}: omse found no better clip ({omse} vs {rtn})");
+        assert!(
+            omse < rtn * 0.99,
+            "bits {bits}: omse found no better clip ({omse} vs {rtn})"
+        );
     }
 }
 
@@ -117,21 +181,51 @@ fn bad_weights_and_groups_are_clear_errors() {
     let q = quant::method("rtn").unwrap();
     let cx = QuantContext::default();
     let e = q
-        .quantize(&w, 4, 40, &WeightSpec { bits: 4, group: Some(64) }, &cx)
+        .quantize(
+            &w,
+            4,
+            40,
+            &WeightSpec {
+                bits: 4,
+                group: Some(64),
+            },
+            &cx,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("larger than the input width 40"), "{e}");
     let e = q
-        .quantize(&w, 4, 40, &WeightSpec { bits: 5, group: None }, &cx)
+        .quantize(
+            &w,
+            4,
+            40,
+            &WeightSpec {
+                bits: 5,
+                group: None,
+            },
+            &cx,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("bit-width 5"), "{e}");
     w[17] = f32::NAN;
     let e = q
-        .quantize(&w, 4, 40, &WeightSpec { bits: 4, group: None }, &cx)
+        .quantize(
+            &w,
+            4,
+            40,
+            &WeightSpec {
+                bits: 4,
+                group: None,
+            },
+            &cx,
+        )
         .unwrap_err()
         .to_string();
-    assert!(e.contains("non-finite") && e.contains("row 0, column 17"), "{e}");
+    assert!(
+        e.contains("non-finite") && e.contains("row 0, column 17"),
+        "{e}"
+    );
     let e = quant::method("gptq").err().unwrap().to_string();
     assert!(e.contains("rtn, omse"), "{e}");
     let mut bad = quantize("rtn", &randn(4 * 64, 0.1, 5), 4, 64, 4, None);
@@ -141,7 +235,10 @@ fn bad_weights_and_groups_are_clear_errors() {
     let mut s = qwm::quant::ActStats::default();
     s.observe(&[1.0, f32::NAN]);
     let e = s.params(8, "blocks.0.qkv").unwrap_err().to_string();
-    assert!(e.contains("not finite") && e.contains("blocks.0.qkv"), "{e}");
+    assert!(
+        e.contains("not finite") && e.contains("blocks.0.qkv"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -167,8 +264,14 @@ fn gpu_dequant_is_bit_identical_to_cpu() {
                     rec.submit().unwrap();
                     let got = ctx.read(&d).unwrap();
                     let want = pw.dequantize();
-                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "[{n},{k}] bits {bits} group {group:?} asym {asym}: dequant differs");
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "[{n},{k}] bits {bits} group {group:?} asym {asym}: dequant differs"
+                    );
                 }
             }
         }
@@ -185,12 +288,13 @@ fn cpu_ref(x: &[f32], m: usize, pw: &PackedWeight, b: Option<&[f32]>) -> Vec<f32
 #[test]
 fn gpu_qmatmul_matches_cpu_fake_quant() {
     let Some(ctx) = gpu() else { return };
-    let (n, k) = (37, 404);
+    // K = 404: vec4 activation loads and a ragged last unit; K = 70: scalar loads.
+    for (n, k, groups) in [(37usize, 404usize, vec![None, Some(32), Some(128)]), (11, 70, vec![None, Some(64)])] {
     let w = randn(n * k, 0.05, 20);
     let b = randn(n, 0.1, 21);
     let gb = ctx.upload(&b, &[n]).unwrap();
     for bits in [2u8, 3, 4, 6, 8] {
-        for group in [None, Some(32), Some(128)] {
+        for &group in &groups {
             let pw = quantize("omse", &w, n, k, bits, group);
             let g = GpuQuantWeight::upload(ctx, &pw).unwrap();
             for m in [1usize, 3, 8, 13, 70] {
@@ -201,7 +305,12 @@ fn gpu_qmatmul_matches_cpu_fake_quant() {
                 rec.submit().unwrap();
                 let got = ctx.read(&y).unwrap();
                 let want = cpu_ref(&x, m, &pw, Some(&b));
-                assert_close(&got, &want, Q_TOL, &format!("qmatmul w{bits} g{group:?} M={m}"));
+                assert_close(
+                    &got,
+                    &want,
+                    Q_TOL,
+                    &format!("qmatmul w{bits} g{group:?} M={m}"),
+                );
             }
         }
     }
@@ -212,11 +321,20 @@ fn gpu_int_activation_path_matches_cpu_fake_quant() {
     let Some(ctx) = gpu() else { return };
     let (n, k) = (29, 404);
     let w = randn(n * k, 0.05, 40);
-    for (bits, group) in [(8u8, None), (4, Some(32)), (4, Some(128)), (3, Some(64)), (6, None)] {
+    for (bits, group) in [
+        (8u8, None),
+        (4, Some(32)),
+        (4, Some(128)),
+        (3, Some(64)),
+        (6, None),
+    ] {
         let pw = quantize("rtn", &w, n, k, bits, group);
         let g = GpuQuantWeight::upload(ctx, &pw).unwrap();
         for (abits, dynamic) in [(8u8, false), (8, true), (6, true), (4, false)] {
-            let spec = ActSpec { bits: abits, dynamic };
+            let spec = ActSpec {
+                bits: abits,
+                dynamic,
+            };
             for m in [1usize, 5, 21] {
                 let x = randn(m * k, 1.0, 50 + m as u64);
                 let stat = ActParams::from_range(-2.5, 3.0, abits);
@@ -260,7 +378,11 @@ fn dinowm_linear_bytes_meet_the_memory_targets() {
     // Measured on the packed tensors as uploaded (codes + scales + zero points).
     let layers = dinowm_linears();
     let f32_bytes: usize = layers.iter().map(|(n, k)| n * k * 4).sum();
-    for (bits, group, target) in [(8u8, None, 0.26), (4, Some(128), 0.135), (4, Some(32), 0.16)] {
+    for (bits, group, target) in [
+        (8u8, None, 0.26),
+        (4, Some(128), 0.135),
+        (4, Some(32), 0.16),
+    ] {
         let mut bytes = 0;
         for (i, &(n, k)) in layers.iter().enumerate() {
             let w = randn(n * k, 0.02, 100 + i as u64);
@@ -268,6 +390,9 @@ fn dinowm_linear_bytes_meet_the_memory_targets() {
         }
         let ratio = bytes as f64 / f32_bytes as f64;
         eprintln!("w{bits} g{group:?}: {bytes} bytes / {f32_bytes} f32 bytes = {ratio:.4}");
-        assert!(ratio <= target, "w{bits} g{group:?}: ratio {ratio:.4} > {target}");
+        assert!(
+            ratio <= target,
+            "w{bits} g{group:?}: ratio {ratio:.4} > {target}"
+        );
     }
 }

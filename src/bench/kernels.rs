@@ -21,6 +21,18 @@ pub struct AdapterId {
     pub driver: String,
 }
 
+impl AdapterId {
+    pub fn of(ctx: &GpuContext) -> Self {
+        let r = &ctx.report;
+        AdapterId {
+            name: r.name.clone(),
+            backend: r.backend.clone(),
+            device_type: r.device_type.clone(),
+            driver: format!("{} {}", r.driver, r.driver_info).trim().to_string(),
+        }
+    }
+}
+
 #[derive(Serialize, Clone, Debug)]
 pub struct BenchResult {
     pub name: String,
@@ -78,7 +90,7 @@ impl KernelReport {
     }
 }
 
-fn today() -> String {
+pub fn today() -> String {
     // Days since the epoch to a civil date (UTC), to avoid a date-time dependency.
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -98,7 +110,7 @@ fn today() -> String {
 
 /// Time one recording: GPU timestamps summed over its dispatches when the adapter has them,
 /// otherwise wall clock around submit + wait.
-fn time_gpu<F>(ctx: &GpuContext, reps: usize, mut record: F) -> Result<(f64, &'static str)>
+pub fn time_gpu<F>(ctx: &GpuContext, reps: usize, mut record: F) -> Result<(f64, &'static str)>
 where
     F: FnMut(&mut Recorder) -> Result<()>,
 {
@@ -240,14 +252,8 @@ pub fn run(opts: &Options) -> Result<KernelReport> {
         gbps: Some(2.0 * (n * 4) as f64 / secs / 1e9),
         timing: timing.into(),
     });
-    let r = &ctx.report;
     Ok(KernelReport {
-        adapter: AdapterId {
-            name: r.name.clone(),
-            backend: r.backend.clone(),
-            device_type: r.device_type.clone(),
-            driver: format!("{} {}", r.driver, r.driver_info).trim().to_string(),
-        },
+        adapter: AdapterId::of(&ctx),
         date: today(),
         cpu_threads: rayon::current_num_threads(),
         results,

@@ -106,3 +106,30 @@ pub fn run_bench_kernels(a: BenchKernelsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct BenchQuantArgs {
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Timed repetitions per kernel (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Only w8 and w4 at batch 1 and 8.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+pub fn run_bench_quant(a: BenchQuantArgs) -> anyhow::Result<()> {
+    let report = bench::quant::run(&bench::quant::Options {
+        reps: a.reps.max(1),
+        quick: a.quick,
+    })?;
+    print!("{}", report.table());
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| crate::Error::io(&path, e))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

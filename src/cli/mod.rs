@@ -40,6 +40,8 @@ pub enum BenchCommand {
     Kernels(gpu_cmds::BenchKernelsArgs),
     /// Environment steps per second with rendering.
     Env(env_cmds::BenchEnvArgs),
+    /// Quantized matmul kernels: every bit-width and granularity vs f32 and copy.
+    Quant(gpu_cmds::BenchQuantArgs),
     /// Encoder/predictor forward and CEM-sized rollouts, GPU and CPU backends.
     Model(model_cmds::BenchModelArgs),
 }
@@ -49,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(a) => gpu_cmds::run_info(a),
         Command::Bench(BenchCommand::Kernels(a)) => gpu_cmds::run_bench_kernels(a),
         Command::Bench(BenchCommand::Env(a)) => env_cmds::run_bench_env(a),
+        Command::Bench(BenchCommand::Quant(a)) => gpu_cmds::run_bench_quant(a),
         Command::Data(a) => env_cmds::run_data(a),
         Command::Env(c) => env_cmds::run_env(c),
         Command::Model(c) => model_cmds::run_model(c),

@@ -91,7 +91,11 @@ fn tile(m: usize) -> (u32, u32) {
     }
 }
 
-fn check_x(w: &GpuQuantWeight, x: &GpuTensor, b: Option<&GpuTensor>) -> Result<(usize, Vec<usize>)> {
+fn check_x(
+    w: &GpuQuantWeight,
+    x: &GpuTensor,
+    b: Option<&GpuTensor>,
+) -> Result<(usize, Vec<usize>)> {
     let k = *x.shape().last().unwrap_or(&0);
     if k != w.k {
         return Err(Error::Shape(format!(
@@ -139,17 +143,19 @@ pub fn qmatmul(
     }
     let (rows, cols) = tile(m);
     let ctx = rec.ctx();
-    let pl = ctx.pipelines.get(
-        &ctx.device,
-        "qmatmul",
-        "qmatmul",
-        &constants(w.bits, rows, cols, true)[..3],
-    )?;
+    let x_vec4 = w.k % 4 == 0;
+    let mut consts = constants(w.bits, rows, cols, true).to_vec();
+    consts[3] = ("X_VEC4", x_vec4 as u32 as f64);
+    let pl = ctx
+        .pipelines
+        .get(&ctx.device, "qmatmul", "qmatmul", &consts)?;
     let p = w.params(m, b.is_some());
     let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
     let bias = b.unwrap_or(x);
+    // Both views of x are in the layout (the override picks one at compile time).
     let mut bufs = vec![
         (1, x.buffer()),
+        (9, x.buffer()),
         (2, w.codes.buffer()),
         (3, w.scales.buffer()),
         (5, bias.buffer()),
@@ -211,7 +217,12 @@ pub fn quant_act(
         })?)
     };
     if m == 0 {
-        return Ok(GpuQuantAct { codes, params, m, k });
+        return Ok(GpuQuantAct {
+            codes,
+            params,
+            m,
+            k,
+        });
     }
     let max = rec.ctx().limits.max_compute_workgroups_per_dimension as usize;
     let gy = m.div_ceil(max);
@@ -237,14 +248,15 @@ pub fn quant_act(
         "quant_act",
         &pl,
         Some(bytemuck::bytes_of(&p)),
-        &[
-            (1, x.buffer()),
-            (2, codes.buffer()),
-            (3, params.buffer()),
-        ],
+        &[(1, x.buffer()), (2, codes.buffer()), (3, params.buffer())],
         [gx as u32, gy as u32, 1],
     )?;
-    Ok(GpuQuantAct { codes, params, m, k })
+    Ok(GpuQuantAct {
+        codes,
+        params,
+        m,
+        k,
+    })
 }
 
 /// `Y = dequant(Xq) dequant(W)^T + b` with integer dot products per group.

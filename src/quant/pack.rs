@@ -249,8 +249,12 @@ pub fn pack(
             )));
         }
     }
-    let zeros: Option<Vec<f32>> = (!symmetric)
-        .then(|| params.iter().map(|p| p.zero.unwrap_or(0.0).round()).collect());
+    let zeros: Option<Vec<f32>> = (!symmetric).then(|| {
+        params
+            .iter()
+            .map(|p| p.zero.unwrap_or(0.0).round())
+            .collect()
+    });
     let mut pw = PackedWeight {
         n,
         k,

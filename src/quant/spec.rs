@@ -53,7 +53,8 @@ pub struct QuantSpec {
     pub predictor: ModuleQuant,
 }
 
-const GRAMMAR: &str = "valid specs: `fp`; `w<bits>[g<group>][a<abits>[t]]` with bits in {2,3,4,6,8}, \
+const GRAMMAR: &str =
+    "valid specs: `fp`; `w<bits>[g<group>][a<abits>[t]]` with bits in {2,3,4,6,8}, \
 group in {32,64,128} (omit for per-channel), abits in {4,6,8}, `t` for dynamic per-token \
 activations (else static per-tensor), e.g. `w8`, `w4g128`, `w4g32a8`, `w8a8t`; per module: \
 `enc=w8,pred=w4g32` (an omitted module stays fp)";

@@ -1,0 +1,208 @@
+//! `qwm bench quant`: the dequantize-on-the-fly kernels for every bit-width and granularity,
+//! as a mat-vec (batch 1-8, weight-bytes GB/s) and as a token batch at a DINO-WM shape
+//! (GFLOP/s), next to the f32 kernel and the copy kernel measured in the same run.
+
+use serde::Serialize;
+
+use super::kernels::{time_gpu, AdapterId};
+use crate::gpu::qops::{self, GpuQuantWeight};
+use crate::gpu::{ops, GpuContext};
+use crate::quant::{self, QuantContext, WeightSpec};
+use crate::tensor::randn;
+use crate::Result;
+
+pub struct Options {
+    pub reps: usize,
+    pub quick: bool,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct QuantResult {
+    pub name: String,
+    /// 32 for the f32 kernel, null for the copy kernel.
+    pub bits: Option<u8>,
+    pub group: Option<usize>,
+    pub batch: usize,
+    pub seconds_median: f64,
+    /// Weight bytes streamed per second (mat-vec), or read + written bytes (copy).
+    pub gbps: Option<f64>,
+    pub gflops: Option<f64>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct QuantReport {
+    pub adapter: AdapterId,
+    pub date: String,
+    pub matvec_shape: [usize; 2],
+    pub token_shape: [usize; 3],
+    pub copy_gbps: f64,
+    pub results: Vec<QuantResult>,
+}
+
+impl QuantReport {
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "adapter: {} ({}, {})   date: {}   copy: {:.2} GB/s (read + write)\n\
+             mat-vec weight [N, K] = {:?}; token batch [M, K] x [N, K]^T = {:?}\n",
+            self.adapter.name,
+            self.adapter.backend,
+            self.adapter.device_type,
+            self.date,
+            self.copy_gbps,
+            self.matvec_shape,
+            self.token_shape
+        );
+        s += &format!(
+            "{:<22} {:>5} {:>10} {:>12} {:>10} {:>10} {:>9}\n",
+            "kernel", "batch", "median ms", "weight GB/s", "x copy", "GFLOP/s", "x f32"
+        );
+        let f32_tok = self
+            .results
+            .iter()
+            .find(|r| r.bits == Some(32) && r.batch > 8)
+            .and_then(|r| r.gflops);
+        for r in &self.results {
+            s += &format!(
+                "{:<22} {:>5} {:>10.3} {:>12} {:>10} {:>10} {:>9}\n",
+                r.name,
+                r.batch,
+                r.seconds_median * 1e3,
+                r.gbps.map(|g| format!("{g:.2}")).unwrap_or_default(),
+                r.gbps
+                    .filter(|_| r.bits.is_some())
+                    .map(|g| format!("{:.2}", g / self.copy_gbps))
+                    .unwrap_or_default(),
+                r.gflops.map(|g| format!("{g:.2}")).unwrap_or_default(),
+                match (r.gflops, f32_tok) {
+                    (Some(g), Some(f)) if r.batch > 8 => format!("{:.2}", g / f),
+                    _ => String::new(),
+                },
+            );
+        }
+        s
+    }
+}
+
+pub fn run(opts: &Options) -> Result<QuantReport> {
+    let ctx = GpuContext::new()?;
+    let reps = opts.reps;
+    // Mat-vec: a square-ish weight big enough to stream; token batch: predictor fc1
+    // (588 tokens of width 404 -> 2048).
+    let (mn, mk) = (2048usize, 2048usize);
+    let (tm, tn, tk) = (588usize, 2048usize, 404usize);
+    let batches: &[usize] = if opts.quick { &[1, 8] } else { &[1, 2, 4, 8] };
+    let mut results = Vec::new();
+
+    // Copy yardstick.
+    let cn = 16 << 20;
+    let src = ctx.upload(&vec![1.0f32; cn], &[cn])?;
+    let copy_s = time_gpu(&ctx, reps, |rec| ops::copy(rec, &src).map(|_| ()))?.0;
+    let copy_gbps = 2.0 * (cn * 4) as f64 / copy_s / 1e9;
+    drop(src);
+    results.push(QuantResult {
+        name: "copy".into(),
+        bits: None,
+        group: None,
+        batch: 0,
+        seconds_median: copy_s,
+        gbps: Some(copy_gbps),
+        gflops: None,
+    });
+
+    let wm = randn(mn * mk, 0.02, 1);
+    let wt = randn(tn * tk, 0.02, 2);
+    let xt = ctx.upload(&randn(tm * tk, 1.0, 3), &[tm, tk])?;
+
+    // f32 baseline.
+    {
+        let gw = ctx.upload(&wm, &[mn, mk])?;
+        for &b in batches {
+            let x = ctx.upload(&randn(b * mk, 1.0, 4), &[b, mk])?;
+            let s = time_gpu(&ctx, reps, |rec| {
+                ops::matmul(rec, &x, &gw, None).map(|_| ())
+            })?
+            .0;
+            results.push(QuantResult {
+                name: "f32 matvec".into(),
+                bits: Some(32),
+                group: None,
+                batch: b,
+                seconds_median: s,
+                gbps: Some((mn * mk * 4) as f64 / s / 1e9),
+                gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
+            });
+        }
+        let gwt = ctx.upload(&wt, &[tn, tk])?;
+        let s = time_gpu(&ctx, reps, |rec| {
+            ops::matmul(rec, &xt, &gwt, None).map(|_| ())
+        })?
+        .0;
+        results.push(QuantResult {
+            name: "f32 tokens".into(),
+            bits: Some(32),
+            group: None,
+            batch: tm,
+            seconds_median: s,
+            gbps: None,
+            gflops: Some(2.0 * (tm * tn * tk) as f64 / s / 1e9),
+        });
+    }
+
+    let bit_list: &[u8] = if opts.quick {
+        &[8, 4]
+    } else {
+        &[8, 6, 4, 3, 2]
+    };
+    let q = quant::method("rtn")?;
+    for &bits in bit_list {
+        for group in [None, Some(32), Some(128)] {
+            let spec = WeightSpec { bits, group };
+            let label = match group {
+                None => format!("w{bits}"),
+                Some(g) => format!("w{bits}g{g}"),
+            };
+            let pm = q.quantize(&wm, mn, mk, &spec, &QuantContext::default())?;
+            let gm = GpuQuantWeight::upload(&ctx, &pm)?;
+            for &b in batches {
+                let x = ctx.upload(&randn(b * mk, 1.0, 4), &[b, mk])?;
+                let s = time_gpu(&ctx, reps, |rec| {
+                    qops::qmatmul(rec, &x, &gm, None).map(|_| ())
+                })?
+                .0;
+                results.push(QuantResult {
+                    name: format!("{label} matvec"),
+                    bits: Some(bits),
+                    group,
+                    batch: b,
+                    seconds_median: s,
+                    gbps: Some(gm.bytes() as f64 / s / 1e9),
+                    gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
+                });
+            }
+            drop(gm);
+            let pt = q.quantize(&wt, tn, tk, &spec, &QuantContext::default())?;
+            let gt = GpuQuantWeight::upload(&ctx, &pt)?;
+            let s = time_gpu(&ctx, reps, |rec| {
+                qops::qmatmul(rec, &xt, &gt, None).map(|_| ())
+            })?
+            .0;
+            results.push(QuantResult {
+                name: format!("{label} tokens"),
+                bits: Some(bits),
+                group,
+                batch: tm,
+                seconds_median: s,
+                gbps: None,
+                gflops: Some(2.0 * (tm * tn * tk) as f64 / s / 1e9),
+            });
+        }
+    }
+    Ok(QuantReport {
+        adapter: AdapterId::of(&ctx),
+        date: super::kernels::today(),
+        matvec_shape: [mn, mk],
+        token_shape: [tm, tk, tn],
+        copy_gbps,
+        results,
+    })
+}
