@@ -289,28 +289,32 @@ fn cpu_ref(x: &[f32], m: usize, pw: &PackedWeight, b: Option<&[f32]>) -> Vec<f32
 fn gpu_qmatmul_matches_cpu_fake_quant() {
     let Some(ctx) = gpu() else { return };
     // K = 404: vec4 activation loads and a ragged last unit; K = 70: scalar loads.
-    for (n, k, groups) in [(37usize, 404usize, vec![None, Some(32), Some(128)]), (11, 70, vec![None, Some(64)])] {
-    let w = randn(n * k, 0.05, 20);
-    let b = randn(n, 0.1, 21);
-    let gb = ctx.upload(&b, &[n]).unwrap();
-    for bits in [2u8, 3, 4, 6, 8] {
-        for &group in &groups {
-            let pw = quantize("omse", &w, n, k, bits, group);
-            let g = GpuQuantWeight::upload(ctx, &pw).unwrap();
-            for m in [1usize, 3, 8, 13, 70] {
-                let x = randn(m * k, 1.0, 30 + m as u64);
-                let gx = ctx.upload(&x, &[m, k]).unwrap();
-                let mut rec = Recorder::new(ctx);
-                let y = qops::qmatmul(&mut rec, &gx, &g, Some(&gb)).unwrap();
-                rec.submit().unwrap();
-                let got = ctx.read(&y).unwrap();
-                let want = cpu_ref(&x, m, &pw, Some(&b));
-                assert_close(
-                    &got,
-                    &want,
-                    Q_TOL,
-                    &format!("qmatmul w{bits} g{group:?} M={m}"),
-                );
+    for (n, k, groups) in [
+        (37usize, 404usize, vec![None, Some(32), Some(128)]),
+        (11, 70, vec![None, Some(64)]),
+    ] {
+        let w = randn(n * k, 0.05, 20);
+        let b = randn(n, 0.1, 21);
+        let gb = ctx.upload(&b, &[n]).unwrap();
+        for bits in [2u8, 3, 4, 6, 8] {
+            for &group in &groups {
+                let pw = quantize("omse", &w, n, k, bits, group);
+                let g = GpuQuantWeight::upload(ctx, &pw).unwrap();
+                for m in [1usize, 3, 8, 13, 70] {
+                    let x = randn(m * k, 1.0, 30 + m as u64);
+                    let gx = ctx.upload(&x, &[m, k]).unwrap();
+                    let mut rec = Recorder::new(ctx);
+                    let y = qops::qmatmul(&mut rec, &gx, &g, Some(&gb)).unwrap();
+                    rec.submit().unwrap();
+                    let got = ctx.read(&y).unwrap();
+                    let want = cpu_ref(&x, m, &pw, Some(&b));
+                    assert_close(
+                        &got,
+                        &want,
+                        Q_TOL,
+                        &format!("qmatmul K={k} w{bits} g{group:?} M={m}"),
+                    );
+                }
             }
         }
     }
