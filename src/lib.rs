@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod gpu;
 pub mod model;
+pub mod plan;
 pub mod quant;
 pub mod tensor;
 
