@@ -104,3 +104,119 @@ fn nan_costs_are_an_error() {
     let e = p.plan(&mut f, None).unwrap_err().to_string();
     assert!(e.contains("NaN"), "{e}");
 }
+
+#[test]
+fn wilson_interval_and_spearman() {
+    use qwm::plan::stats::{median, spearman, wilson95};
+    let [lo, hi] = wilson95(45, 50);
+    assert!(
+        (lo - 0.786).abs() < 0.005 && (hi - 0.957).abs() < 0.005,
+        "{lo} {hi}"
+    );
+    assert_eq!(wilson95(0, 10)[0], 0.0);
+    let a = [1.0, 2.0, 3.0, 4.0, 5.0];
+    assert!((spearman(&a, &[10.0, 20.0, 30.0, 40.0, 50.0]).unwrap() - 1.0).abs() < 1e-12);
+    assert!((spearman(&a, &[5.0, 4.0, 3.0, 2.0, 1.0]).unwrap() + 1.0).abs() < 1e-12);
+    // ties averaged: x = [1,2,2,3] -> ranks [1, 2.5, 2.5, 4]
+    let r = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    assert!((r - 0.9486832980505138).abs() < 1e-9, "{r}");
+    assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+    assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+}
+
+/// A "perfect" model of Wall: the cost is the true distance after executing the actions in a
+/// copy of the environment. MPC around CEM with it must reach the goal.
+struct OracleWall {
+    env: Box<dyn qwm::env::Env>,
+    start: Vec<f32>,
+    goal: Vec<f32>,
+}
+
+impl qwm::plan::PlanModel for OracleWall {
+    fn action_dim(&self) -> usize {
+        2
+    }
+    fn frameskip(&self) -> usize {
+        5
+    }
+    fn set_problem(
+        &mut self,
+        _obs: &qwm::env::Frame,
+        proprio: &[f32],
+        _goal: &qwm::env::Frame,
+        goal_proprio: &[f32],
+    ) -> qwm::Result<()> {
+        self.start = proprio.to_vec();
+        self.goal = goal_proprio.to_vec();
+        Ok(())
+    }
+    fn costs(&mut self, actions: &[f32], n: usize) -> qwm::Result<Vec<f32>> {
+        let d = actions.len() / n;
+        (0..n)
+            .map(|i| {
+                self.env.reset_to(&self.start)?;
+                for a in self.denormalize(&actions[i * d..(i + 1) * d]).chunks(2) {
+                    self.env.step(a)?;
+                }
+                // Geodesic-ish cost: through the door when the goal is across the wall (plain
+                // Euclidean distance has a local minimum against the wall).
+                let p = self.env.state();
+                let (wx, dy) = (qwm::env::wall::WALL_X, qwm::env::wall::DOOR_Y);
+                let across = (p[0] - wx).signum() != (self.goal[0] - wx).signum();
+                let d =
+                    |a: &[f32], b: &[f32]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+                Ok(if across {
+                    d(&p, &[wx, dy]) + d(&[wx, dy], &self.goal)
+                } else {
+                    d(&p, &self.goal)
+                })
+            })
+            .collect()
+    }
+    fn denormalize(&self, actions: &[f32]) -> Vec<f32> {
+        actions.iter().map(|a| a.clamp(-1.0, 1.0)).collect()
+    }
+    fn image_size(&self) -> usize {
+        16
+    }
+}
+
+#[test]
+fn mpc_with_an_oracle_model_reaches_the_wall_goal() {
+    let mut env = qwm::env::make("wall").unwrap();
+    let (start, goal) = env.sample_start_goal(5);
+    let mut model = OracleWall {
+        env: qwm::env::make("wall").unwrap(),
+        start: vec![],
+        goal: vec![],
+    };
+    let c = PlanConfig {
+        horizon: 5,
+        step_dim: 10,
+        samples: 100,
+        topk: 10,
+        opt_steps: 8,
+        seed: 1,
+        ..PlanConfig::default()
+    };
+    let mut planner = plan::make("cem", c).unwrap();
+    let mpc = qwm::plan::MpcConfig {
+        max_iters: 10,
+        n_taken: 5,
+    };
+    let mut iters = 0;
+    let rec = qwm::plan::run_episode(
+        env.as_mut(),
+        &mut model,
+        planner.as_mut(),
+        &mpc,
+        5,
+        &start,
+        &goal,
+        &mut |_, _| iters += 1,
+    )
+    .unwrap();
+    assert!(rec.success, "oracle MPC failed: {rec:?}");
+    assert_eq!(rec.iterations, iters);
+    assert!(rec.final_state_distance < 4.5);
+}

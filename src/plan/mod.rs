@@ -4,9 +4,12 @@
 //! [`Planner`] plus one line in [`make`].
 
 mod cem;
+pub mod mpc;
 mod mppi;
+pub mod stats;
 
 pub use cem::Cem;
+pub use mpc::{run_episode, EpisodeRecord, MpcConfig, PlanModel};
 pub use mppi::Mppi;
 
 use rand::rngs::StdRng;
