@@ -220,3 +220,95 @@ fn mpc_with_an_oracle_model_reaches_the_wall_goal() {
     assert_eq!(rec.iterations, iters);
     assert!(rec.final_state_distance < 4.5);
 }
+
+#[test]
+fn eval_writes_json_per_episode_and_resumes() {
+    use qwm::plan::eval::{run_eval, EvalConfig};
+    let dir = std::env::temp_dir().join(format!("qwm-eval-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("eval.json");
+    let _ = std::fs::remove_file(&json);
+    let pc = PlanConfig {
+        horizon: 5,
+        step_dim: 10,
+        samples: 60,
+        topk: 6,
+        opt_steps: 4,
+        seed: 1,
+        ..PlanConfig::default()
+    };
+    let mpc = qwm::plan::MpcConfig {
+        max_iters: 3,
+        n_taken: 5,
+    };
+    let mut cfg = EvalConfig {
+        env: "wall".into(),
+        episodes: 2,
+        planner: "cem".into(),
+        plan: (&pc).into(),
+        mpc: (&mpc).into(),
+        model: "oracle".into(),
+        quant: "fp".into(),
+        backend: "cpu".into(),
+    };
+    let mut model = OracleWall {
+        env: qwm::env::make("wall").unwrap(),
+        start: vec![],
+        goal: vec![],
+    };
+    let mut ran = 0;
+    let r = run_eval(
+        &cfg,
+        &pc,
+        &mpc,
+        &mut model,
+        Some(&json),
+        &mut |_, _| ran += 1,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!((ran, r.finished), (2, 2));
+    let text = std::fs::read_to_string(&json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in [
+        "success_rate",
+        "success_ci95",
+        "mean_state_dist",
+        "plan_seconds_median",
+        "spearman_objective_vs_distance",
+        "latent_divergence",
+        "episodes",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {text}");
+    }
+    assert!(v["latent_divergence"].is_null());
+    // Resume with one more episode: only the new one runs, the old ones are kept as they were.
+    cfg.episodes = 3;
+    let mut ran = 0;
+    let r2 = run_eval(
+        &cfg,
+        &pc,
+        &mpc,
+        &mut model,
+        Some(&json),
+        &mut |_, _| ran += 1,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!((ran, r2.finished), (1, 3));
+    assert_eq!(r2.episodes[0].final_state, r.episodes[0].final_state);
+    // Different settings: refuse to mix.
+    cfg.planner = "mppi".into();
+    let e = run_eval(
+        &cfg,
+        &pc,
+        &mpc,
+        &mut model,
+        Some(&json),
+        &mut |_, _| {},
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("different settings"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,7 @@
 //! [`Planner`] plus one line in [`make`].
 
 mod cem;
+pub mod eval;
 pub mod mpc;
 mod mppi;
 pub mod stats;

@@ -1,0 +1,224 @@
+//! `qwm eval`: MPC episodes over evaluation seeds, written to JSON as they finish so an
+//! interrupted run resumes without losing finished episodes.
+//!
+//! Seeds: episode `i` starts from `env.sample_start_goal(sub_seed(EVAL_SEED, i))`.
+//! Calibration uses `sub_seed(CALIB_SEED, i)`; dataset collection (`qwm data`) draws from its
+//! own `--seed` streams. The streams are hashed apart, so evaluation never reuses a
+//! calibration or training episode.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::mpc::{run_episode, EpisodeRecord, MpcConfig, MpcIter, PlanModel};
+use super::stats::{median, spearman, wilson95};
+use super::{make, PlanConfig};
+use crate::env::{self, Env};
+use crate::{Error, Result};
+
+pub const EVAL_SEED: u64 = 99;
+pub const CALIB_SEED: u64 = 7;
+
+pub fn eval_seed(i: usize) -> u64 {
+    env::sub_seed(EVAL_SEED, i as u64)
+}
+
+pub fn calib_seed(i: usize) -> u64 {
+    env::sub_seed(CALIB_SEED, i as u64)
+}
+
+/// Everything that defines an evaluation; a resumed run must match it exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    pub env: String,
+    pub episodes: usize,
+    pub planner: String,
+    pub plan: PlanConfigKey,
+    pub mpc: MpcConfigKey,
+    /// Model file and quantization, for the record and the resume check.
+    pub model: String,
+    pub quant: String,
+    pub backend: String,
+}
+
+/// Serializable, comparable copies of the planner and MPC settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanConfigKey {
+    pub horizon: usize,
+    pub samples: usize,
+    pub topk: usize,
+    pub opt_steps: usize,
+    pub var_scale: f32,
+    pub temperature: f32,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MpcConfigKey {
+    pub max_iters: usize,
+    pub n_taken: usize,
+}
+
+impl From<&PlanConfig> for PlanConfigKey {
+    fn from(c: &PlanConfig) -> Self {
+        PlanConfigKey {
+            horizon: c.horizon,
+            samples: c.samples,
+            topk: c.topk,
+            opt_steps: c.opt_steps,
+            var_scale: c.var_scale,
+            temperature: c.temperature,
+            seed: c.seed,
+        }
+    }
+}
+
+impl From<&MpcConfig> for MpcConfigKey {
+    fn from(c: &MpcConfig) -> Self {
+        MpcConfigKey {
+            max_iters: c.max_iters,
+            n_taken: c.n_taken,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub config: EvalConfig,
+    pub finished: usize,
+    pub success_rate: f64,
+    pub success_ci95: [f64; 2],
+    pub mean_state_dist: f64,
+    pub plan_seconds_median: Option<f64>,
+    /// Spearman correlation across episodes of the final planning objective and the final
+    /// true state distance (alignment of objective and task).
+    pub spearman_objective_vs_distance: Option<f64>,
+    /// Divergence of a quantized model's predicted latents from the float model's on the same
+    /// action sequences; null for float models.
+    pub latent_divergence: Option<f64>,
+    pub episodes: Vec<EpisodeRecord>,
+}
+
+impl EvalReport {
+    pub fn summarize(
+        config: EvalConfig,
+        episodes: Vec<EpisodeRecord>,
+        latent_divergence: Option<f64>,
+    ) -> Self {
+        let n = episodes.len();
+        let k = episodes.iter().filter(|e| e.success).count();
+        let dists: Vec<f64> = episodes
+            .iter()
+            .map(|e| e.final_state_distance as f64)
+            .collect();
+        let objs: Vec<f64> = episodes.iter().map(|e| e.final_objective as f64).collect();
+        let secs: Vec<f64> = episodes
+            .iter()
+            .flat_map(|e| e.plan_seconds.clone())
+            .collect();
+        EvalReport {
+            config,
+            finished: n,
+            success_rate: if n == 0 { 0.0 } else { k as f64 / n as f64 },
+            success_ci95: wilson95(k, n),
+            mean_state_dist: if n == 0 {
+                f64::NAN
+            } else {
+                dists.iter().sum::<f64>() / n as f64
+            },
+            plan_seconds_median: median(&secs),
+            spearman_objective_vs_distance: spearman(&objs, &dists),
+            latent_divergence,
+            episodes,
+        }
+    }
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp: PathBuf = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Finished episodes of an earlier run with the same config (empty if none).
+fn resume(path: &Path, config: &EvalConfig) -> Result<Vec<EpisodeRecord>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let old: EvalReport = serde_json::from_str(&text).map_err(|e| {
+        Error::Invalid(format!(
+            "{} exists but is not a qwm eval report ({e}); pick another --json path or delete it",
+            path.display()
+        ))
+    })?;
+    // The episode count may grow between runs; everything else must match.
+    let same = EvalConfig {
+        episodes: config.episodes,
+        ..old.config.clone()
+    } == *config;
+    if !same {
+        return Err(Error::Invalid(format!(
+            "{} holds an evaluation with different settings ({:?}); pick another --json path \
+             or delete it to start over",
+            path.display(),
+            old.config
+        )));
+    }
+    let mut eps = old.episodes;
+    eps.truncate(config.episodes);
+    Ok(eps)
+}
+
+/// Run (or resume) an evaluation, rewriting `json` after every episode.
+pub fn run_eval(
+    config: &EvalConfig,
+    plan_cfg: &PlanConfig,
+    mpc: &MpcConfig,
+    model: &mut dyn PlanModel,
+    json: Option<&Path>,
+    on_episode: &mut dyn FnMut(&EpisodeRecord, usize),
+    on_iter: &mut dyn FnMut(&MpcIter, &dyn Env),
+) -> Result<EvalReport> {
+    let mut env = env::make(&config.env)?;
+    make(&config.planner, plan_cfg.clone())?; // validate before any work
+    let mut episodes = match json {
+        Some(p) => resume(p, config)?,
+        None => Vec::new(),
+    };
+    for i in episodes.len()..config.episodes {
+        let seed = eval_seed(i);
+        let (start, goal) = env.sample_start_goal(seed);
+        // A fresh planner per episode, seeded by the episode, so resumed runs match.
+        let mut pc = plan_cfg.clone();
+        pc.seed = plan_cfg.seed ^ seed;
+        let mut planner = make(&config.planner, pc)?;
+        let rec = run_episode(
+            env.as_mut(),
+            model,
+            planner.as_mut(),
+            mpc,
+            seed,
+            &start,
+            &goal,
+            on_iter,
+        )?;
+        on_episode(&rec, i);
+        episodes.push(rec);
+        if let Some(p) = json {
+            let report = EvalReport::summarize(config.clone(), episodes.clone(), None);
+            write_atomic(
+                p,
+                &serde_json::to_string_pretty(&report).expect("serializable"),
+            )?;
+        }
+    }
+    let report = EvalReport::summarize(config.clone(), episodes, None);
+    if let Some(p) = json {
+        write_atomic(
+            p,
+            &serde_json::to_string_pretty(&report).expect("serializable"),
+        )?;
+    }
+    Ok(report)
+}
