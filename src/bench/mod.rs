@@ -3,6 +3,7 @@
 //! a copy kernel), because absolute times on a shared machine are noise.
 
 pub mod kernels;
+pub mod model;
 pub mod quant;
 
 use std::time::Instant;

@@ -1,17 +1,207 @@
 //! `qwm model random`, `qwm model info`, `qwm bench model`.
 
+use std::path::PathBuf;
+
 use clap::{Args, Subcommand};
 
+use crate::model::{format, ModelConfig, Weights};
+
 #[derive(Subcommand, Debug)]
-pub enum ModelCommand {}
-
-#[derive(Args, Debug)]
-pub struct BenchModelArgs {}
-
-pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
-    match c {}
+pub enum ModelCommand {
+    /// Write a randomly initialised model file (for benchmarks and tests).
+    Random(RandomArgs),
+    /// Print a model file's config, parameter counts per module and size.
+    Info(InfoArgs),
 }
 
-pub fn run_bench_model(_a: BenchModelArgs) -> anyhow::Result<()> {
-    anyhow::bail!("qwm bench model is not implemented yet")
+#[derive(Args, Debug)]
+pub struct RandomArgs {
+    /// `dinowm`, `tiny`, or a JSON file holding a ModelConfig.
+    #[arg(long, default_value = "tiny")]
+    pub config: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Storage dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    pub path: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchModelArgs {
+    /// `dinowm`, `tiny`, or a model file.
+    #[arg(long, default_value = "tiny")]
+    pub config: String,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Batch sizes for the encoder and predictor forward timings.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,300")]
+    pub batches: Vec<usize>,
+    /// Batch sizes for the CPU backend (default: the same as --batches).
+    #[arg(long, value_delimiter = ',')]
+    pub cpu_batches: Option<Vec<usize>>,
+    /// Samples of the CEM-sized rollout (0 skips it).
+    #[arg(long, default_value_t = 300)]
+    pub rollout_samples: usize,
+    /// Actions per rollout (DINO-WM's CEM horizon).
+    #[arg(long, default_value_t = 5)]
+    pub horizon: usize,
+    /// Timed repetitions per measurement (median reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Skip the CPU backend.
+    #[arg(long)]
+    pub no_cpu: bool,
+    /// Skip the CPU rollout (it can take minutes at full size).
+    #[arg(long)]
+    pub no_cpu_rollout: bool,
+}
+
+/// `dinowm`, `tiny`, or a JSON config file.
+pub fn config_arg(s: &str) -> anyhow::Result<ModelConfig> {
+    if let Some(c) = ModelConfig::preset(s) {
+        return Ok(c);
+    }
+    let text = std::fs::read_to_string(s).map_err(|e| {
+        anyhow::anyhow!("--config {s}: not a preset (dinowm, tiny) and not a readable file: {e}")
+    })?;
+    let c: ModelConfig = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--config {s}: not a valid ModelConfig JSON: {e}"))?;
+    c.validate()?;
+    Ok(c)
+}
+
+pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
+    match c {
+        ModelCommand::Random(a) => {
+            let cfg = config_arg(&a.config)?;
+            let dtype = match a.dtype.as_str() {
+                "f32" => format::StoreDtype::F32,
+                "f16" => format::StoreDtype::F16,
+                "bf16" => format::StoreDtype::BF16,
+                other => anyhow::bail!("--dtype must be f32, f16 or bf16, got {other}"),
+            };
+            let w = Weights::random(&cfg, a.seed)?;
+            format::save_as(&w, &a.out, dtype)?;
+            let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "wrote {} ({} config, {} parameters, {:.1} MB, {})",
+                a.out.display(),
+                cfg.name,
+                w.total_params(),
+                bytes as f64 / 1e6,
+                a.dtype
+            );
+            Ok(())
+        }
+        ModelCommand::Info(a) => {
+            let w = format::load(&a.path)?;
+            let bytes = std::fs::metadata(&a.path).map(|m| m.len()).unwrap_or(0);
+            if a.json {
+                let v = serde_json::json!({
+                    "path": a.path.display().to_string(),
+                    "bytes": bytes,
+                    "format_version": format::FORMAT_VERSION,
+                    "config": w.config,
+                    "normalization": w.norm,
+                    "params": w.param_counts().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "total_params": w.total_params(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", info_text(&w, &a.path, bytes));
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn info_text(w: &Weights, path: &std::path::Path, bytes: u64) -> String {
+    let c = &w.config;
+    let e = &c.encoder;
+    let p = &c.predictor;
+    let mut s = format!(
+        "{}: qwm model format v{}, {:.2} MB\n",
+        path.display(),
+        format::FORMAT_VERSION,
+        bytes as f64 / 1e6
+    );
+    s += &format!("config '{}':\n", c.name);
+    s += &format!(
+        "  frames {0}x{0} RGB -> resized {1}x{1}, patch {2} -> {3} patches\n",
+        c.image_size,
+        e.resize,
+        e.patch,
+        c.patches()
+    );
+    s += &format!(
+        "  encoder: width {}, depth {}, heads {}, mlp {}, layerscale {}, cls {}, eps {:e}\n",
+        e.width, e.depth, e.heads, e.mlp, e.layerscale, e.cls_token, e.eps
+    );
+    s += &format!(
+        "  actions: {} x {} -> {}; proprio: {} -> {}; token width {}\n",
+        c.frameskip,
+        c.action_dim,
+        c.action_emb,
+        c.proprio_dim,
+        c.proprio_emb,
+        c.latent_dim()
+    );
+    s += &format!(
+        "  predictor: depth {}, heads {} x {}, mlp {}, num_hist {}, eps {:e}\n",
+        p.depth, p.heads, p.head_dim, p.mlp, c.num_hist, p.eps
+    );
+    match &c.decoder {
+        Some(d) => {
+            s += &format!(
+                "  decoder: channel {}, res blocks {} x {}\n",
+                d.channel, d.res_blocks, d.res_channel
+            )
+        }
+        None => s += "  decoder: none\n",
+    }
+    s += &format!(
+        "  normalization: action mean {:?} std {:?}; proprio mean {:?} std {:?}\n",
+        w.norm.action_mean, w.norm.action_std, w.norm.proprio_mean, w.norm.proprio_std
+    );
+    s += "parameters:\n";
+    for (m, n) in w.param_counts() {
+        s += &format!("  {m:<16} {n:>12}\n");
+    }
+    s += &format!("  {:<16} {:>12}\n", "total", w.total_params());
+    s
+}
+
+pub fn run_bench_model(a: BenchModelArgs) -> anyhow::Result<()> {
+    let weights = match ModelConfig::preset(&a.config) {
+        Some(c) => Weights::random(&c, 0)?,
+        None => format::load(&a.config)?,
+    };
+    let opts = crate::bench::model::Options {
+        batches: a.batches.clone(),
+        cpu_batches: a.cpu_batches.clone().unwrap_or_else(|| a.batches.clone()),
+        rollout_samples: a.rollout_samples,
+        horizon: a.horizon,
+        reps: a.reps.max(1),
+        cpu: !a.no_cpu,
+        cpu_rollout: !a.no_cpu && !a.no_cpu_rollout,
+    };
+    let report = crate::bench::model::run(&weights, &opts)?;
+    print!("{}", report.table());
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
 }

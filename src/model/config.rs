@@ -1,0 +1,326 @@
+//! `ModelConfig`: every size of a DINO-WM style world model, from the real one to test toys.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The frozen ViT encoder (DINOv2 style: pre-LN blocks, qkv with bias, optional LayerScale,
+/// optional CLS token that is dropped at the output, final LayerNorm).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EncoderConfig {
+    /// Side of the square image the ViT sees (after resizing); a multiple of `patch`.
+    pub resize: usize,
+    pub patch: usize,
+    pub width: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp: usize,
+    pub layerscale: bool,
+    pub cls_token: bool,
+    pub eps: f32,
+}
+
+/// The frame-causal ViT predictor (DINO-WM `ViTPredictor`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PredictorConfig {
+    pub depth: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub mlp: usize,
+    pub eps: f32,
+}
+
+/// The visualization decoder (DINO-WM's VQ-VAE decoder with the codebook disabled): two
+/// stages, each a 3x3 conv, `res_blocks` residual blocks, ReLU and two stride-2 transposed
+/// convs (x4 per stage).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DecoderConfig {
+    pub channel: usize,
+    pub res_blocks: usize,
+    pub res_channel: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub name: String,
+    /// Side of the square RGB frames the model is fed (u8, HWC).
+    pub image_size: usize,
+    pub encoder: EncoderConfig,
+    pub predictor: PredictorConfig,
+    pub decoder: Option<DecoderConfig>,
+    /// Raw action size per environment step; the model sees `frameskip * action_dim`.
+    pub action_dim: usize,
+    pub frameskip: usize,
+    pub action_emb: usize,
+    pub proprio_dim: usize,
+    pub proprio_emb: usize,
+    pub num_hist: usize,
+}
+
+impl ModelConfig {
+    /// The real DINO-WM: DINOv2 ViT-S/14 encoder on 224 px frames resized to 196 px (14 x 14
+    /// patches), predictor depth 6 x 16 heads of 64, MLP 2048, width 384 + 10 + 10 = 404.
+    pub fn dinowm() -> Self {
+        ModelConfig {
+            name: "dinowm".into(),
+            image_size: 224,
+            encoder: EncoderConfig {
+                resize: 196,
+                patch: 14,
+                width: 384,
+                depth: 12,
+                heads: 6,
+                mlp: 1536,
+                layerscale: true,
+                cls_token: true,
+                eps: 1e-6,
+            },
+            predictor: PredictorConfig {
+                depth: 6,
+                heads: 16,
+                head_dim: 64,
+                mlp: 2048,
+                eps: 1e-5,
+            },
+            decoder: Some(DecoderConfig {
+                channel: 384,
+                res_blocks: 4,
+                res_channel: 128,
+            }),
+            action_dim: 2,
+            frameskip: 5,
+            action_emb: 10,
+            proprio_dim: 4,
+            proprio_emb: 10,
+            num_hist: 3,
+        }
+    }
+
+    /// A toy of the same structure for tests and quick benchmarks: 32 px frames resized to
+    /// 24 px, patch 8 (3 x 3 grid), widths 32/40.
+    pub fn tiny() -> Self {
+        ModelConfig {
+            name: "tiny".into(),
+            image_size: 32,
+            encoder: EncoderConfig {
+                resize: 24,
+                patch: 8,
+                width: 32,
+                depth: 2,
+                heads: 2,
+                mlp: 64,
+                layerscale: true,
+                cls_token: true,
+                eps: 1e-6,
+            },
+            predictor: PredictorConfig {
+                depth: 2,
+                heads: 2,
+                head_dim: 16,
+                mlp: 64,
+                eps: 1e-5,
+            },
+            decoder: Some(DecoderConfig {
+                channel: 8,
+                res_blocks: 1,
+                res_channel: 4,
+            }),
+            action_dim: 2,
+            frameskip: 5,
+            action_emb: 4,
+            proprio_dim: 2,
+            proprio_emb: 4,
+            num_hist: 3,
+        }
+    }
+
+    /// `dinowm`, `tiny`, or `None`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "dinowm" => Some(Self::dinowm()),
+            "tiny" => Some(Self::tiny()),
+            _ => None,
+        }
+    }
+
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.encoder.resize / self.encoder.patch
+    }
+    /// Patch tokens per frame.
+    pub fn patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+    /// Encoder tokens (patches plus the CLS token if any).
+    pub fn enc_tokens(&self) -> usize {
+        self.patches() + self.encoder.cls_token as usize
+    }
+    /// Visual latent width (encoder width).
+    pub fn visual_dim(&self) -> usize {
+        self.encoder.width
+    }
+    /// Input of the action encoder: `frameskip * action_dim`.
+    pub fn action_in(&self) -> usize {
+        self.frameskip * self.action_dim
+    }
+    /// Predictor token width: visual + proprio embedding + action embedding.
+    pub fn latent_dim(&self) -> usize {
+        self.encoder.width + self.proprio_emb + self.action_emb
+    }
+    /// Predictor attention inner width (heads x head dim).
+    pub fn pred_inner(&self) -> usize {
+        self.predictor.heads * self.predictor.head_dim
+    }
+
+    /// Check the numbers fit together; errors name the offending field and value.
+    pub fn validate(&self) -> Result<()> {
+        let e = &self.encoder;
+        let p = &self.predictor;
+        let pos = |v: usize, what: &str| -> Result<()> {
+            if v == 0 {
+                Err(Error::Invalid(format!("config: {what} must be > 0, got 0")))
+            } else {
+                Ok(())
+            }
+        };
+        for (v, w) in [
+            (self.image_size, "image_size"),
+            (e.resize, "encoder.resize"),
+            (e.patch, "encoder.patch"),
+            (e.width, "encoder.width"),
+            (e.depth, "encoder.depth"),
+            (e.heads, "encoder.heads"),
+            (e.mlp, "encoder.mlp"),
+            (p.depth, "predictor.depth"),
+            (p.heads, "predictor.heads"),
+            (p.head_dim, "predictor.head_dim"),
+            (p.mlp, "predictor.mlp"),
+            (self.action_dim, "action_dim"),
+            (self.frameskip, "frameskip"),
+            (self.action_emb, "action_emb"),
+            (self.proprio_dim, "proprio_dim"),
+            (self.proprio_emb, "proprio_emb"),
+            (self.num_hist, "num_hist"),
+        ] {
+            pos(v, w)?;
+        }
+        if e.resize % e.patch != 0 {
+            return Err(Error::Invalid(format!(
+                "config: encoder.resize {} is not a multiple of encoder.patch {}",
+                e.resize, e.patch
+            )));
+        }
+        if e.width % e.heads != 0 {
+            return Err(Error::Invalid(format!(
+                "config: encoder.width {} is not divisible by encoder.heads {}",
+                e.width, e.heads
+            )));
+        }
+        let ehd = e.width / e.heads;
+        for (d, w) in [
+            (ehd, "encoder head dim"),
+            (p.head_dim, "predictor.head_dim"),
+        ] {
+            if d % 4 != 0 || d > 64 {
+                return Err(Error::Invalid(format!(
+                    "config: {w} is {d}; the attention kernel needs a multiple of 4 up to 64"
+                )));
+            }
+        }
+        for (v, w) in [(e.eps, "encoder.eps"), (p.eps, "predictor.eps")] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Error::Invalid(format!("config: {w} must be > 0, got {v}")));
+            }
+        }
+        if let Some(d) = &self.decoder {
+            if d.channel < 2 || d.res_channel == 0 {
+                return Err(Error::Invalid(format!(
+                    "config: decoder.channel must be >= 2 and res_channel > 0, got {} and {}",
+                    d.channel, d.res_channel
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Dataset statistics: actions and proprio are z-normalized as `(x - mean) / std` before the
+/// embeddings. Action statistics are per raw action dimension (`action_dim`) and apply to
+/// each of the `frameskip` concatenated steps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Normalization {
+    pub action_mean: Vec<f32>,
+    pub action_std: Vec<f32>,
+    pub proprio_mean: Vec<f32>,
+    pub proprio_std: Vec<f32>,
+}
+
+impl Normalization {
+    /// Zero mean, unit std.
+    pub fn identity(cfg: &ModelConfig) -> Self {
+        Normalization {
+            action_mean: vec![0.0; cfg.action_dim],
+            action_std: vec![1.0; cfg.action_dim],
+            proprio_mean: vec![0.0; cfg.proprio_dim],
+            proprio_std: vec![1.0; cfg.proprio_dim],
+        }
+    }
+
+    pub fn validate(&self, cfg: &ModelConfig) -> Result<()> {
+        for (v, n, w) in [
+            (&self.action_mean, cfg.action_dim, "action_mean"),
+            (&self.action_std, cfg.action_dim, "action_std"),
+            (&self.proprio_mean, cfg.proprio_dim, "proprio_mean"),
+            (&self.proprio_std, cfg.proprio_dim, "proprio_std"),
+        ] {
+            if v.len() != n {
+                return Err(Error::Invalid(format!(
+                    "normalization: {w} has {} values, expected {n}",
+                    v.len()
+                )));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "normalization: {w} has a non-finite value"
+                )));
+            }
+        }
+        for (v, w) in [
+            (&self.action_std, "action_std"),
+            (&self.proprio_std, "proprio_std"),
+        ] {
+            if let Some(x) = v.iter().find(|x| **x <= 0.0) {
+                return Err(Error::Invalid(format!(
+                    "normalization: {w} must be > 0, found {x}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Normalize raw actions laid out `[.., frameskip * action_dim]` (or `[.., action_dim]`).
+    pub fn normalize_actions(&self, raw: &[f32]) -> Vec<f32> {
+        let d = self.action_mean.len().max(1);
+        raw.iter()
+            .enumerate()
+            .map(|(i, x)| (x - self.action_mean[i % d]) / self.action_std[i % d])
+            .collect()
+    }
+
+    /// Inverse of [`Self::normalize_actions`].
+    pub fn denormalize_actions(&self, norm: &[f32]) -> Vec<f32> {
+        let d = self.action_mean.len().max(1);
+        norm.iter()
+            .enumerate()
+            .map(|(i, x)| x * self.action_std[i % d] + self.action_mean[i % d])
+            .collect()
+    }
+
+    pub fn normalize_proprio(&self, raw: &[f32]) -> Vec<f32> {
+        let d = self.proprio_mean.len().max(1);
+        raw.iter()
+            .enumerate()
+            .map(|(i, x)| (x - self.proprio_mean[i % d]) / self.proprio_std[i % d])
+            .collect()
+    }
+}

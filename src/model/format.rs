@@ -1,0 +1,381 @@
+//! The qwm model file: safetensors with the config and normalization in `__metadata__`.
+//! See docs/MODEL_FORMAT.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::config::{ModelConfig, Normalization};
+use super::weights::{HostTensor, Weights};
+use crate::{Error, Result};
+
+pub const FORMAT_NAME: &str = "qwm-dinowm";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Storage dtype for [`save_as`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = if exp == 0 {
+        if man == 0 {
+            sign
+        } else {
+            // subnormal: normalise
+            let mut e: i32 = -1;
+            let mut m = man;
+            while m & 0x400 == 0 {
+                m <<= 1;
+                e -= 1;
+            }
+            let m = m & 0x3ff;
+            sign | (((127 - 15 + 1 + e) as u32) << 23) | (m << 13)
+        }
+    } else if exp == 0x1f {
+        sign | 0x7f80_0000 | (man << 13)
+    } else {
+        sign | ((exp + 127 - 15) << 23) | (man << 13)
+    };
+    f32::from_bits(bits)
+}
+
+fn f32_to_f16(f: f32) -> u16 {
+    // Round to nearest even.
+    let x = f.to_bits();
+    let sign = ((x >> 16) & 0x8000) as u16;
+    let exp = ((x >> 23) & 0xff) as i32;
+    let man = x & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = 1u32 << (shift - 1);
+        let rest = m & ((1 << shift) - 1);
+        let mut r = m >> shift;
+        if rest > half || (rest == half && r & 1 == 1) {
+            r += 1;
+        }
+        return sign | r as u16;
+    }
+    let mut r = ((e as u32) << 10) | (man >> 13);
+    let rest = man & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && r & 1 == 1) {
+        r += 1;
+    }
+    sign | r as u16
+}
+
+fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+fn f32_to_bf16(f: f32) -> u16 {
+    let x = f.to_bits();
+    if f.is_nan() {
+        return ((x >> 16) | 0x40) as u16;
+    }
+    let r = x.wrapping_add(0x7fff + ((x >> 16) & 1));
+    (r >> 16) as u16
+}
+
+fn meta_err(path: &Path, msg: String) -> Error {
+    Error::Invalid(format!("{}: {msg}", path.display()))
+}
+
+/// Read the config and normalization from a file's metadata without loading tensors.
+pub fn read_config(path: impl AsRef<Path>) -> Result<(ModelConfig, Normalization)> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        meta_err(
+            path,
+            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+        )
+    })?;
+    parse_meta(path, meta.metadata())
+}
+
+fn parse_meta(
+    path: &Path,
+    meta: &Option<HashMap<String, String>>,
+) -> Result<(ModelConfig, Normalization)> {
+    let meta = meta.as_ref().ok_or_else(|| {
+        meta_err(
+            path,
+            "no __metadata__; a qwm model file stores format, format_version, config and \
+             normalization there (docs/MODEL_FORMAT.md)"
+                .into(),
+        )
+    })?;
+    let get = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| meta_err(path, format!("__metadata__ has no \"{k}\" entry")))
+    };
+    let fmt = get("format")?;
+    if fmt != FORMAT_NAME {
+        return Err(meta_err(
+            path,
+            format!("format is \"{fmt}\", expected \"{FORMAT_NAME}\""),
+        ));
+    }
+    let ver = get("format_version")?;
+    if ver.trim() != FORMAT_VERSION.to_string() {
+        return Err(meta_err(
+            path,
+            format!("format_version is \"{ver}\", this qwm reads version {FORMAT_VERSION}"),
+        ));
+    }
+    let config: ModelConfig = serde_json::from_str(get("config")?).map_err(|e| {
+        meta_err(
+            path,
+            format!("metadata \"config\" is not a valid config: {e}"),
+        )
+    })?;
+    config
+        .validate()
+        .map_err(|e| meta_err(path, e.to_string()))?;
+    let norm: Normalization = serde_json::from_str(get("normalization")?).map_err(|e| {
+        meta_err(
+            path,
+            format!("metadata \"normalization\" is not valid: {e}"),
+        )
+    })?;
+    norm.validate(&config)
+        .map_err(|e| meta_err(path, e.to_string()))?;
+    Ok((config, norm))
+}
+
+/// Load and validate a model file (f32, f16 or bf16 tensors; f32 in memory).
+pub fn load(path: impl AsRef<Path>) -> Result<Weights> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_bytes(path, &bytes)
+}
+
+/// Load from bytes already in memory (`path` only names the source in errors).
+pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Weights> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        meta_err(
+            path,
+            format!(
+                "not a valid safetensors file (truncated or corrupt?), {} bytes: {e}",
+                bytes.len()
+            ),
+        )
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| meta_err(path, format!("bad safetensors header: {e}")))?;
+    let (config, norm) = parse_meta(path, meta.metadata())?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data = to_f32(&view).map_err(|m| meta_err(path, format!("tensor {name}: {m}")))?;
+        tensors.insert(
+            name.clone(),
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    let w = Weights {
+        config,
+        norm,
+        tensors,
+    };
+    w.validate().map_err(|e| match e {
+        Error::Shape(m) => Error::Shape(format!("{}: {m}", path.display())),
+        Error::Invalid(m) => meta_err(path, m),
+        other => other,
+    })?;
+    Ok(w)
+}
+
+fn to_f32(v: &TensorView) -> std::result::Result<Vec<f32>, String> {
+    let d = v.data();
+    let n: usize = v.shape().iter().product();
+    let out: Vec<f32> = match v.dtype() {
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        other => {
+            return Err(format!(
+                "dtype {other:?} is not supported; expected F32, F16 or BF16"
+            ))
+        }
+    };
+    if out.len() != n {
+        return Err(format!(
+            "{} values for shape {:?} ({n} elements)",
+            out.len(),
+            v.shape()
+        ));
+    }
+    Ok(out)
+}
+
+/// The metadata map written into a model file.
+pub fn metadata(w: &Weights) -> Result<HashMap<String, String>> {
+    let mut m = HashMap::new();
+    m.insert("format".into(), FORMAT_NAME.into());
+    m.insert("format_version".into(), FORMAT_VERSION.to_string());
+    m.insert(
+        "config".into(),
+        serde_json::to_string(&w.config).map_err(|e| Error::Invalid(e.to_string()))?,
+    );
+    m.insert(
+        "normalization".into(),
+        serde_json::to_string(&w.norm).map_err(|e| Error::Invalid(e.to_string()))?,
+    );
+    Ok(m)
+}
+
+/// Save as f32.
+pub fn save(w: &Weights, path: impl AsRef<Path>) -> Result<()> {
+    save_as(w, path, StoreDtype::F32)
+}
+
+/// Save with the given storage dtype (f16/bf16 round to nearest even).
+pub fn save_as(w: &Weights, path: impl AsRef<Path>, dtype: StoreDtype) -> Result<()> {
+    save_with_extra(w, path, dtype, &BTreeMap::new())
+}
+
+/// Save with extra (non-model) tensors, e.g. inputs and expected outputs in test fixtures.
+/// Extra tensors are not accepted by [`load`]; use [`load_extra`] for such files.
+pub fn save_with_extra(
+    w: &Weights,
+    path: impl AsRef<Path>,
+    dtype: StoreDtype,
+    extra: &BTreeMap<String, HostTensor>,
+) -> Result<()> {
+    let path = path.as_ref();
+    w.validate()?;
+    let mut bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in w.tensors.iter() {
+        let (dt, bytes): (Dtype, Vec<u8>) = match dtype {
+            StoreDtype::F32 => (
+                Dtype::F32,
+                t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            StoreDtype::F16 => (
+                Dtype::F16,
+                t.data
+                    .iter()
+                    .flat_map(|x| f32_to_f16(*x).to_le_bytes())
+                    .collect(),
+            ),
+            StoreDtype::BF16 => (
+                Dtype::BF16,
+                t.data
+                    .iter()
+                    .flat_map(|x| f32_to_bf16(*x).to_le_bytes())
+                    .collect(),
+            ),
+        };
+        bufs.push((name.clone(), dt, t.shape.clone(), bytes));
+    }
+    for (name, t) in extra {
+        bufs.push((
+            name.clone(),
+            Dtype::F32,
+            t.shape.clone(),
+            t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+    }
+    let views: Vec<(String, TensorView)> = bufs
+        .iter()
+        .map(|(n, dt, s, b)| {
+            TensorView::new(*dt, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Invalid(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+    }
+    safetensors::serialize_to_file(views, Some(metadata(w)?), path)
+        .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
+}
+
+/// Load a file that holds a model plus extra tensors (names not in the model layout): returns
+/// the validated model and the extra tensors.
+pub fn load_extra(path: impl AsRef<Path>) -> Result<(Weights, BTreeMap<String, HostTensor>)> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        meta_err(
+            path,
+            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+        )
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| meta_err(path, format!("bad safetensors header: {e}")))?;
+    let (config, norm) = parse_meta(path, meta.metadata())?;
+    let known: std::collections::HashSet<String> = super::weights::expected_tensors(&config)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut tensors = BTreeMap::new();
+    let mut extra = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data = to_f32(&view).map_err(|m| meta_err(path, format!("tensor {name}: {m}")))?;
+        let t = HostTensor {
+            shape: view.shape().to_vec(),
+            data,
+        };
+        if known.contains(&name) {
+            tensors.insert(name, t);
+        } else {
+            extra.insert(name, t);
+        }
+    }
+    let w = Weights {
+        config,
+        norm,
+        tensors,
+    };
+    w.validate()?;
+    Ok((w, extra))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_roundtrip() {
+        for x in [0.0f32, 1.0, -2.5, 0.1, 65504.0, 6.1e-5, 3.0e-7, -1e-3] {
+            let h = f16_to_f32(f32_to_f16(x));
+            assert!((h - x).abs() <= x.abs() * 1e-3 + 1e-7, "{x} -> {h}");
+            let b = bf16_to_f32(f32_to_bf16(x));
+            assert!((b - x).abs() <= x.abs() * 1e-2, "{x} -> {b}");
+        }
+    }
+}
