@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod env_cmds;
 pub mod gpu_cmds;
 pub mod model_cmds;
+pub mod plan_cmds;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,6 +20,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Plan one episode with MPC around CEM/MPPI; writes a strip of real vs imagined frames.
+    Plan(plan_cmds::PlanArgs),
+    /// Evaluate planning over many episodes (success rate, CI, alignment), resumable JSON.
+    Eval(plan_cmds::EvalArgs),
     /// List every GPU adapter and mark the one qwm would use.
     Info(gpu_cmds::InfoArgs),
     /// Benchmarks: kernels, environments.
@@ -48,6 +53,8 @@ pub enum BenchCommand {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Plan(a) => plan_cmds::run_plan(a),
+        Command::Eval(a) => plan_cmds::run_eval_cmd(a),
         Command::Info(a) => gpu_cmds::run_info(a),
         Command::Bench(BenchCommand::Kernels(a)) => gpu_cmds::run_bench_kernels(a),
         Command::Bench(BenchCommand::Env(a)) => env_cmds::run_bench_env(a),

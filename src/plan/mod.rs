@@ -8,6 +8,7 @@ pub mod eval;
 pub mod mpc;
 mod mppi;
 pub mod stats;
+pub mod world;
 
 pub use cem::Cem;
 pub use mpc::{run_episode, EpisodeRecord, MpcConfig, PlanModel};

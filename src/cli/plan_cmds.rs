@@ -1,0 +1,404 @@
+//! `qwm plan` (one MPC episode with a progress display, a PNG strip and a JSON log) and
+//! `qwm eval` (many episodes, resumable JSON report).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use crate::env::{self, Env, Frame};
+use crate::gpu::GpuContext;
+use crate::model::{self, CpuModel, GpuModel, ModelConfig, Weights, WorldModel};
+use crate::plan::eval::{run_eval, EvalConfig};
+use crate::plan::mpc::MpcIter;
+use crate::plan::world::WorldPlanModel;
+use crate::plan::{self, run_episode, MpcConfig, PlanConfig};
+use crate::quant::QuantSpec;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Gpu,
+    Cpu,
+}
+
+/// Options shared by `plan` and `eval`.
+#[derive(Args, Debug, Clone)]
+pub struct PlanOpts {
+    /// Environment: wall, pointmaze, pusht.
+    #[arg(long)]
+    pub env: String,
+    /// Model file (default: assets/<env>.safetensors). `random` builds an untrained tiny model
+    /// in memory: it exercises the whole pipeline, it is not expected to succeed.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Quantization spec (docs/QUANT.md); only `fp` until quantized models are wired in.
+    #[arg(long, default_value = "fp")]
+    pub quant: String,
+    /// Planner: cem or mppi.
+    #[arg(long, default_value = "cem")]
+    pub planner: String,
+    #[arg(long, value_enum, default_value = "gpu")]
+    pub backend: Backend,
+    /// Planning horizon (model steps).
+    #[arg(long, default_value_t = 5)]
+    pub horizon: usize,
+    #[arg(long, default_value_t = 300)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 30)]
+    pub topk: usize,
+    /// CEM/MPPI optimization steps per plan (DINO-WM: 10 for Wall and PointMaze, 30 PushT).
+    #[arg(long)]
+    pub opt_steps: Option<usize>,
+    /// Maximum MPC iterations (DINO-WM: 50 for Wall and PointMaze, 30 PushT).
+    #[arg(long)]
+    pub max_iter: Option<usize>,
+    /// Model steps executed per plan.
+    #[arg(long, default_value_t = 5)]
+    pub n_taken: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub var_scale: f32,
+    #[arg(long, default_value_t = 0.5)]
+    pub temperature: f32,
+}
+
+fn env_defaults(env: &str) -> (usize, usize) {
+    // (opt steps, max MPC iterations) as in DINO-WM's plan configs.
+    if env == "pusht" {
+        (30, 30)
+    } else {
+        (10, 50)
+    }
+}
+
+impl PlanOpts {
+    fn configs(&self, step_dim: usize, seed: u64) -> (PlanConfig, MpcConfig) {
+        let (os, mi) = env_defaults(&self.env);
+        (
+            PlanConfig {
+                horizon: self.horizon,
+                step_dim,
+                samples: self.samples,
+                topk: self.topk,
+                opt_steps: self.opt_steps.unwrap_or(os),
+                var_scale: self.var_scale,
+                temperature: self.temperature,
+                seed,
+            },
+            MpcConfig {
+                max_iters: self.max_iter.unwrap_or(mi),
+                n_taken: self.n_taken,
+            },
+        )
+    }
+}
+
+/// Load (or build) the model and check it fits the environment, before any work starts.
+fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String)> {
+    let spec: QuantSpec = opts.quant.parse()?;
+    if spec != QuantSpec::default() {
+        anyhow::bail!(
+            "--quant {spec}: quantized planning is not wired into the model forward yet; \
+             the kernels exist (`qwm bench quant`), use --quant fp for now"
+        );
+    }
+    let (w, name) = match opts.model.as_deref() {
+        Some("random") => {
+            let s = env.spec();
+            let mut cfg = ModelConfig::tiny();
+            cfg.action_dim = s.action_dim;
+            cfg.proprio_dim = s.proprio_dim;
+            cfg.name = format!("random-tiny-{}", s.name);
+            (
+                Weights::random(&cfg, 0)?,
+                "random (untrained tiny model)".to_string(),
+            )
+        }
+        Some(p) => (model::format::load(p)?, p.to_string()),
+        None => {
+            let p = format!("assets/{}.safetensors", env.spec().name);
+            if !Path::new(&p).exists() {
+                anyhow::bail!(
+                    "no model shipped for {} ({p} is missing); pass --model PATH, or \
+                     --model random for an untrained model that exercises the pipeline",
+                    env.spec().name
+                );
+            }
+            (model::format::load(&p)?, p)
+        }
+    };
+    let c = &w.config;
+    let s = env.spec();
+    if c.action_dim != s.action_dim || c.proprio_dim != s.proprio_dim {
+        anyhow::bail!(
+            "model {name} plans {}-D actions with {}-D proprio but {} has {}-D actions and \
+             {}-D proprio",
+            c.action_dim,
+            c.proprio_dim,
+            s.name,
+            s.action_dim,
+            s.proprio_dim
+        );
+    }
+    Ok((w, name))
+}
+
+/// The GPU context, or `None` with a one-time notice when `--backend gpu` finds no adapter.
+fn open_backend(b: Backend) -> anyhow::Result<Option<GpuContext>> {
+    match b {
+        Backend::Cpu => Ok(None),
+        Backend::Gpu => match GpuContext::new() {
+            Ok(c) => {
+                eprintln!("backend: gpu ({}, {})", c.report.name, c.report.backend);
+                Ok(Some(c))
+            }
+            Err(e) => {
+                eprintln!("backend: cpu ({e}); continuing on the CPU backend");
+                Ok(None)
+            }
+        },
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub opts: PlanOpts,
+    /// Seed of the start/goal pair and of the planner.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Directory for strip.png (real vs imagined frames) and plan.json.
+    #[arg(long, default_value = "out/plan")]
+    pub out: PathBuf,
+}
+
+pub fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
+    let env = env::make(&a.opts.env)?;
+    let (w, name) = load_model(&a.opts, env.as_ref())?;
+    let step = w.config.frameskip * w.config.action_dim;
+    let (pc, mpc) = a.opts.configs(step, a.seed);
+    plan::make(&a.opts.planner, pc.clone())?;
+    std::fs::create_dir_all(&a.out).map_err(|e| crate::Error::io(&a.out, e))?;
+    eprintln!("model: {name} ({})", w.config.name);
+    match open_backend(a.opts.backend)? {
+        Some(ctx) => {
+            let m = GpuModel::new(&ctx, &w)?;
+            plan_with(&m, &w, &a, env, pc, mpc, "gpu")
+        }
+        None => {
+            let m = CpuModel::new(&w)?;
+            plan_with(&m, &w, &a, env, pc, mpc, "cpu")
+        }
+    }
+}
+
+fn vstack(rows: &[Frame], gap: usize) -> Frame {
+    let w = rows.iter().map(|f| f.width).max().unwrap_or(0);
+    let h = rows.iter().map(|f| f.height).sum::<usize>() + gap * rows.len().saturating_sub(1);
+    let mut out = Frame::new(w, h, [255, 255, 255]);
+    let mut y0 = 0;
+    for f in rows {
+        for y in 0..f.height {
+            let dst = ((y0 + y) * w) * 3;
+            out.data[dst..dst + f.width * 3]
+                .copy_from_slice(&f.data[y * f.width * 3..(y + 1) * f.width * 3]);
+        }
+        y0 += f.height + gap;
+    }
+    out
+}
+
+fn plan_with<M: WorldModel>(
+    m: &M,
+    w: &Weights,
+    a: &PlanArgs,
+    mut env: Box<dyn Env>,
+    pc: PlanConfig,
+    mpc: MpcConfig,
+    backend: &str,
+) -> anyhow::Result<()> {
+    let alpha = env.spec().alpha;
+    let mut pm = WorldPlanModel::new(m, w.norm.clone(), pc.horizon, alpha);
+    let mut planner = plan::make(&a.opts.planner, pc.clone())?;
+    let (start, goal) = env.sample_start_goal(a.seed);
+    let mut states = vec![start.clone()];
+    let mut plans: Vec<Vec<f32>> = Vec::new();
+    let mut iters: Vec<serde_json::Value> = Vec::new();
+    eprintln!(
+        "planning {} seed {} with {} ({} samples, top {}, {} opt steps, horizon {}), up to {} MPC iterations",
+        env.spec().name, a.seed, a.opts.planner, pc.samples, pc.topk, pc.opt_steps, pc.horizon, mpc.max_iters
+    );
+    let rec = run_episode(
+        env.as_mut(),
+        &mut pm,
+        planner.as_mut(),
+        &mpc,
+        a.seed,
+        &start,
+        &goal,
+        &mut |it: &MpcIter, e: &dyn Env| {
+            eprintln!(
+                "  MPC iteration {:>3}: best cost {:>10.5}  distance to goal {:>8.3}  plan {:.2} s",
+                plans.len() + 1,
+                it.best_cost,
+                it.state_distance,
+                it.plan_seconds
+            );
+            plans.push(it.plan.actions.clone());
+            states.push(e.state());
+            iters.push(serde_json::json!({
+                "best_cost": it.best_cost,
+                "state_distance": it.state_distance,
+                "plan_seconds": it.plan_seconds,
+                "opt_steps": it.plan.steps,
+            }));
+        },
+    )?;
+    eprintln!(
+        "{} after {} MPC iterations; final distance {:.3} (success below {})",
+        if rec.success {
+            "SUCCESS"
+        } else {
+            "not reached"
+        },
+        rec.iterations,
+        rec.final_state_distance,
+        env.spec().success_threshold
+    );
+    // Strip: each row is the real observation a plan started from, then the decoded imagined
+    // frames of that plan; the last row is the final real frame next to the goal.
+    let size = 64;
+    let goal_frame = env.render_state(&goal, m.config().image_size)?;
+    let mut rows = Vec::new();
+    for (i, actions) in plans.iter().enumerate() {
+        let obs = env.render_state(&states[i], m.config().image_size)?;
+        let mut row = vec![obs.resize(size, size)];
+        if m.config().decoder.is_some() {
+            use crate::plan::PlanModel;
+            pm.set_problem(
+                &obs,
+                &env.proprio_of(&states[i]),
+                &goal_frame,
+                &env.proprio_of(&goal),
+            )?;
+            for f in pm.decode_rollout(actions)? {
+                row.push(f.resize(size, size));
+            }
+        }
+        rows.push(Frame::hstack(&row, 2, [255, 255, 255]));
+    }
+    let last = env.render_state(states.last().unwrap(), size)?;
+    rows.push(Frame::hstack(
+        &[last, goal_frame.resize(size, size)],
+        2,
+        [255, 255, 255],
+    ));
+    let strip = a.out.join("strip.png");
+    vstack(&rows, 2).save_png(&strip)?;
+    let log = serde_json::json!({
+        "env": env.spec().name,
+        "seed": a.seed,
+        "model": w.config.name,
+        "backend": backend,
+        "planner": a.opts.planner,
+        "plan_config": pc,
+        "mpc_config": mpc,
+        "episode": rec,
+        "iterations": iters,
+    });
+    let json = a.out.join("plan.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&log)?)
+        .map_err(|e| crate::Error::io(&json, e))?;
+    eprintln!("wrote {} and {}", strip.display(), json.display());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub opts: PlanOpts,
+    #[arg(long, default_value_t = 50)]
+    pub episodes: usize,
+    /// JSON report, rewritten after every episode; an existing report with the same settings
+    /// is resumed.
+    #[arg(long)]
+    pub json: PathBuf,
+}
+
+pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
+    let env = env::make(&a.opts.env)?;
+    let (w, name) = load_model(&a.opts, env.as_ref())?;
+    let step = w.config.frameskip * w.config.action_dim;
+    let (pc, mpc) = a.opts.configs(step, 0);
+    plan::make(&a.opts.planner, pc.clone())?;
+    let backend = open_backend(a.opts.backend)?;
+    let cfg = EvalConfig {
+        env: env.spec().name.to_string(),
+        episodes: a.episodes,
+        planner: a.opts.planner.clone(),
+        plan: (&pc).into(),
+        mpc: (&mpc).into(),
+        model: name,
+        quant: a.opts.quant.clone(),
+        backend: if backend.is_some() { "gpu" } else { "cpu" }.into(),
+    };
+    let alpha = env.spec().alpha;
+    let report = match &backend {
+        Some(ctx) => {
+            let m = GpuModel::new(ctx, &w)?;
+            let mut pm = WorldPlanModel::new(&m, w.norm.clone(), pc.horizon, alpha);
+            eval_loop(&cfg, &pc, &mpc, &mut pm, &a.json)?
+        }
+        None => {
+            let m = CpuModel::new(&w)?;
+            let mut pm = WorldPlanModel::new(&m, w.norm.clone(), pc.horizon, alpha);
+            eval_loop(&cfg, &pc, &mpc, &mut pm, &a.json)?
+        }
+    };
+    println!(
+        "{}: success {:.3} (95% CI {:.3}-{:.3}) over {} episodes; mean final distance {:.3}; \
+         median plan time {:.3} s; Spearman(objective, distance) {}",
+        cfg.env,
+        report.success_rate,
+        report.success_ci95[0],
+        report.success_ci95[1],
+        report.finished,
+        report.mean_state_dist,
+        report.plan_seconds_median.unwrap_or(f64::NAN),
+        report
+            .spearman_objective_vs_distance
+            .map_or("n/a".into(), |r| format!("{r:.3}"))
+    );
+    println!("wrote {}", a.json.display());
+    Ok(())
+}
+
+fn eval_loop(
+    cfg: &EvalConfig,
+    pc: &PlanConfig,
+    mpc: &MpcConfig,
+    pm: &mut dyn plan::PlanModel,
+    json: &Path,
+) -> anyhow::Result<plan::eval::EvalReport> {
+    let bar = indicatif::ProgressBar::new(cfg.episodes as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} episodes {msg} [{elapsed} < {eta}]",
+        )
+        .expect("valid template"),
+    );
+    let mut ok = 0;
+    let r = run_eval(
+        cfg,
+        pc,
+        mpc,
+        pm,
+        Some(json),
+        &mut |e, i| {
+            ok += e.success as usize;
+            bar.set_position(i as u64 + 1);
+            bar.set_message(format!("{ok} successes"));
+        },
+        &mut |_, _| {},
+    )?;
+    bar.finish();
+    Ok(r)
+}
