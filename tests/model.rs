@@ -380,3 +380,51 @@ fn gpu_batch_split_matches_unsplit() {
     }
     assert_close(&c2, &c1, 1e-6, "costs split");
 }
+
+#[test]
+fn cli_model_random_and_info() {
+    let exe = env!("CARGO_BIN_EXE_qwm");
+    let p = tmp("cli_tiny.safetensors");
+    let out = std::process::Command::new(exe)
+        .args([
+            "model", "random", "--config", "tiny", "--dtype", "bf16", "--out",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(exe)
+        .args(["model", "info"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in ["config 'tiny'", "predictor", "decoder", "total", "54707"] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // A truncated file is a clear error, not a panic.
+    let bytes = std::fs::read(&p).unwrap();
+    let q = tmp("cli_trunc.safetensors");
+    std::fs::write(&q, &bytes[..bytes.len() / 2]).unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["model", "info"])
+        .arg(&q)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("truncated or corrupt"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Frames of the wrong byte count.
+    let e = Frames::new(&[0u8; 10], 1, 32, 32).unwrap_err().to_string();
+    assert!(e.contains("10 bytes") && e.contains("3072"), "{e}");
+}

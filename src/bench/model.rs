@@ -233,7 +233,7 @@ pub fn run(weights: &Weights, opts: &Options) -> Result<ModelBenchReport> {
             &cm,
             "cpu",
             &opts.cpu_batches,
-            16,
+            cm.chunk(),
             if opts.cpu_rollout {
                 Some((opts.rollout_samples, opts.horizon))
             } else {

@@ -204,13 +204,13 @@ impl ModelConfig {
         ] {
             pos(v, w)?;
         }
-        if e.resize % e.patch != 0 {
+        if !e.resize.is_multiple_of(e.patch) {
             return Err(Error::Invalid(format!(
                 "config: encoder.resize {} is not a multiple of encoder.patch {}",
                 e.resize, e.patch
             )));
         }
-        if e.width % e.heads != 0 {
+        if !e.width.is_multiple_of(e.heads) {
             return Err(Error::Invalid(format!(
                 "config: encoder.width {} is not divisible by encoder.heads {}",
                 e.width, e.heads

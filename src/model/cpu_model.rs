@@ -266,6 +266,11 @@ impl CpuModel {
         })
     }
 
+    /// Samples per chunk (bounds the attention scores materialised on the CPU).
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+
     fn encode_chunk(&self, img: &Tensor) -> Result<Tensor> {
         let b = img.dim(0)?;
         let n = self.cfg.patches();

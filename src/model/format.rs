@@ -30,7 +30,7 @@ fn f16_to_f32(h: u16) -> f32 {
             sign
         } else {
             // subnormal: normalise
-            let mut e: i32 = -1;
+            let mut e: i32 = 0;
             let mut m = man;
             while m & 0x400 == 0 {
                 m <<= 1;
@@ -376,6 +376,17 @@ mod tests {
             assert!((h - x).abs() <= x.abs() * 1e-3 + 1e-7, "{x} -> {h}");
             let b = bf16_to_f32(f32_to_bf16(x));
             assert!((b - x).abs() <= x.abs() * 1e-2, "{x} -> {b}");
+        }
+        // Every finite f16 survives f16 -> f32 -> f16 exactly; bf16 likewise.
+        for h in 0..=u16::MAX {
+            let f = f16_to_f32(h);
+            if f.is_finite() {
+                assert_eq!(f32_to_f16(f), h, "f16 {h:#06x}");
+            }
+            let g = bf16_to_f32(h);
+            if g.is_finite() {
+                assert_eq!(f32_to_bf16(g), h, "bf16 {h:#06x}");
+            }
         }
     }
 }
