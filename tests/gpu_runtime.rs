@@ -169,3 +169,23 @@ fn missing_adapter_says_how_to_get_one() {
     assert!(e.contains("mesa-vulkan-drivers"), "{e}");
     assert!(e.contains("--backend cpu"), "{e}");
 }
+
+#[test]
+fn upload_during_an_open_recording_is_not_clobbered() {
+    // Record an op that writes a temporary, drop the temporary (its buffer returns to the
+    // pool), then upload data of the same size while the recording is still open: the upload
+    // must not reuse the buffer that the pending dispatch writes.
+    let Some(ctx) = gpu() else { return };
+    let n = 4099;
+    let a = ctx.upload(&randn(n, 1.0, 70), &[n]).unwrap();
+    let mut rec = Recorder::new(ctx);
+    let tmp = ops::gelu(&mut rec, &a).unwrap();
+    let _keep = ops::relu(&mut rec, &tmp).unwrap();
+    drop(tmp);
+    let data = randn(n, 1.0, 71);
+    let up = ctx.upload(&data, &[n]).unwrap();
+    let copy = ops::copy(&mut rec, &up).unwrap();
+    rec.submit().unwrap();
+    assert_eq!(ctx.read(&copy).unwrap(), data);
+    assert_eq!(ctx.read(&up).unwrap(), data);
+}

@@ -4,6 +4,7 @@
 
 pub mod kernels;
 pub mod model;
+pub mod plan;
 pub mod quant;
 
 use std::time::Instant;

@@ -47,6 +47,8 @@ pub enum BenchCommand {
     Env(env_cmds::BenchEnvArgs),
     /// Quantized matmul kernels: every bit-width and granularity vs f32 and copy.
     Quant(gpu_cmds::BenchQuantArgs),
+    /// One CEM step (300 samples, horizon 5) on the GPU and CPU backends.
+    Plan(plan_cmds::BenchPlanArgs),
     /// Encoder/predictor forward and CEM-sized rollouts, GPU and CPU backends.
     Model(model_cmds::BenchModelArgs),
 }
@@ -59,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Kernels(a)) => gpu_cmds::run_bench_kernels(a),
         Command::Bench(BenchCommand::Env(a)) => env_cmds::run_bench_env(a),
         Command::Bench(BenchCommand::Quant(a)) => gpu_cmds::run_bench_quant(a),
+        Command::Bench(BenchCommand::Plan(a)) => plan_cmds::run_bench_plan(a),
         Command::Data(a) => env_cmds::run_data(a),
         Command::Env(c) => env_cmds::run_env(c),
         Command::Model(c) => model_cmds::run_model(c),

@@ -53,6 +53,32 @@ impl BufferPool {
         }
     }
 
+    /// A new buffer filled with `data` at creation (not from the free list).
+    fn fresh_init(&self, device: &wgpu::Device, bytes: u64, data: &[u8]) -> PooledBuffer {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("qwm tensor"),
+            size: bytes,
+            usage: USAGE,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .slice(..)
+                .get_mapped_range_mut()
+                .expect("a buffer mapped at creation can be written");
+            view.slice(..data.len()).copy_from_slice(data);
+        }
+        buffer.unmap();
+        let mut st = self.state.lock().unwrap();
+        st.live_bytes += bytes;
+        st.peak_bytes = st.peak_bytes.max(st.live_bytes + st.pooled_bytes);
+        PooledBuffer {
+            buffer,
+            bytes,
+            pool: self.clone(),
+        }
+    }
+
     fn give_back(&self, buffer: wgpu::Buffer, bytes: u64) {
         let mut st = self.state.lock().unwrap();
         st.live_bytes -= bytes;
@@ -157,6 +183,15 @@ impl GpuTensor {
 impl GpuContext {
     /// An uninitialised tensor from the pool. Fails with the limit named if it cannot be bound.
     pub fn alloc(&self, shape: &[usize]) -> Result<GpuTensor> {
+        let bytes = self.alloc_checked_size(shape)?;
+        Ok(GpuTensor {
+            buf: Arc::new(self.pool.take(&self.device, bytes)),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Buffer bytes for a tensor of `shape`, checked against the binding limit.
+    fn alloc_checked_size(&self, shape: &[usize]) -> Result<u64> {
         let n: usize = shape.iter().product();
         // wgpu rejects zero-sized bindings; keep at least one element of storage.
         let bytes = (n.max(1) as u64 * 4).div_ceil(16) * 16;
@@ -169,10 +204,7 @@ impl GpuContext {
             )));
         }
         self.check()?;
-        Ok(GpuTensor {
-            buf: Arc::new(self.pool.take(&self.device, bytes)),
-            shape: shape.to_vec(),
-        })
+        Ok(bytes)
     }
 
     /// Upload f32 data.
@@ -192,11 +224,26 @@ impl GpuContext {
                 "upload of {n} elements into shape {shape:?} ({want} elements)"
             )));
         }
-        let t = self.alloc(shape)?;
-        if !bytes.is_empty() {
-            self.queue.write_buffer(t.buffer(), 0, bytes);
+        // `queue.write_buffer` runs before any command buffer submitted after it. While a
+        // recording is open, a pooled buffer may still be read or written by its not yet
+        // submitted dispatches (it was freed after they were recorded), so the write would
+        // land first and be clobbered. Uploads then go to a fresh buffer written at creation.
+        if self
+            .open_recordings
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            let t = self.alloc(shape)?;
+            if !bytes.is_empty() {
+                self.queue.write_buffer(t.buffer(), 0, bytes);
+            }
+            return Ok(t);
         }
-        Ok(t)
+        let probe = self.alloc_checked_size(shape)?;
+        Ok(GpuTensor {
+            buf: Arc::new(self.pool.fresh_init(&self.device, probe, bytes)),
+            shape: shape.to_vec(),
+        })
     }
 
     /// Read a tensor back as f32 (waits for all submitted work).

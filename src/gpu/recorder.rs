@@ -12,6 +12,14 @@ use wgpu::util::DeviceExt;
 use super::GpuContext;
 use crate::{Error, Result};
 
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        self.ctx
+            .open_recordings
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// GPU time of one recorded dispatch.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct KernelTime {
@@ -62,6 +70,8 @@ pub struct Recorder<'a> {
 
 impl<'a> Recorder<'a> {
     pub fn new(ctx: &'a GpuContext) -> Self {
+        ctx.open_recordings
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Recorder {
             ctx,
             encoder: Some(
