@@ -46,9 +46,9 @@ impl Frame {
             self.data[i..i + 3].copy_from_slice(&color);
             return;
         }
-        for c in 0..3 {
-            let old = self.data[i + c] as f32;
-            self.data[i + c] = (old + (color[c] as f32 - old) * a).round() as u8;
+        for (d, c) in self.data[i..i + 3].iter_mut().zip(color) {
+            let old = *d as f32;
+            *d = (old + (c as f32 - old) * a).round() as u8;
         }
     }
 
@@ -172,14 +172,14 @@ impl Frame {
                     for &(ix, wx) in xw {
                         let p = self.pixel(ix, iy);
                         let wgt = wx * wy;
-                        for c in 0..3 {
-                            acc[c] += p[c] as f32 * wgt;
+                        for (acc, v) in acc.iter_mut().zip(p) {
+                            *acc += v as f32 * wgt;
                         }
                     }
                 }
                 let i = (oy * w + ox) * 3;
-                for c in 0..3 {
-                    out.data[i + c] = acc[c].round().clamp(0.0, 255.0) as u8;
+                for (d, v) in out.data[i..i + 3].iter_mut().zip(acc) {
+                    *d = v.round().clamp(0.0, 255.0) as u8;
                 }
             }
         }

@@ -172,7 +172,7 @@ fn segment_enters_box(p: [f32; 2], d: [f32; 2], b: &[f32; 4]) -> Option<(f32, [f
         }
         t_out = t_out.min(t1);
     }
-    if t_in < t_out && t_out > 0.0 && t_in <= 1.0 && t_in >= 0.0 && t_in.is_finite() {
+    if t_in < t_out && t_out > 0.0 && (0.0..=1.0).contains(&t_in) {
         Some((t_in, normal))
     } else {
         None
@@ -246,8 +246,8 @@ impl Env for Wall {
 /// Whether pixel (col, row) of the 65 px canvas is drawn as wall (DINO-WM's `_render_walls`).
 pub fn is_wall_pixel(col: usize, row: usize) -> bool {
     let (c, r) = (col as f32, row as f32);
-    let middle = (c >= WALL_X - WALL_HALF && c <= WALL_X + WALL_HALF)
-        && !(r >= DOOR_Y - DOOR_HALF && r <= DOOR_Y + DOOR_HALF);
+    let middle = (WALL_X - WALL_HALF..=WALL_X + WALL_HALF).contains(&c)
+        && !(DOOR_Y - DOOR_HALF..=DOOR_Y + DOOR_HALF).contains(&r);
     let border =
         col == LO as usize || col == HI as usize || row == LO as usize || row == HI as usize;
     middle || border
@@ -291,7 +291,7 @@ pub fn random_free_position(rng: &mut impl Rng) -> [f32; 2] {
     loop {
         let x = rng.random_range(LO + pad..HI - pad);
         let y = rng.random_range(LO + pad..HI - pad);
-        if is_free(x, y) && (x < WALL_X - WALL_HALF - 1.0 || x > WALL_X + WALL_HALF + 1.0) {
+        if is_free(x, y) && !(WALL_X - WALL_HALF - 1.0..=WALL_X + WALL_HALF + 1.0).contains(&x) {
             return [x, y];
         }
     }
