@@ -259,26 +259,37 @@ pub fn is_wall_pixel(col: usize, row: usize) -> bool {
 fn render_native(x: f32, y: f32) -> Frame {
     let mut f = Frame::new(SIZE, SIZE, FLOOR);
     let inv = 1.0 / (2.0 * DOT_STD * DOT_STD);
-    // DINO-WM divides by the maximum over the pixel grid.
-    let mut g = vec![0f32; SIZE * SIZE];
-    let mut max = 0f32;
-    for row in 0..SIZE {
-        for col in 0..SIZE {
+    // DINO-WM divides by the maximum over the pixel grid, reached at the nearest pixel.
+    let (nx, ny) = (
+        x.round().clamp(0.0, (SIZE - 1) as f32),
+        y.round().clamp(0.0, (SIZE - 1) as f32),
+    );
+    let max = (-((nx - x).powi(2) + (ny - y).powi(2)) * inv).exp();
+    // Beyond 8 px the blob is below 1/255 of its peak: only visit pixels near the dot.
+    let r = 8.0;
+    let (c0, c1) = (
+        (x - r).max(0.0) as usize,
+        ((x + r).ceil().max(0.0) as usize).min(SIZE - 1),
+    );
+    let (r0, r1) = (
+        (y - r).max(0.0) as usize,
+        ((y + r).ceil().max(0.0) as usize).min(SIZE - 1),
+    );
+    for row in r0..=r1 {
+        for col in c0..=c1 {
             let (dx, dy) = (col as f32 - x, row as f32 - y);
-            let v = (-(dx * dx + dy * dy) * inv).exp();
-            g[row * SIZE + col] = v;
-            max = max.max(v);
+            let g = (-(dx * dx + dy * dy) * inv).exp() / max;
+            let red = (g * 255.0) as u8; // truncation, as torch's .to(uint8)
+            let i = (row * SIZE + col) * 3;
+            f.data[i + 1] = 255 - red;
+            f.data[i + 2] = 255 - red;
         }
     }
     for row in 0..SIZE {
         for col in 0..SIZE {
-            let i = (row * SIZE + col) * 3;
             if is_wall_pixel(col, row) {
+                let i = (row * SIZE + col) * 3;
                 f.data[i..i + 3].copy_from_slice(&WALL_COLOR);
-            } else if max > 0.0 {
-                let red = ((g[row * SIZE + col] / max) * 255.0) as u8; // truncation, as .to(uint8)
-                f.data[i + 1] = 255 - red;
-                f.data[i + 2] = 255 - red;
             }
         }
     }
