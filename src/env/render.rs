@@ -111,6 +111,29 @@ impl Frame {
         let total = (ss * ss) as f32;
         for py in py0..py1 {
             for px in px0..px1 {
+                // Edge functions are linear: their range over the pixel square decides
+                // fully-inside and fully-outside pixels without supersampling.
+                let (cx, cy) = (px as f32 + 0.5, py as f32 + 0.5);
+                let mut inside = true;
+                let mut outside = false;
+                for e in &edges {
+                    let v = e[0] * cx + e[1] * cy + e[2];
+                    let h = 0.5 * (e[0].abs() + e[1].abs());
+                    if v + h < 0.0 {
+                        outside = true;
+                        break;
+                    }
+                    if v - h < 0.0 {
+                        inside = false;
+                    }
+                }
+                if outside {
+                    continue;
+                }
+                if inside {
+                    self.blend(px, py, color, 1.0);
+                    continue;
+                }
                 let mut hits = 0usize;
                 for sy in 0..ss {
                     let y = py as f32 + (sy as f32 + 0.5) * inv;
