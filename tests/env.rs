@@ -364,6 +364,7 @@ fn stepping_is_a_function_of_state_and_action() {
         f.reset_to(&s).unwrap();
         f.step(&a).unwrap();
         assert_eq!(e.state(), f.state(), "{n}");
+        assert_eq!(f.step_state(&s, &a).unwrap(), e.state(), "{n}");
     }
 }
 
