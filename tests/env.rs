@@ -509,6 +509,22 @@ fn dataset_roundtrip_resume_and_mismatch() {
     assert_eq!(rep2.resumed_shards, 1);
     assert_eq!(rep2.manifest, rep.manifest);
     assert_eq!(Dataset::open(&dir).unwrap().episodes().unwrap(), eps);
+    // Byte for byte what an uninterrupted run writes.
+    let dir3 = temp_dir("ds3");
+    dataset::collect(&cfg, &dir3, |_, _| {}).unwrap();
+    for f in [
+        "manifest.json",
+        "shard_00000.safetensors",
+        "shard_00001.safetensors",
+        "shard_00002.safetensors",
+    ] {
+        let (a, b) = (
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(dir3.join(f)).unwrap(),
+        );
+        assert!(a == b, "{f} differs between a resumed and a fresh run");
+    }
+    let _ = std::fs::remove_dir_all(&dir3);
 
     // A different configuration in the same directory is refused.
     let other = CollectConfig {
