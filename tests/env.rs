@@ -364,6 +364,7 @@ fn stepping_is_a_function_of_state_and_action() {
         f.reset_to(&s).unwrap();
         f.step(&a).unwrap();
         assert_eq!(e.state(), f.state(), "{n}");
+        assert_eq!(f.step_state(&s, &a).unwrap(), e.state(), "{n}");
     }
 }
 
@@ -508,6 +509,22 @@ fn dataset_roundtrip_resume_and_mismatch() {
     assert_eq!(rep2.resumed_shards, 1);
     assert_eq!(rep2.manifest, rep.manifest);
     assert_eq!(Dataset::open(&dir).unwrap().episodes().unwrap(), eps);
+    // Byte for byte what an uninterrupted run writes.
+    let dir3 = temp_dir("ds3");
+    dataset::collect(&cfg, &dir3, |_, _| {}).unwrap();
+    for f in [
+        "manifest.json",
+        "shard_00000.safetensors",
+        "shard_00001.safetensors",
+        "shard_00002.safetensors",
+    ] {
+        let (a, b) = (
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(dir3.join(f)).unwrap(),
+        );
+        assert!(a == b, "{f} differs between a resumed and a fresh run");
+    }
+    let _ = std::fs::remove_dir_all(&dir3);
 
     // A different configuration in the same directory is refused.
     let other = CollectConfig {
@@ -556,4 +573,60 @@ fn datasets_for_pointmaze_and_pusht() {
         assert_eq!(rep.manifest.proprio_mean.len(), spec.proprio_dim);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Signed penetration of the agent disc into the T (0 when apart).
+fn agent_penetration(s: &[f32]) -> f32 {
+    let (sn, cs) = s[4].sin_cos();
+    let (dx, dy) = (s[0] - s[2], s[1] - s[3]);
+    let (lx, ly) = (cs * dx + sn * dy, -sn * dx + cs * dy);
+    let mut dmin = f32::MAX;
+    for p in pusht::T_PARTS {
+        let inside = lx > p[0] && lx < p[2] && ly > p[1] && ly < p[3];
+        let (qx, qy) = (lx.clamp(p[0], p[2]), ly.clamp(p[1], p[3]));
+        let d = ((lx - qx).powi(2) + (ly - qy).powi(2)).sqrt();
+        dmin = dmin.min(if inside { -1.0 } else { d });
+    }
+    (pusht::AGENT_RADIUS - dmin).max(0.0)
+}
+
+#[test]
+fn pusht_agent_does_not_pass_through_the_block_in_open_space() {
+    let mut pushes = 0;
+    for seed in 0..6 {
+        let mut e = env::make("pusht").unwrap();
+        let mut pol = env::policy::for_env("pusht").unwrap();
+        let mut r = env::rng(seed);
+        e.reset_to(&pol.start_state(&mut r)).unwrap();
+        for _ in 0..60 {
+            let a = pol.act(&e.state(), &mut r);
+            let before = e.state();
+            e.step(&a).unwrap();
+            let s = e.state();
+            if s[2..5] != before[2..5] {
+                pushes += 1;
+            }
+            let wall_gap = pusht::t_polygons(s[2], s[3], s[4])
+                .iter()
+                .flatten()
+                .map(|c| {
+                    (c[0] - 7.0)
+                        .min(504.0 - c[0])
+                        .min(c[1] - 7.0)
+                        .min(504.0 - c[1])
+                })
+                .fold(f32::MAX, f32::min);
+            if wall_gap > 5.0 {
+                let pen = agent_penetration(&s);
+                assert!(
+                    pen < 2.0,
+                    "seed {seed}: agent {pen} px inside the block: {s:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        pushes > 50,
+        "the data policy should move the block ({pushes} pushes)"
+    );
 }

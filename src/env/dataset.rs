@@ -313,9 +313,10 @@ fn write_shard(path: &Path, eps: &[Episode], m: &Manifest) -> Result<()> {
         ),
         ("episode", view(path, Dtype::I64, vec![n], &index)?),
     ];
+    // One metadata entry: safetensors keeps metadata in a HashMap, whose order (and so the
+    // file's bytes) would otherwise change from run to run.
     let mut info = HashMap::new();
-    info.insert("env".to_string(), m.env.clone());
-    info.insert("format".to_string(), FORMAT.to_string());
+    info.insert("format".to_string(), format!("{FORMAT} env={}", m.env));
     let tmp = path.with_extension("safetensors.tmp");
     safetensors::serialize_to_file(tensors, Some(info), &tmp).map_err(|e| st_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
@@ -436,18 +437,22 @@ pub fn collect(
                 old.shard_episodes
             )));
         }
-        // Keep the listed shards that are still readable, in order.
+        // Keep the listed shards that are still readable, in order. Their statistics are
+        // recomputed from the data: JSON does not round-trip every f64 exactly, and a resumed
+        // dataset must be byte-identical to an uninterrupted one.
         for s in old.shards {
             let k = s.first_episode / shard_episodes;
             let n = shard_len(k, shard_episodes, cfg.episodes);
-            let ok = s.file == shard_name(k)
-                && s.episodes == n
-                && read_shard(&dir.join(&s.file), &m, n).is_ok();
-            if ok && m.shards.len() == k {
-                m.shards.push(s);
-                resumed += 1;
-            } else {
+            if s.file != shard_name(k) || s.episodes != n || m.shards.len() != k {
                 break;
+            }
+            match read_shard(&dir.join(&s.file), &m, n) {
+                Ok(eps) => {
+                    m.shards
+                        .push(shard_info(k, first_of(k, shard_episodes), &eps, &spec));
+                    resumed += 1;
+                }
+                Err(_) => break,
             }
         }
     } else if std::fs::read_dir(dir)
@@ -471,21 +476,8 @@ pub fn collect(
             .into_par_iter()
             .map(|i| generate_episode(spec.name, cfg.seed, i, cfg.steps, size))
             .collect::<Result<_>>()?;
-        let mut am = Moments::new(spec.action_dim);
-        let mut pm = Moments::new(spec.proprio_dim);
-        for e in &eps {
-            am.add_rows(&e.actions, spec.action_dim);
-            pm.add_rows(&e.proprio, spec.proprio_dim);
-        }
-        let file = shard_name(k);
-        write_shard(&dir.join(&file), &eps, &m)?;
-        m.shards.push(ShardInfo {
-            file,
-            first_episode: first,
-            episodes: n,
-            actions: am,
-            proprio: pm,
-        });
+        write_shard(&dir.join(shard_name(k)), &eps, &m)?;
+        m.shards.push(shard_info(k, first, &eps, &spec));
         m.refresh_stats();
         write_manifest(dir, &m)?;
         done += n;
@@ -495,6 +487,27 @@ pub fn collect(
         manifest: m,
         resumed_shards: resumed,
     })
+}
+
+fn first_of(k: usize, per: usize) -> usize {
+    k * per
+}
+
+/// Manifest entry of shard `k` holding `eps`.
+fn shard_info(k: usize, first: usize, eps: &[Episode], spec: &super::EnvSpec) -> ShardInfo {
+    let mut actions = Moments::new(spec.action_dim);
+    let mut proprio = Moments::new(spec.proprio_dim);
+    for e in eps {
+        actions.add_rows(&e.actions, spec.action_dim);
+        proprio.add_rows(&e.proprio, spec.proprio_dim);
+    }
+    ShardInfo {
+        file: shard_name(k),
+        first_episode: first,
+        episodes: eps.len(),
+        actions,
+        proprio,
+    }
 }
 
 fn shard_len(k: usize, per: usize, total: usize) -> usize {

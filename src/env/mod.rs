@@ -95,6 +95,14 @@ pub trait Env: Send + Sync {
     /// Advance one environment step. Rejects wrong lengths and NaN/infinite actions.
     fn step(&mut self, action: &[f32]) -> Result<()>;
 
+    /// The state one step after `state` under `action`, leaving this environment unchanged.
+    fn step_state(&self, state: &[f32], action: &[f32]) -> Result<Vec<f32>> {
+        let mut e = self.box_clone();
+        e.reset_to(state)?;
+        e.step(action)?;
+        Ok(e.state())
+    }
+
     /// Draw `state` as an RGB u8 frame of `size` x `size` pixels (row-major, HWC).
     fn render_state(&self, state: &[f32], size: usize) -> Result<Frame>;
 

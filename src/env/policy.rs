@@ -98,7 +98,8 @@ impl Policy for MazeWalk {
     }
 }
 
-/// PushT: pick a random push direction, go to the side of the block opposite to it, push
+/// PushT: pick a goal point for the block, walk around the block to the side opposite to it,
+/// push
 /// through the block's centre for a while, repeat. Actions are relative moves (x100 px)
 /// capped at 0.6 with N(0, 0.1) noise.
 #[derive(Default)]
@@ -109,8 +110,18 @@ pub struct PushPolicy {
 }
 
 impl PushPolicy {
-    fn new_push(&mut self, rng: &mut StdRng) {
-        let a = rng.random_range(-PI..PI);
+    /// A new push: towards a random goal point in the middle of the table (so blocks are not
+    /// driven into walls, where they would only be squeezed under the kinematic agent), with
+    /// N(0, 0.5) rad of direction noise; a random direction before the block is known.
+    fn new_push(&mut self, com: Option<[f32; 2]>, rng: &mut StdRng) {
+        let goal = [
+            rng.random_range(128.0..384.0f32),
+            rng.random_range(128.0..384.0f32),
+        ];
+        let a = match com {
+            Some(c) => (goal[1] - c[1]).atan2(goal[0] - c[0]) + normal(rng, 0.0, 0.5),
+            None => rng.random_range(-PI..PI),
+        };
         self.dir = [a.cos(), a.sin()];
         self.steps_left = rng.random_range(8..20);
         self.pushing = false;
@@ -122,27 +133,46 @@ impl Policy for PushPolicy {
         "pusht-noisy-pushes"
     }
     fn start_state(&mut self, rng: &mut StdRng) -> Vec<f32> {
-        self.new_push(rng);
+        self.new_push(None, rng);
         pusht::sample_state(rng)
     }
     fn act(&mut self, s: &[f32], rng: &mut StdRng) -> Vec<f32> {
-        if self.steps_left == 0 {
-            self.new_push(rng);
-        }
-        self.steps_left -= 1;
         // Block centre of mass in the world.
         let (sn, cs) = s[4].sin_cos();
         let com_local = 45.0;
         let c = [s[2] - sn * com_local, s[3] + cs * com_local];
+        if self.steps_left == 0 {
+            self.new_push(Some(c), rng);
+        }
+        self.steps_left -= 1;
         let behind = [c[0] - self.dir[0] * 90.0, c[1] - self.dir[1] * 90.0];
         let dist = ((s[0] - behind[0]).powi(2) + (s[1] - behind[1]).powi(2)).sqrt();
         if dist < 25.0 {
             self.pushing = true;
         }
+        let lim = |v: f32| v.clamp(30.0, pusht::WORKSPACE - 30.0);
+        let behind = [lim(behind[0]), lim(behind[1])];
         let target = if self.pushing {
             [c[0] + self.dir[0] * 60.0, c[1] + self.dir[1] * 60.0]
         } else {
-            behind
+            // Walk around the block rather than through it: while the agent is on the far
+            // side, head for a point beside the block first.
+            let rel = [s[0] - c[0], s[1] - c[1]];
+            let along = rel[0] * self.dir[0] + rel[1] * self.dir[1];
+            if along > -60.0 {
+                let perp = [-self.dir[1], self.dir[0]];
+                let side = if rel[0] * perp[0] + rel[1] * perp[1] >= 0.0 {
+                    1.0
+                } else {
+                    -1.0
+                };
+                [
+                    lim(c[0] + side * perp[0] * 110.0 - self.dir[0] * 60.0),
+                    lim(c[1] + side * perp[1] * 110.0 - self.dir[1] * 60.0),
+                ]
+            } else {
+                behind
+            }
         };
         let mut a = [
             (target[0] - s[0]) / pusht::ACTION_SCALE,

@@ -46,9 +46,9 @@ impl Frame {
             self.data[i..i + 3].copy_from_slice(&color);
             return;
         }
-        for c in 0..3 {
-            let old = self.data[i + c] as f32;
-            self.data[i + c] = (old + (color[c] as f32 - old) * a).round() as u8;
+        for (d, c) in self.data[i..i + 3].iter_mut().zip(color) {
+            let old = *d as f32;
+            *d = (old + (c as f32 - old) * a).round() as u8;
         }
     }
 
@@ -111,6 +111,29 @@ impl Frame {
         let total = (ss * ss) as f32;
         for py in py0..py1 {
             for px in px0..px1 {
+                // Edge functions are linear: their range over the pixel square decides
+                // fully-inside and fully-outside pixels without supersampling.
+                let (cx, cy) = (px as f32 + 0.5, py as f32 + 0.5);
+                let mut inside = true;
+                let mut outside = false;
+                for e in &edges {
+                    let v = e[0] * cx + e[1] * cy + e[2];
+                    let h = 0.5 * (e[0].abs() + e[1].abs());
+                    if v + h < 0.0 {
+                        outside = true;
+                        break;
+                    }
+                    if v - h < 0.0 {
+                        inside = false;
+                    }
+                }
+                if outside {
+                    continue;
+                }
+                if inside {
+                    self.blend(px, py, color, 1.0);
+                    continue;
+                }
                 let mut hits = 0usize;
                 for sy in 0..ss {
                     let y = py as f32 + (sy as f32 + 0.5) * inv;
@@ -172,14 +195,14 @@ impl Frame {
                     for &(ix, wx) in xw {
                         let p = self.pixel(ix, iy);
                         let wgt = wx * wy;
-                        for c in 0..3 {
-                            acc[c] += p[c] as f32 * wgt;
+                        for (acc, v) in acc.iter_mut().zip(p) {
+                            *acc += v as f32 * wgt;
                         }
                     }
                 }
                 let i = (oy * w + ox) * 3;
-                for c in 0..3 {
-                    out.data[i + c] = acc[c].round().clamp(0.0, 255.0) as u8;
+                for (d, v) in out.data[i..i + 3].iter_mut().zip(acc) {
+                    *d = v.round().clamp(0.0, 255.0) as u8;
                 }
             }
         }

@@ -172,7 +172,7 @@ fn segment_enters_box(p: [f32; 2], d: [f32; 2], b: &[f32; 4]) -> Option<(f32, [f
         }
         t_out = t_out.min(t1);
     }
-    if t_in < t_out && t_out > 0.0 && t_in <= 1.0 && t_in >= 0.0 && t_in.is_finite() {
+    if t_in < t_out && t_out > 0.0 && (0.0..=1.0).contains(&t_in) {
         Some((t_in, normal))
     } else {
         None
@@ -246,8 +246,8 @@ impl Env for Wall {
 /// Whether pixel (col, row) of the 65 px canvas is drawn as wall (DINO-WM's `_render_walls`).
 pub fn is_wall_pixel(col: usize, row: usize) -> bool {
     let (c, r) = (col as f32, row as f32);
-    let middle = (c >= WALL_X - WALL_HALF && c <= WALL_X + WALL_HALF)
-        && !(r >= DOOR_Y - DOOR_HALF && r <= DOOR_Y + DOOR_HALF);
+    let middle = (WALL_X - WALL_HALF..=WALL_X + WALL_HALF).contains(&c)
+        && !(DOOR_Y - DOOR_HALF..=DOOR_Y + DOOR_HALF).contains(&r);
     let border =
         col == LO as usize || col == HI as usize || row == LO as usize || row == HI as usize;
     middle || border
@@ -259,26 +259,37 @@ pub fn is_wall_pixel(col: usize, row: usize) -> bool {
 fn render_native(x: f32, y: f32) -> Frame {
     let mut f = Frame::new(SIZE, SIZE, FLOOR);
     let inv = 1.0 / (2.0 * DOT_STD * DOT_STD);
-    // DINO-WM divides by the maximum over the pixel grid.
-    let mut g = vec![0f32; SIZE * SIZE];
-    let mut max = 0f32;
-    for row in 0..SIZE {
-        for col in 0..SIZE {
+    // DINO-WM divides by the maximum over the pixel grid, reached at the nearest pixel.
+    let (nx, ny) = (
+        x.round().clamp(0.0, (SIZE - 1) as f32),
+        y.round().clamp(0.0, (SIZE - 1) as f32),
+    );
+    let max = (-((nx - x).powi(2) + (ny - y).powi(2)) * inv).exp();
+    // Beyond 8 px the blob is below 1/255 of its peak: only visit pixels near the dot.
+    let r = 8.0;
+    let (c0, c1) = (
+        (x - r).max(0.0) as usize,
+        ((x + r).ceil().max(0.0) as usize).min(SIZE - 1),
+    );
+    let (r0, r1) = (
+        (y - r).max(0.0) as usize,
+        ((y + r).ceil().max(0.0) as usize).min(SIZE - 1),
+    );
+    for row in r0..=r1 {
+        for col in c0..=c1 {
             let (dx, dy) = (col as f32 - x, row as f32 - y);
-            let v = (-(dx * dx + dy * dy) * inv).exp();
-            g[row * SIZE + col] = v;
-            max = max.max(v);
+            let g = (-(dx * dx + dy * dy) * inv).exp() / max;
+            let red = (g * 255.0) as u8; // truncation, as torch's .to(uint8)
+            let i = (row * SIZE + col) * 3;
+            f.data[i + 1] = 255 - red;
+            f.data[i + 2] = 255 - red;
         }
     }
     for row in 0..SIZE {
         for col in 0..SIZE {
-            let i = (row * SIZE + col) * 3;
             if is_wall_pixel(col, row) {
+                let i = (row * SIZE + col) * 3;
                 f.data[i..i + 3].copy_from_slice(&WALL_COLOR);
-            } else if max > 0.0 {
-                let red = ((g[row * SIZE + col] / max) * 255.0) as u8; // truncation, as .to(uint8)
-                f.data[i + 1] = 255 - red;
-                f.data[i + 2] = 255 - red;
             }
         }
     }
@@ -291,7 +302,7 @@ pub fn random_free_position(rng: &mut impl Rng) -> [f32; 2] {
     loop {
         let x = rng.random_range(LO + pad..HI - pad);
         let y = rng.random_range(LO + pad..HI - pad);
-        if is_free(x, y) && (x < WALL_X - WALL_HALF - 1.0 || x > WALL_X + WALL_HALF + 1.0) {
+        if is_free(x, y) && !(WALL_X - WALL_HALF - 1.0..=WALL_X + WALL_HALF + 1.0).contains(&x) {
             return [x, y];
         }
     }
