@@ -210,9 +210,11 @@ fn mpc_with_an_oracle_model_reaches_the_wall_goal() {
         &mut model,
         planner.as_mut(),
         &mpc,
-        5,
-        &start,
-        &goal,
+        qwm::plan::Task {
+            seed: 5,
+            start: &start,
+            goal: &goal,
+        },
         &mut |_, _| iters += 1,
     )
     .unwrap();

@@ -92,7 +92,7 @@ fn packing_roundtrips_codes_and_bounds_the_error() {
             let pw = quantize("rtn", &w, n, k, bits, group);
             pw.validate("w").unwrap();
             let dq = pw.dequantize();
-            let qmax = ((1u32 << (bits - 1)) - 1) as u32;
+            let qmax = (1u32 << (bits - 1)) - 1;
             for r in 0..n {
                 for kk in 0..k {
                     let c = pw.code(r, kk);

@@ -231,9 +231,11 @@ fn plan_with<M: WorldModel>(
         &mut pm,
         planner.as_mut(),
         &mpc,
-        a.seed,
-        &start,
-        &goal,
+        crate::plan::Task {
+            seed: a.seed,
+            start: &start,
+            goal: &goal,
+        },
         &mut |it: &MpcIter, e: &dyn Env| {
             eprintln!(
                 "  MPC iteration {:>3}: best cost {:>10.5}  distance to goal {:>8.3}  plan {:.2} s",

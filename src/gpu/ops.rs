@@ -504,7 +504,7 @@ pub fn attention(
         )));
     }
     let d = w / (3 * heads);
-    if !(4..=64).contains(&d) || d % 4 != 0 {
+    if !(4..=64).contains(&d) || !d.is_multiple_of(4) {
         return Err(Error::Shape(format!(
             "attention: head dim {d} unsupported; it must be a multiple of 4 from 4 to 64"
         )));

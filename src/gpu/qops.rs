@@ -143,7 +143,7 @@ pub fn qmatmul(
     }
     let (rows, cols) = tile(m);
     let ctx = rec.ctx();
-    let x_vec4 = w.k % 4 == 0;
+    let x_vec4 = w.k.is_multiple_of(4);
     let mut consts = constants(w.bits, rows, cols, true).to_vec();
     consts[3] = ("X_VEC4", x_vec4 as u32 as f64);
     let pl = ctx

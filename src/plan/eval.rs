@@ -198,9 +198,11 @@ pub fn run_eval(
             model,
             planner.as_mut(),
             mpc,
-            seed,
-            &start,
-            &goal,
+            crate::plan::Task {
+                seed,
+                start: &start,
+                goal: &goal,
+            },
             on_iter,
         )?;
         on_episode(&rec, i);

@@ -11,7 +11,7 @@ pub mod stats;
 pub mod world;
 
 pub use cem::Cem;
-pub use mpc::{run_episode, EpisodeRecord, MpcConfig, PlanModel};
+pub use mpc::{run_episode, EpisodeRecord, MpcConfig, PlanModel, Task};
 pub use mppi::Mppi;
 
 use rand::rngs::StdRng;

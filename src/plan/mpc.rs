@@ -74,18 +74,25 @@ pub struct EpisodeRecord {
     pub final_state: Vec<f32>,
 }
 
-/// Run one MPC episode from `start` to `goal`. `on_iter` sees each iteration as it finishes
-/// (progress display, frames for the strip).
+/// One episode to solve: where it starts, where it must go, and the seed that drew them.
+#[derive(Clone, Copy, Debug)]
+pub struct Task<'a> {
+    pub seed: u64,
+    pub start: &'a [f32],
+    pub goal: &'a [f32],
+}
+
+/// Run one MPC episode from `task.start` to `task.goal`. `on_iter` sees each iteration as it
+/// finishes (progress display, frames for the strip).
 pub fn run_episode(
     env: &mut dyn Env,
     model: &mut dyn PlanModel,
     planner: &mut dyn Planner,
     cfg: &MpcConfig,
-    seed: u64,
-    start: &[f32],
-    goal: &[f32],
+    task: Task,
     on_iter: &mut dyn FnMut(&MpcIter, &dyn Env),
 ) -> Result<EpisodeRecord> {
+    let Task { seed, start, goal } = task;
     if cfg.n_taken == 0 {
         return Err(Error::Invalid("n_taken must be at least 1".into()));
     }

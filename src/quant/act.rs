@@ -96,7 +96,7 @@ impl ActParams {
 
 /// Quantize-dequantize `x[rows, k]` in place (the CPU reference of the activation path).
 pub fn fake_quant(x: &mut [f32], k: usize, spec: &ActSpec, stat: Option<&ActParams>) -> Result<()> {
-    if k == 0 || x.len() % k != 0 {
+    if k == 0 || !x.len().is_multiple_of(k) {
         return Err(Error::Shape(format!(
             "activation of {} values is not rows of {k}",
             x.len()

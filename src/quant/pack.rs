@@ -64,7 +64,11 @@ pub fn k_pad(k: usize) -> usize {
 
 fn f16_at(words: &[u32], i: usize) -> f32 {
     let w = words[i / 2];
-    let h = if i % 2 == 0 { w & 0xffff } else { w >> 16 };
+    let h = if i.is_multiple_of(2) {
+        w & 0xffff
+    } else {
+        w >> 16
+    };
     f16::from_bits(h as u16).to_f32()
 }
 
@@ -160,7 +164,7 @@ impl PackedWeight {
                 self.n, self.k, self.bits, self.group
             )))
         };
-        if self.group == 0 || (!self.per_channel && self.group % 32 != 0) {
+        if self.group == 0 || (!self.per_channel && !self.group.is_multiple_of(32)) {
             return Err(Error::Invalid(format!(
                 "quantized weight {name}: group size {} is not a multiple of 32",
                 self.group
