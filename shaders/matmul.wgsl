@@ -63,6 +63,9 @@ fn matmul_nk(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(5) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> w4: array<vec4<f32>>;
 
+// Lanes per workgroup of matmul_nk4_u (each owns 4 output columns).
+override WG_U: u32 = 64u;
+
 // Weight [N, K], K % 4 == 0. Lane = 4 rows x 4 columns, vec4 loads along K.
 @compute @workgroup_size(8, 8)
 fn matmul_nk4(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -106,9 +109,9 @@ fn matmul_nk4(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // Weight [N, K], K % 4 == 0. Rows from the workgroup id (uniform loads), lane = 8 rows x 4 cols.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_U)
 fn matmul_nk4_u(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let n0 = (wid.x * 64u + lid.x) * 4u;
+    let n0 = (wid.x * WG_U + lid.x) * 4u;
     let m0 = wid.y * 8u;
     let k4 = p.K / 4u;
     var acc: array<vec4<f32>, 8>;

@@ -347,6 +347,20 @@ impl GpuContext {
             .min(self.limits.max_buffer_size)
     }
 
+    /// Lanes per workgroup for the register-tiled kernels. CPU drivers (lavapipe) run a
+    /// workgroup as a loop over SIMD chunks and were fastest with one chunk (8 lanes: 2x over
+    /// 64 at 1024^3, docs/BENCHMARKS.md); GPUs need larger groups to fill their cores.
+    /// `QWM_WG` overrides it.
+    pub fn lanes_per_workgroup(&self) -> usize {
+        if let Some(v) = std::env::var("QWM_WG").ok().and_then(|v| v.parse().ok()) {
+            return v;
+        }
+        match self.report.device_type.as_str() {
+            "cpu" => self.report.subgroup_max_size.clamp(4, 64) as usize,
+            _ => 64,
+        }
+    }
+
     /// Number of compiled pipelines (one per shader, entry point and constants).
     pub fn pipeline_count(&self) -> usize {
         self.pipelines.len()

@@ -105,12 +105,14 @@ pub fn matmul(
     };
     let bias = b.unwrap_or(w);
     // Vec4 loads along K need K % 4 == 0 (true for every DINO-WM width); else the scalar tile.
-    let (entry, xb, wb, groups) = if k % 4 == 0 {
-        ("matmul_nk4_u", 5, 6, [n.div_ceil(256), m.div_ceil(8)])
+    let wg = rec.ctx().lanes_per_workgroup();
+    let (entry, xb, wb, groups, consts) = if k.is_multiple_of(4) {
+        let c = vec![("WG_U", wg as f64)];
+        ("matmul_nk4_u", 5, 6, [n.div_ceil(4 * wg), m.div_ceil(8)], c)
     } else {
-        ("matmul_nk", 1, 2, [n.div_ceil(32), m.div_ceil(32)])
+        ("matmul_nk", 1, 2, [n.div_ceil(32), m.div_ceil(32)], vec![])
     };
-    let pl = pipeline(rec, "matmul", entry, &[])?;
+    let pl = pipeline(rec, "matmul", entry, &consts)?;
     rec.dispatch_at(
         entry,
         &pl,
@@ -829,7 +831,13 @@ pub fn matmul_probe(
         k: k as u32,
         has_bias: 0,
     };
-    let pl = pipeline(rec, "matmul", entry, &[])?;
+    let wg = rec.ctx().lanes_per_workgroup();
+    let (consts, cols_per_group): (Vec<(&str, f64)>, usize) = if entry == "matmul_nk4_u" {
+        (vec![("WG_U", wg as f64)], wg * 4)
+    } else {
+        (vec![], cols_per_group)
+    };
+    let pl = pipeline(rec, "matmul", entry, &consts)?;
     let groups = [
         n.div_ceil(cols_per_group) as u32,
         m.div_ceil(rows_per_group) as u32,
