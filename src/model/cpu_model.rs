@@ -7,17 +7,36 @@ use super::{
     RolloutChunk, Weights, WorldModel,
 };
 use crate::cpu;
+use crate::quant::model::QuantizedModel;
+use crate::quant::{act, calib, ActParams, ActSpec};
 use crate::{Error, Result};
 
-/// The CPU counterpart of [`super::Linear`]: every linear layer goes through it.
+/// The CPU counterpart of [`super::Linear`]: every linear layer goes through it. Quantized
+/// layers run the same numerics as the GPU as quantize-dequantize: `w` holds the dequantized
+/// weights and the input is fake-quantized when `act` is set.
 pub struct CpuLinear {
+    /// Weight name, for calibration statistics.
+    pub name: String,
     pub w: Tensor,
     pub b: Option<Tensor>,
+    pub act: Option<(ActSpec, Option<ActParams>)>,
 }
 
 impl CpuLinear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        cpu::matmul(x, &self.w, self.b.as_ref())
+        if calib::active() {
+            calib::observe(&self.name, &cpu::to_vec(x)?);
+        }
+        match &self.act {
+            None => cpu::matmul(x, &self.w, self.b.as_ref()),
+            Some((spec, params)) => {
+                let dims = x.dims().to_vec();
+                let k = *dims.last().unwrap_or(&1);
+                let mut v = cpu::to_vec(x)?;
+                act::fake_quant(&mut v, k, spec, params.as_ref())?;
+                cpu::matmul(&cpu::tensor(&v, &dims)?, &self.w, self.b.as_ref())
+            }
+        }
     }
 }
 
@@ -112,12 +131,27 @@ fn batch_of(x: &Tensor, b: usize, what: &str) -> Result<Tensor> {
 
 impl CpuModel {
     pub fn new(w: &Weights) -> Result<Self> {
+        Self::build(w, None)
+    }
+
+    /// A quantized model as quantize-dequantize (the GPU's numerics in f32).
+    pub fn new_quantized(q: &QuantizedModel) -> Result<Self> {
+        Self::build(&q.weights, Some(q))
+    }
+
+    fn build(w: &Weights, quant: Option<&QuantizedModel>) -> Result<Self> {
         w.validate()?;
         let cfg = w.config.clone();
         let e = &cfg.encoder;
         let (d, n) = (e.width, cfg.patches());
         let lin = |wn: &str, bn: Option<&str>| -> Result<CpuLinear> {
+            let act = quant.and_then(|q| {
+                q.packed.get(wn)?;
+                q.act_for(wn).map(|a| (a, q.act.get(wn).copied()))
+            });
             Ok(CpuLinear {
+                name: wn.to_string(),
+                act,
                 w: t(w, wn)?,
                 b: match bn {
                     Some(b) => Some(t(w, b)?),
@@ -183,6 +217,8 @@ impl CpuModel {
                 &[cfg.action_emb, cfg.action_in()],
             )?,
             b: Some(t(w, "action_encoder.patch_embed.bias")?),
+            name: "action_encoder.patch_embed.weight".into(),
+            act: None,
         };
         let prop = CpuLinear {
             w: t_as(
@@ -191,6 +227,8 @@ impl CpuModel {
                 &[cfg.proprio_emb, cfg.proprio_dim],
             )?,
             b: Some(t(w, "proprio_encoder.patch_embed.bias")?),
+            name: "proprio_encoder.patch_embed.weight".into(),
+            act: None,
         };
         let pe = cfg.predictor.eps;
         let mut pred_blocks = Vec::new();

@@ -5,23 +5,49 @@ use super::{
     check_actions, check_history, objective_weights, ModelConfig, ObjectiveMode, Rollout,
     RolloutChunk, Weights, WorldModel,
 };
+use crate::gpu::qops::{self, GpuQuantWeight};
 use crate::gpu::{ops, GpuContext, GpuTensor, Recorder};
+use crate::quant::model::QuantizedModel;
+use crate::quant::{ActParams, ActSpec};
 use crate::{Error, Result};
 
+/// A linear layer's weight on the GPU: f32 `[N, K]` (K contiguous, PyTorch layout), or packed
+/// low-bit codes dequantized inside the matmul (never an f32 copy).
+pub enum LinearWeight {
+    F32(GpuTensor),
+    Packed(GpuQuantWeight),
+}
+
 /// Every linear layer of the encoder and predictor (and the Conv1d k=1 embeddings) goes
-/// through this one type; a quantized implementation replaces `forward` here.
+/// through this one type, so quantization is a change of `w` and `act` here.
 pub struct Linear {
-    /// `[N, K]`, K contiguous (PyTorch layout).
-    pub w: GpuTensor,
+    pub w: LinearWeight,
     pub b: Option<GpuTensor>,
+    /// Activation quantization of the input (with the static range when not per-token).
+    pub act: Option<(ActSpec, Option<ActParams>)>,
 }
 
 impl Linear {
     pub fn forward(&self, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
-        ops::matmul(rec, x, &self.w, self.b.as_ref())
+        match (&self.w, &self.act) {
+            (LinearWeight::F32(w), None) => ops::matmul(rec, x, w, self.b.as_ref()),
+            (LinearWeight::Packed(q), None) => qops::qmatmul(rec, x, q, self.b.as_ref()),
+            (LinearWeight::Packed(q), Some((spec, params))) => {
+                let xq = qops::quant_act(rec, x, spec, params.as_ref())?;
+                let mut shape = x.shape().to_vec();
+                *shape.last_mut().unwrap() = q.n;
+                qops::qmatmul_a8(rec, &xq, q, self.b.as_ref(), &shape, true)
+            }
+            (LinearWeight::F32(_), Some(_)) => Err(Error::Invalid(
+                "activation quantization needs quantized weights (specs are w<bits>a<bits>)".into(),
+            )),
+        }
     }
     pub fn out_features(&self) -> usize {
-        self.w.shape()[0]
+        match &self.w {
+            LinearWeight::F32(w) => w.shape()[0],
+            LinearWeight::Packed(q) => q.n,
+        }
     }
 }
 
@@ -156,16 +182,33 @@ fn broadcast_batch(rec: &mut Recorder, x: &GpuTensor, b: usize, what: &str) -> R
 impl<'a> GpuModel<'a> {
     /// Validate and upload the weights (once).
     pub fn new(ctx: &'a GpuContext, w: &Weights) -> Result<Self> {
+        Self::build(ctx, w, None)
+    }
+
+    /// A quantized model: the quantized linears hold only their packed codes on the GPU.
+    pub fn new_quantized(ctx: &'a GpuContext, q: &QuantizedModel) -> Result<Self> {
+        Self::build(ctx, &q.weights, Some(q))
+    }
+
+    fn build(ctx: &'a GpuContext, w: &Weights, quant: Option<&QuantizedModel>) -> Result<Self> {
         w.validate()?;
         let cfg = w.config.clone();
         let e = &cfg.encoder;
         let d = e.width;
         let n = cfg.patches();
         let lin = |wn: &str, bn: Option<&str>| -> Result<Linear> {
+            let packed = quant.and_then(|q| q.packed.get(wn).map(|p| (q, p)));
             Ok(Linear {
-                w: up(ctx, w, wn)?,
+                w: match packed {
+                    Some((_, p)) => LinearWeight::Packed(GpuQuantWeight::upload(ctx, p)?),
+                    None => LinearWeight::F32(up(ctx, w, wn)?),
+                },
                 b: match bn {
                     Some(b) => Some(up(ctx, w, b)?),
+                    None => None,
+                },
+                act: match packed {
+                    Some((q, _)) => q.act_for(wn).map(|a| (a, q.act.get(wn).copied())),
                     None => None,
                 },
             })
@@ -222,22 +265,24 @@ impl<'a> GpuModel<'a> {
             });
         }
         let act = Linear {
-            w: up_as(
+            w: LinearWeight::F32(up_as(
                 ctx,
                 w,
                 "action_encoder.patch_embed.weight",
                 &[cfg.action_emb, cfg.action_in()],
-            )?,
+            )?),
             b: Some(up(ctx, w, "action_encoder.patch_embed.bias")?),
+            act: None,
         };
         let prop = Linear {
-            w: up_as(
+            w: LinearWeight::F32(up_as(
                 ctx,
                 w,
                 "proprio_encoder.patch_embed.weight",
                 &[cfg.proprio_emb, cfg.proprio_dim],
-            )?,
+            )?),
             b: Some(up(ctx, w, "proprio_encoder.patch_embed.bias")?),
+            act: None,
         };
         let pe = cfg.predictor.eps;
         let mut pred_blocks = Vec::new();

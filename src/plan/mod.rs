@@ -3,6 +3,7 @@
 //! so the same code plans on either backend. A new planner is one new file implementing
 //! [`Planner`] plus one line in [`make`].
 
+pub mod calibrate;
 mod cem;
 pub mod eval;
 pub mod mpc;

@@ -3,6 +3,7 @@
 //! implementing [`Quantizer`] plus one line in [`method`].
 
 pub mod act;
+pub mod calib;
 pub mod model;
 mod omse;
 pub mod pack;

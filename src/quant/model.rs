@@ -80,6 +80,15 @@ impl QuantizedModel {
         }
     }
 
+    /// The activation quantization of the linear whose weight is `name`.
+    pub fn act_for(&self, name: &str) -> Option<super::ActSpec> {
+        let m = quantized_linears(&self.weights.config)
+            .into_iter()
+            .find(|(n, _)| n == name)?
+            .1;
+        self.module_spec(m).act
+    }
+
     /// GPU bytes of the quantized linears (codes, scales, zero points) and their f32 size.
     pub fn linear_bytes(&self) -> (usize, usize) {
         let q = self.packed.values().map(|p| p.bytes()).sum();
