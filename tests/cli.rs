@@ -131,3 +131,70 @@ fn bad_input_is_refused_before_work_starts() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }
+
+#[test]
+fn quantize_then_plan_and_inspect_the_quantized_file() {
+    let dir = std::env::temp_dir().join(format!("qwm-cli-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let q = dir.join("wall-w4g32a8.safetensors");
+    let (ok, out, err) = qwm(&[
+        "quantize",
+        "--env",
+        "wall",
+        "--model",
+        "random",
+        "--quant",
+        "w4g32a8",
+        "--method",
+        "omse",
+        "--calib-episodes",
+        "1",
+        "--samples",
+        "16",
+        "--topk",
+        "4",
+        "--opt-steps",
+        "2",
+        "--out",
+        q.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("calibrating"), "{err}");
+    assert!(out.contains("wrote"), "{out}");
+    let (ok, out, err) = qwm(&["model", "info", q.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (lb, lf, tb) = (
+        v["linear_bytes"].as_u64().unwrap(),
+        v["linear_bytes_f32"].as_u64().unwrap(),
+        v["total_bytes"].as_u64().unwrap(),
+    );
+    assert!(lb * 4 < lf, "packed {lb} vs f32 {lf}");
+    assert!(tb > lb);
+    assert_eq!(v["quant"], "w4g32a8");
+    let (ok, _, err) = qwm(&[
+        "plan",
+        "--env",
+        "wall",
+        "--model",
+        q.to_str().unwrap(),
+        "--max-iter",
+        "1",
+        "--opt-steps",
+        "1",
+        "--samples",
+        "8",
+        "--topk",
+        "2",
+        "--out",
+        dir.join("plan").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("w4g32a8"), "{err}");
+    let e = qwm(&[
+        "quantize", "--env", "wall", "--model", "random", "--quant", "w4g48", "--out", "x",
+    ])
+    .2;
+    assert!(e.contains("valid specs"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

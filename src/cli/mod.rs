@@ -24,6 +24,8 @@ pub enum Command {
     Plan(plan_cmds::PlanArgs),
     /// Evaluate planning over many episodes (success rate, CI, alignment), resumable JSON.
     Eval(plan_cmds::EvalArgs),
+    /// Quantize a model (calibrating static activation ranges with the float planner).
+    Quantize(plan_cmds::QuantizeArgs),
     /// List every GPU adapter and mark the one qwm would use.
     Info(gpu_cmds::InfoArgs),
     /// Benchmarks: kernels, environments.
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(a) => plan_cmds::run_plan(a),
         Command::Eval(a) => plan_cmds::run_eval_cmd(a),
+        Command::Quantize(a) => plan_cmds::run_quantize(a),
         Command::Info(a) => gpu_cmds::run_info(a),
         Command::Bench(BenchCommand::Kernels(a)) => gpu_cmds::run_bench_kernels(a),
         Command::Bench(BenchCommand::Env(a)) => env_cmds::run_bench_env(a),

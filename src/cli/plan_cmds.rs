@@ -8,10 +8,12 @@ use clap::{Args, ValueEnum};
 use crate::env::{self, Env, Frame};
 use crate::gpu::GpuContext;
 use crate::model::{self, CpuModel, GpuModel, ModelConfig, Weights, WorldModel};
+use crate::plan::calibrate::calibrate;
 use crate::plan::eval::{run_eval, EvalConfig};
 use crate::plan::mpc::MpcIter;
 use crate::plan::world::WorldPlanModel;
 use crate::plan::{self, run_episode, MpcConfig, PlanConfig};
+use crate::quant::model::{quantize_model, QuantizedModel};
 use crate::quant::QuantSpec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -30,9 +32,16 @@ pub struct PlanOpts {
     /// in memory: it exercises the whole pipeline, it is not expected to succeed.
     #[arg(long)]
     pub model: Option<String>,
-    /// Quantization spec (docs/QUANT.md); only `fp` until quantized models are wired in.
+    /// Quantization applied on load (docs/QUANT.md), e.g. w8, w4g32, w8a8t, enc=w8,pred=w4g32.
+    /// Static activation specs are calibrated first. A quantized model file needs none.
     #[arg(long, default_value = "fp")]
     pub quant: String,
+    /// Quantization method for --quant: rtn or omse.
+    #[arg(long, default_value = "rtn")]
+    pub method: String,
+    /// Calibration episodes for static activation quantization.
+    #[arg(long, default_value_t = 8)]
+    pub calib_episodes: usize,
     /// Planner: cem or mppi.
     #[arg(long, default_value = "cem")]
     pub planner: String,
@@ -91,15 +100,106 @@ impl PlanOpts {
     }
 }
 
-/// Load (or build) the model and check it fits the environment, before any work starts.
-fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String)> {
+/// A float model, or a quantized one (packed weights on the GPU, fake quant on the CPU).
+pub struct Loaded {
+    pub weights: Weights,
+    /// The float model a `--quant` spec was applied to (for divergence measures).
+    pub float: Option<Weights>,
+    pub quant: Option<QuantizedModel>,
+    pub name: String,
+}
+
+impl Loaded {
+    pub fn spec(&self) -> String {
+        self.quant
+            .as_ref()
+            .map_or("fp".to_string(), |q| q.spec.to_string())
+    }
+}
+
+/// Load the model (quantizing it when asked) and check it fits the environment.
+fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
     let spec: QuantSpec = opts.quant.parse()?;
-    if spec != QuantSpec::default() {
+    crate::quant::method(&opts.method)?;
+    if let Some(p) = opts.model.as_deref() {
+        if p != "random" && Path::new(p).exists() && crate::quant::model::is_quantized_file(p)? {
+            if spec != QuantSpec::default() {
+                anyhow::bail!("{p} is already quantized; drop --quant {spec}");
+            }
+            let q = crate::quant::model::load(p)?;
+            check_fits(&q.weights, p, env)?;
+            return Ok(Loaded {
+                weights: q.weights.clone(),
+                float: None,
+                name: format!("{p} ({})", q.spec),
+                quant: Some(q),
+            });
+        }
+    }
+    let (w, name) = load_float(opts, env)?;
+    check_fits(&w, &name, env)?;
+    if spec == QuantSpec::default() {
+        return Ok(Loaded {
+            weights: w,
+            float: None,
+            quant: None,
+            name,
+        });
+    }
+    let needs_calib = [spec.encoder, spec.predictor]
+        .iter()
+        .any(|m| m.act.is_some_and(|a| !a.dynamic));
+    let stats = if needs_calib {
+        eprintln!(
+            "calibrating {spec}: float planner on {} calibration episodes",
+            opts.calib_episodes
+        );
+        let step = w.config.frameskip * w.config.action_dim;
+        let (pc, _) = opts.configs(step, 0);
+        Some(calibrate(
+            &w,
+            env.spec().name,
+            opts.calib_episodes,
+            &pc,
+            env.spec().alpha,
+        )?)
+    } else {
+        None
+    };
+    let q = quantize_model(&w, &spec, &opts.method, stats.as_ref())?;
+    let (qb, fb) = q.linear_bytes();
+    eprintln!(
+        "quantized {spec} with {}: linear layers {:.2} MB ({:.3} of f32)",
+        q.method,
+        qb as f64 / 1e6,
+        qb as f64 / fb.max(1) as f64
+    );
+    Ok(Loaded {
+        weights: q.weights.clone(),
+        float: Some(w),
+        name: format!("{name} ({spec} {})", q.method),
+        quant: Some(q),
+    })
+}
+
+fn check_fits(w: &Weights, name: &str, env: &dyn Env) -> anyhow::Result<()> {
+    let c = &w.config;
+    let s = env.spec();
+    if c.action_dim != s.action_dim || c.proprio_dim != s.proprio_dim {
         anyhow::bail!(
-            "--quant {spec}: quantized planning is not wired into the model forward yet; \
-             the kernels exist (`qwm bench quant`), use --quant fp for now"
+            "model {name} plans {}-D actions with {}-D proprio but {} has {}-D actions and \
+             {}-D proprio",
+            c.action_dim,
+            c.proprio_dim,
+            s.name,
+            s.action_dim,
+            s.proprio_dim
         );
     }
+    Ok(())
+}
+
+fn load_float(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String)> {
     let (w, name) = match opts.model.as_deref() {
         Some("random") => {
             let s = env.spec();
@@ -125,19 +225,6 @@ fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String
             (model::format::load(&p)?, p)
         }
     };
-    let c = &w.config;
-    let s = env.spec();
-    if c.action_dim != s.action_dim || c.proprio_dim != s.proprio_dim {
-        anyhow::bail!(
-            "model {name} plans {}-D actions with {}-D proprio but {} has {}-D actions and \
-             {}-D proprio",
-            c.action_dim,
-            c.proprio_dim,
-            s.name,
-            s.action_dim,
-            s.proprio_dim
-        );
-    }
     Ok((w, name))
 }
 
@@ -172,20 +259,28 @@ pub struct PlanArgs {
 
 pub fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
     let env = env::make(&a.opts.env)?;
-    let (w, name) = load_model(&a.opts, env.as_ref())?;
-    let step = w.config.frameskip * w.config.action_dim;
-    let (pc, mpc) = a.opts.configs(step, a.seed);
-    plan::make(&a.opts.planner, pc.clone())?;
+    let step_of = |w: &Weights| w.config.frameskip * w.config.action_dim;
+    // Validate the planner settings before loading or calibrating anything.
+    plan::make(&a.opts.planner, a.opts.configs(10, a.seed).0)?;
+    let l = load_model(&a.opts, env.as_ref())?;
+    let w = &l.weights;
+    let (pc, mpc) = a.opts.configs(step_of(w), a.seed);
     std::fs::create_dir_all(&a.out).map_err(|e| crate::Error::io(&a.out, e))?;
-    eprintln!("model: {name} ({})", w.config.name);
+    eprintln!("model: {} ({})", l.name, w.config.name);
     match open_backend(a.opts.backend)? {
         Some(ctx) => {
-            let m = GpuModel::new(&ctx, &w)?;
-            plan_with(&m, &w, &a, env, pc, mpc, "gpu")
+            let m = match &l.quant {
+                Some(q) => GpuModel::new_quantized(&ctx, q)?,
+                None => GpuModel::new(&ctx, w)?,
+            };
+            plan_with(&m, w, &a, env, pc, mpc, "gpu")
         }
         None => {
-            let m = CpuModel::new(&w)?;
-            plan_with(&m, &w, &a, env, pc, mpc, "cpu")
+            let m = match &l.quant {
+                Some(q) => CpuModel::new_quantized(q)?,
+                None => CpuModel::new(w)?,
+            };
+            plan_with(&m, w, &a, env, pc, mpc, "cpu")
         }
     }
 }
@@ -327,10 +422,12 @@ pub struct EvalArgs {
 
 pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     let env = env::make(&a.opts.env)?;
-    let (w, name) = load_model(&a.opts, env.as_ref())?;
+    plan::make(&a.opts.planner, a.opts.configs(10, 0).0)?;
+    let l = load_model(&a.opts, env.as_ref())?;
+    let w = &l.weights;
     let step = w.config.frameskip * w.config.action_dim;
     let (pc, mpc) = a.opts.configs(step, 0);
-    plan::make(&a.opts.planner, pc.clone())?;
+    let name = l.name.clone();
     let backend = open_backend(a.opts.backend)?;
     let cfg = EvalConfig {
         env: env.spec().name.to_string(),
@@ -339,22 +436,56 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         plan: (&pc).into(),
         mpc: (&mpc).into(),
         model: name,
-        quant: a.opts.quant.clone(),
+        quant: l.spec(),
         backend: if backend.is_some() { "gpu" } else { "cpu" }.into(),
     };
     let alpha = env.spec().alpha;
     let report = match &backend {
         Some(ctx) => {
-            let m = GpuModel::new(ctx, &w)?;
+            let m = match &l.quant {
+                Some(q) => GpuModel::new_quantized(ctx, q)?,
+                None => GpuModel::new(ctx, w)?,
+            };
             let mut pm = WorldPlanModel::new(&m, w.norm.clone(), pc.horizon, alpha);
             eval_loop(&cfg, &pc, &mpc, &mut pm, &a.json)?
         }
         None => {
-            let m = CpuModel::new(&w)?;
+            let m = match &l.quant {
+                Some(q) => CpuModel::new_quantized(q)?,
+                None => CpuModel::new(w)?,
+            };
             let mut pm = WorldPlanModel::new(&m, w.norm.clone(), pc.horizon, alpha);
             eval_loop(&cfg, &pc, &mpc, &mut pm, &a.json)?
         }
     };
+    let mut report = report;
+    if let (Some(q), Some(fw)) = (&l.quant, &l.float) {
+        // Same numerics on either backend; the CPU keeps the GPU free of a second model.
+        let fm = CpuModel::new(fw)?;
+        let qm = CpuModel::new_quantized(q)?;
+        let mut fp = WorldPlanModel::new(&fm, fw.norm.clone(), pc.horizon, alpha);
+        let mut qp = WorldPlanModel::new(&qm, w.norm.clone(), pc.horizon, alpha);
+        let mut env = env::make(&cfg.env)?;
+        let size = w.config.image_size;
+        let mut divs = Vec::new();
+        for e in report.episodes.iter().take(10) {
+            env.reset_to(&e.start)?;
+            let obs = env.render(size);
+            let goal = env.render_state(&e.goal, size)?;
+            let (p, gp) = (env.proprio(), env.proprio_of(&e.goal));
+            use crate::plan::PlanModel;
+            fp.set_problem(&obs, &p, &goal, &gp)?;
+            qp.set_problem(&obs, &p, &goal, &gp)?;
+            divs.push(crate::plan::world::latent_divergence(
+                &mut fp, &mut qp, 8, e.seed,
+            )?);
+        }
+        if !divs.is_empty() {
+            report.latent_divergence = Some(divs.iter().sum::<f64>() / divs.len() as f64);
+            std::fs::write(&a.json, serde_json::to_string_pretty(&report)?)
+                .map_err(|e| crate::Error::io(&a.json, e))?;
+        }
+    }
     println!(
         "{}: success {:.3} (95% CI {:.3}-{:.3}) over {} episodes; mean final distance {:.3}; \
          median plan time {:.3} s; Spearman(objective, distance) {}",
@@ -369,6 +500,9 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
             .spearman_objective_vs_distance
             .map_or("n/a".into(), |r| format!("{r:.3}"))
     );
+    if let Some(d) = report.latent_divergence {
+        println!("latent divergence from the float model: {d:.4e}");
+    }
     println!("wrote {}", a.json.display());
     Ok(())
 }
@@ -464,5 +598,37 @@ pub fn run_bench_plan(a: BenchPlanArgs) -> anyhow::Result<()> {
             .map_err(|e| crate::Error::io(&p, e))?;
         println!("wrote {}", p.display());
     }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// --model, --env (for calibration), --quant, --method, --calib-episodes and the planner
+    /// settings used while calibrating.
+    #[command(flatten)]
+    pub opts: PlanOpts,
+    /// Output path of the quantized model file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
+    if QuantSpec::default() == a.opts.quant.parse::<QuantSpec>()? {
+        anyhow::bail!("--quant fp leaves nothing to quantize; give a spec such as w8 or w4g32a8");
+    }
+    let env = env::make(&a.opts.env)?;
+    let l = load_model(&a.opts, env.as_ref())?;
+    let q = l.quant.as_ref().expect("a non-fp spec quantizes");
+    crate::quant::model::save(q, &a.out)?;
+    let (qb, fb) = q.linear_bytes();
+    println!(
+        "wrote {} ({}, method {}): quantized linears {} bytes = {:.4} of their f32 {} bytes",
+        a.out.display(),
+        q.spec,
+        q.method,
+        qb,
+        qb as f64 / fb.max(1) as f64,
+        fb
+    );
     Ok(())
 }

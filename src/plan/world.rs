@@ -152,3 +152,31 @@ impl<M: WorldModel> PlanModel for WorldPlanModel<'_, M> {
         self.norm.denormalize_actions(actions)
     }
 }
+
+/// Divergence of a quantized model's imagined latents from the float model's on the same
+/// action sequences: mean over `samples` random normalized sequences of
+/// `||z_q - z_f||^2 / ||z_f||^2`, over every predicted frame, from the same observation.
+pub fn latent_divergence<F: WorldModel, Q: WorldModel>(
+    float: &mut WorldPlanModel<'_, F>,
+    quant: &mut WorldPlanModel<'_, Q>,
+    samples: usize,
+    seed: u64,
+) -> Result<f64> {
+    let step = float.model.config().frameskip * float.model.config().action_dim;
+    let acts = crate::tensor::randn(samples * float.horizon * step, 1.0, seed);
+    let mut total = 0.0;
+    for i in 0..samples {
+        let a = &acts[i * float.horizon * step..(i + 1) * float.horizon * step];
+        let zf = float.imagine(a)?;
+        let zq = quant.imagine(a)?;
+        let (mut num, mut den) = (0f64, 0f64);
+        for (f, q) in zf.iter().zip(&zq).skip(1) {
+            for (x, y) in f.iter().zip(q) {
+                num += ((x - y) as f64).powi(2);
+                den += (*x as f64).powi(2);
+            }
+        }
+        total += num / den.max(1e-30);
+    }
+    Ok(total / samples as f64)
+}
