@@ -47,7 +47,8 @@ override INT_DOT: bool = true;
 // (per-lane and uniform loads are what costs most on CPU drivers).
 override X_VEC4: bool = false;
 
-const WG: u32 = 64u;
+// Lanes per workgroup (8 on CPU drivers, 64 on GPUs; see GpuContext::lanes_per_workgroup).
+override WG: u32 = 64u;
 
 fn plane0_bits() -> u32 {
     return select(select(BITS, 4u, BITS == 6u), 2u, BITS == 3u);

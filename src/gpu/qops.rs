@@ -120,12 +120,13 @@ fn check_x(
     Ok((m, out))
 }
 
-fn constants(bits: u8, rows: u32, cols: u32, int_dot: bool) -> [(&'static str, f64); 4] {
+fn constants(bits: u8, rows: u32, cols: u32, int_dot: bool, wg: usize) -> [(&'static str, f64); 5] {
     [
         ("BITS", bits as f64),
         ("ROWS", rows as f64),
         ("COLS", cols as f64),
         ("INT_DOT", int_dot as u32 as f64),
+        ("WG", wg as f64),
     ]
 }
 
@@ -144,7 +145,8 @@ pub fn qmatmul(
     let (rows, cols) = tile(m);
     let ctx = rec.ctx();
     let x_vec4 = w.k.is_multiple_of(4);
-    let mut consts = constants(w.bits, rows, cols, true).to_vec();
+    let wg = ctx.lanes_per_workgroup();
+    let mut consts = constants(w.bits, rows, cols, true, wg).to_vec();
     consts[3] = ("X_VEC4", x_vec4 as u32 as f64);
     let pl = ctx
         .pipelines
@@ -168,7 +170,7 @@ pub fn qmatmul(
         Some(bytemuck::bytes_of(&p)),
         &bufs,
         [
-            w.n.div_ceil(64 * cols as usize) as u32,
+            w.n.div_ceil(wg * cols as usize) as u32,
             m.div_ceil(rows as usize) as u32,
             1,
         ],
@@ -297,7 +299,8 @@ pub fn qmatmul_a8(
     }
     let (rows, cols) = tile(m);
     let ctx = rec.ctx();
-    let consts = constants(w.bits, rows, cols, int_dot);
+    let wg = ctx.lanes_per_workgroup();
+    let consts = constants(w.bits, rows, cols, int_dot, wg);
     let pl = ctx
         .pipelines
         .get(&ctx.device, "qmatmul", "qmatmul_a8", &consts)?;
@@ -318,7 +321,7 @@ pub fn qmatmul_a8(
             (8, xq.params.buffer()),
         ],
         [
-            w.n.div_ceil(64 * cols as usize) as u32,
+            w.n.div_ceil(wg * cols as usize) as u32,
             m.div_ceil(rows as usize) as u32,
             1,
         ],

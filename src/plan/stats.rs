@@ -11,7 +11,18 @@ pub fn wilson95(k: usize, n: usize) -> [f64; 2] {
     let den = 1.0 + z * z / n_f;
     let centre = (p + z * z / (2.0 * n_f)) / den;
     let half = z * ((p * (1.0 - p) / n_f) + z * z / (4.0 * n_f * n_f)).sqrt() / den;
-    [(centre - half).max(0.0), (centre + half).min(1.0)]
+    // Exact ends when all or nothing succeeded (avoid 1e-17 rounding residue).
+    let lo = if k == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if k == n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    [lo, hi]
 }
 
 /// Ranks with ties averaged (1-based).
