@@ -99,12 +99,7 @@ pub fn run_bench_kernels(a: BenchKernelsArgs) -> anyhow::Result<()> {
         quick: a.quick,
     })?;
     print!("{}", report.table());
-    if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-            .map_err(|e| crate::Error::io(&path, e))?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    write_json(a.json.as_deref(), &report)
 }
 
 #[derive(Args, Debug)]
@@ -126,9 +121,17 @@ pub fn run_bench_quant(a: BenchQuantArgs) -> anyhow::Result<()> {
         quick: a.quick,
     })?;
     print!("{}", report.table());
-    if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-            .map_err(|e| crate::Error::io(&path, e))?;
+    write_json(a.json.as_deref(), &report)
+}
+
+/// Write a benchmark report as pretty JSON when a path was given.
+pub fn write_json<T: serde::Serialize>(
+    path: Option<&std::path::Path>,
+    report: &T,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
+            .map_err(|e| crate::Error::io(path, e))?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -91,6 +91,17 @@ fn tile(m: usize) -> (u32, u32) {
     }
 }
 
+fn check_bias(w: &GpuQuantWeight, b: Option<&GpuTensor>) -> Result<()> {
+    match b {
+        Some(b) if b.shape() != [w.n] => Err(Error::Shape(format!(
+            "quantized matmul bias must be [{}], got {:?}",
+            w.n,
+            b.shape()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn check_x(
     w: &GpuQuantWeight,
     x: &GpuTensor,
@@ -105,15 +116,7 @@ fn check_x(
             w.k
         )));
     }
-    if let Some(b) = b {
-        if b.shape() != [w.n] {
-            return Err(Error::Shape(format!(
-                "quantized matmul bias must be [{}], got {:?}",
-                w.n,
-                b.shape()
-            )));
-        }
-    }
+    check_bias(w, b)?;
     let m = x.len() / k.max(1);
     let mut out = x.shape().to_vec();
     *out.last_mut().unwrap() = w.n;
@@ -284,15 +287,7 @@ pub fn qmatmul_a8(
             w.n
         )));
     }
-    if let Some(b) = b {
-        if b.shape() != [w.n] {
-            return Err(Error::Shape(format!(
-                "quantized matmul bias must be [{}], got {:?}",
-                w.n,
-                b.shape()
-            )));
-        }
-    }
+    check_bias(w, b)?;
     let y = rec.ctx().alloc(out_shape)?;
     if m == 0 || w.n == 0 {
         return Ok(y);

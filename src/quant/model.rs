@@ -241,8 +241,12 @@ pub fn save(q: &QuantizedModel, path: impl AsRef<Path>) -> Result<()> {
 pub fn is_quantized_file(path: impl AsRef<Path>) -> Result<bool> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Invalid(format!("{}: bad safetensors header: {e}", path.display())))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: not a valid safetensors file (truncated or corrupt?): {e}",
+            path.display()
+        ))
+    })?;
     Ok(meta
         .metadata()
         .as_ref()
@@ -255,8 +259,11 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
     let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
     let (config, norm) = format::read_config(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("bad safetensors header: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        bad(format!(
+            "not a valid safetensors file (truncated or corrupt?): {e}"
+        ))
+    })?;
     let qm: QuantMeta = header
         .metadata()
         .as_ref()
