@@ -81,12 +81,22 @@ struct QParams {
 
 /// Tile shape: (rows of X per workgroup, output columns per lane). Up to 8 rows runs as a
 /// mat-vec with one column per lane; token batches use 8 x 4 register tiles.
-fn tile(m: usize) -> (u32, u32) {
+fn tile(ctx: &GpuContext, m: usize) -> (u32, u32) {
+    // Mat-vec shapes: one output column per lane keeps GPUs busy; CPU drivers gain more from
+    // amortizing each activation load over 4 columns (QWM_QCOLS overrides, for tuning).
+    let cols = std::env::var("QWM_QCOLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if ctx.report.device_type == "cpu" {
+            4
+        } else {
+            1
+        });
     match m {
-        0..=1 => (1, 1),
-        2 => (2, 1),
-        3..=4 => (4, 1),
-        5..=8 => (8, 1),
+        0..=1 => (1, cols),
+        2 => (2, cols),
+        3..=4 => (4, cols),
+        5..=8 => (8, cols),
         _ => (8, 4),
     }
 }
@@ -145,7 +155,7 @@ pub fn qmatmul(
     if m == 0 || w.n == 0 {
         return Ok(y);
     }
-    let (rows, cols) = tile(m);
+    let (rows, cols) = tile(rec.ctx(), m);
     let ctx = rec.ctx();
     let x_vec4 = w.k.is_multiple_of(4);
     let wg = ctx.lanes_per_workgroup();
@@ -292,7 +302,7 @@ pub fn qmatmul_a8(
     if m == 0 || w.n == 0 {
         return Ok(y);
     }
-    let (rows, cols) = tile(m);
+    let (rows, cols) = tile(rec.ctx(), m);
     let ctx = rec.ctx();
     let wg = ctx.lanes_per_workgroup();
     let consts = constants(w.bits, rows, cols, int_dot, wg);
