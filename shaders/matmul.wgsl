@@ -22,6 +22,18 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 
+
+// y[m, n] = v + bias[n], skipping the tile's lanes past the edges of Y.
+fn store_out(m: u32, n: u32, v: f32) {
+    if (m < p.M && n < p.N) {
+        var b = 0.0;
+        if (p.has_bias != 0u) {
+            b = bias[n];
+        }
+        y[m * p.N + n] = v + b;
+    }
+}
+
 // Weight [N, K]. Lane = 4 rows x 4 columns register tile.
 @compute @workgroup_size(8, 8)
 fn matmul_nk(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -42,19 +54,8 @@ fn matmul_nk(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     for (var i = 0u; i < 4u; i++) {
-        let m = m0 + i;
-        if (m >= p.M) {
-            break;
-        }
         for (var j = 0u; j < 4u; j++) {
-            let n = n0 + j;
-            if (n < p.N) {
-                var b = 0.0;
-                if (p.has_bias != 0u) {
-                    b = bias[n];
-                }
-                y[m * p.N + n] = acc[i][j] + b;
-            }
+            store_out(m0 + i, n0 + j, acc[i][j]);
         }
     }
 }
@@ -91,19 +92,8 @@ fn matmul_nk4(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     for (var i = 0u; i < 4u; i++) {
-        let m = m0 + i;
-        if (m >= p.M) {
-            break;
-        }
         for (var j = 0u; j < 4u; j++) {
-            let n = n0 + j;
-            if (n < p.N) {
-                var b = 0.0;
-                if (p.has_bias != 0u) {
-                    b = bias[n];
-                }
-                y[m * p.N + n] = acc[i][j] + b;
-            }
+            store_out(m0 + i, n0 + j, acc[i][j]);
         }
     }
 }
@@ -134,19 +124,8 @@ fn matmul_nk4_u(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
     }
     for (var i = 0u; i < 8u; i++) {
-        let m = m0 + i;
-        if (m >= p.M) {
-            break;
-        }
         for (var j = 0u; j < 4u; j++) {
-            let n = n0 + j;
-            if (n < p.N) {
-                var b = 0.0;
-                if (p.has_bias != 0u) {
-                    b = bias[n];
-                }
-                y[m * p.N + n] = acc[i][j] + b;
-            }
+            store_out(m0 + i, n0 + j, acc[i][j]);
         }
     }
 }

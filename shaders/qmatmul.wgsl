@@ -50,6 +50,18 @@ override X_VEC4: bool = false;
 // Lanes per workgroup (8 on CPU drivers, 64 on GPUs; see GpuContext::lanes_per_workgroup).
 override WG: u32 = 64u;
 
+
+// y[m, n] = v + bias[n], skipping the tile's lanes past the edges of Y.
+fn store_out(m: u32, n: u32, v: f32) {
+    if (m < p.M && n < p.N) {
+        var b = 0.0;
+        if (p.has_bias != 0u) {
+            b = bias[n];
+        }
+        y[m * p.N + n] = v + b;
+    }
+}
+
 fn plane0_bits() -> u32 {
     return select(select(BITS, 4u, BITS == 6u), 2u, BITS == 3u);
 }
@@ -166,19 +178,8 @@ fn qmatmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
         }
     }
     for (var r = 0u; r < ROWS; r++) {
-        let m = m0 + r;
-        if (m >= p.M) {
-            break;
-        }
         for (var j = 0u; j < COLS; j++) {
-            let n = n0 + j;
-            if (n < p.N) {
-                var b = 0.0;
-                if (p.has_bias != 0u) {
-                    b = bias[n];
-                }
-                y[m * p.N + n] = acc[r][j] + b;
-            }
+            store_out(m0 + r, n0 + j, acc[r][j]);
         }
     }
 }
@@ -255,19 +256,8 @@ fn qmatmul_a8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         }
     }
     for (var r = 0u; r < ROWS; r++) {
-        let m = m0 + r;
-        if (m >= p.M) {
-            break;
-        }
         for (var j = 0u; j < COLS; j++) {
-            let n = n0 + j;
-            if (n < p.N) {
-                var b = 0.0;
-                if (p.has_bias != 0u) {
-                    b = bias[n];
-                }
-                y[m * p.N + n] = acc[r][j] + b;
-            }
+            store_out(m0 + r, n0 + j, acc[r][j]);
         }
     }
 }
