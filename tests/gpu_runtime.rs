@@ -189,3 +189,38 @@ fn upload_during_an_open_recording_is_not_clobbered() {
     assert_eq!(ctx.read(&copy).unwrap(), data);
     assert_eq!(ctx.read(&up).unwrap(), data);
 }
+
+#[test]
+fn buffers_freed_in_one_threads_open_recording_are_not_reused_by_another_thread() {
+    // Thread A drops its inputs right after recording (before submitting); thread B keeps
+    // allocating and writing buffers of the same size. A's results must stay exact.
+    let Some(ctx) = gpu() else { return };
+    let n = 8191;
+    let data = randn(n, 1.0, 90);
+    let want = cpu::to_vec(&cpu::relu(&cpu::tensor(&data, &[n]).unwrap()).unwrap()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = &stop;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let junk = ctx.upload(&vec![-7.0f32; n], &[n]).unwrap();
+            // Keep every output alive, so each new one must come from whatever the pool
+            // holds: A's dropped inputs when reuse is (wrongly) allowed.
+            let mut keep = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && keep.len() < 4000 {
+                let mut rec = Recorder::new(ctx);
+                keep.push(ops::add(&mut rec, &junk, &junk).unwrap());
+                rec.submit().unwrap();
+            }
+        });
+        for _ in 0..40 {
+            let mut rec = Recorder::new(ctx);
+            let y = ops::relu(&mut rec, &ctx.upload(&data, &[n]).unwrap()).unwrap();
+            let _spacer = ops::gelu(&mut rec, &y).unwrap();
+            // Widen the window in which the dropped input is pooled but not yet used.
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            rec.submit().unwrap();
+            assert_eq!(ctx.read(&y).unwrap(), want);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}

@@ -242,8 +242,6 @@ pub struct GpuContext {
     pub(crate) pipelines: PipelineCache,
     pub(crate) pool: BufferPool,
     pub(crate) uniforms: super::recorder::UniformCache,
-    /// Recorders not yet submitted or dropped (see `upload`).
-    pub(crate) open_recordings: std::sync::atomic::AtomicUsize,
     pub(crate) sink: Arc<ErrorSink>,
 }
 
@@ -309,7 +307,6 @@ impl GpuContext {
             pipelines: PipelineCache::default(),
             pool: BufferPool::default(),
             uniforms: Default::default(),
-            open_recordings: Default::default(),
             adapter,
             device,
             queue,

@@ -2,11 +2,18 @@
 //!
 //! A dropped tensor returns its buffer to the pool, and the next tensor of the same byte size
 //! reuses it, so a rollout that repeats the same shapes allocates nothing after its first step.
-//! Reuse is safe even within one command buffer: wgpu orders dispatches that touch the same
-//! buffer, and a dropped tensor's contents are never read again.
+//!
+//! When is reuse safe? A buffer dropped while recordings are open may still be used by their
+//! not yet submitted dispatches. Reusing it later in the *same* thread's recording is fine
+//! (commands run in recording order and the dropped contents are never read again), so such a
+//! buffer goes to a `pending` list that only the recording thread may reuse, and only while no
+//! other thread is recording. Once no recording is open, pending buffers become `free`: every
+//! user has been submitted, so another thread's work and `queue.write_buffer` (which runs
+//! before the next submission) can safely take them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use super::GpuContext;
 use crate::{Error, Result};
@@ -18,6 +25,9 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 #[derive(Default)]
 struct PoolState {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
+    pending: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Open recordings per thread.
+    open: HashMap<ThreadId, usize>,
     live_bytes: u64,
     pooled_bytes: u64,
     peak_bytes: u64,
@@ -30,9 +40,39 @@ pub(crate) struct BufferPool {
 }
 
 impl BufferPool {
-    fn take(&self, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
+    pub(crate) fn open_recording(&self) {
         let mut st = self.state.lock().unwrap();
-        let buffer = match st.free.get_mut(&bytes).and_then(|v| v.pop()) {
+        *st.open.entry(std::thread::current().id()).or_default() += 1;
+    }
+
+    pub(crate) fn close_recording(&self) {
+        let mut st = self.state.lock().unwrap();
+        let id = std::thread::current().id();
+        if let Some(n) = st.open.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                st.open.remove(&id);
+            }
+        }
+        if st.open.is_empty() {
+            let pending: Vec<(u64, Vec<wgpu::Buffer>)> = st.pending.drain().collect();
+            for (bytes, v) in pending {
+                st.free.entry(bytes).or_default().extend(v);
+            }
+        }
+    }
+
+    /// A pooled buffer or a new one. `for_queue_write`: the caller fills it with
+    /// `queue.write_buffer`, so only buffers without pending users qualify.
+    fn take(&self, device: &wgpu::Device, bytes: u64, for_queue_write: bool) -> PooledBuffer {
+        let mut st = self.state.lock().unwrap();
+        let me = std::thread::current().id();
+        let only_recorder = st.open.len() == 1 && st.open.contains_key(&me);
+        let mut reused = st.free.get_mut(&bytes).and_then(|v| v.pop());
+        if reused.is_none() && only_recorder && !for_queue_write {
+            reused = st.pending.get_mut(&bytes).and_then(|v| v.pop());
+        }
+        let buffer = match reused {
             Some(b) => {
                 st.pooled_bytes -= bytes;
                 b
@@ -53,37 +93,16 @@ impl BufferPool {
         }
     }
 
-    /// A new buffer filled with `data` at creation (not from the free list).
-    fn fresh_init(&self, device: &wgpu::Device, bytes: u64, data: &[u8]) -> PooledBuffer {
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("qwm tensor"),
-            size: bytes,
-            usage: USAGE,
-            mapped_at_creation: true,
-        });
-        {
-            let mut view = buffer
-                .slice(..)
-                .get_mapped_range_mut()
-                .expect("a buffer mapped at creation can be written");
-            view.slice(..data.len()).copy_from_slice(data);
-        }
-        buffer.unmap();
-        let mut st = self.state.lock().unwrap();
-        st.live_bytes += bytes;
-        st.peak_bytes = st.peak_bytes.max(st.live_bytes + st.pooled_bytes);
-        PooledBuffer {
-            buffer,
-            bytes,
-            pool: self.clone(),
-        }
-    }
-
     fn give_back(&self, buffer: wgpu::Buffer, bytes: u64) {
         let mut st = self.state.lock().unwrap();
         st.live_bytes -= bytes;
         st.pooled_bytes += bytes;
-        st.free.entry(bytes).or_default().push(buffer);
+        let list = if st.open.is_empty() {
+            &mut st.free
+        } else {
+            &mut st.pending
+        };
+        list.entry(bytes).or_default().push(buffer);
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -98,12 +117,13 @@ impl BufferPool {
     /// Free every idle buffer (live tensors are untouched).
     pub fn trim(&self) {
         let mut st = self.state.lock().unwrap();
-        for (_, v) in st.free.drain() {
-            for b in v {
-                b.destroy();
-            }
+        let mut freed = 0;
+        for (bytes, v) in st.free.drain() {
+            freed += bytes * v.len() as u64;
+            // Dropping releases the memory once no submitted work uses the buffer any more.
+            drop(v);
         }
-        st.pooled_bytes = 0;
+        st.pooled_bytes -= freed;
     }
 }
 
@@ -185,7 +205,7 @@ impl GpuContext {
     pub fn alloc(&self, shape: &[usize]) -> Result<GpuTensor> {
         let bytes = self.alloc_checked_size(shape)?;
         Ok(GpuTensor {
-            buf: Arc::new(self.pool.take(&self.device, bytes)),
+            buf: Arc::new(self.pool.take(&self.device, bytes, false)),
             shape: shape.to_vec(),
         })
     }
@@ -224,26 +244,17 @@ impl GpuContext {
                 "upload of {n} elements into shape {shape:?} ({want} elements)"
             )));
         }
-        // `queue.write_buffer` runs before any command buffer submitted after it. While a
-        // recording is open, a pooled buffer may still be read or written by its not yet
-        // submitted dispatches (it was freed after they were recorded), so the write would
-        // land first and be clobbered. Uploads then go to a fresh buffer written at creation.
-        if self
-            .open_recordings
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 0
-        {
-            let t = self.alloc(shape)?;
-            if !bytes.is_empty() {
-                self.queue.write_buffer(t.buffer(), 0, bytes);
-            }
-            return Ok(t);
-        }
-        let probe = self.alloc_checked_size(shape)?;
-        Ok(GpuTensor {
-            buf: Arc::new(self.pool.fresh_init(&self.device, probe, bytes)),
+        // `queue.write_buffer` runs before the next submission, so the buffer must not have
+        // users in a recording that is still open (see the module docs).
+        let size = self.alloc_checked_size(shape)?;
+        let t = GpuTensor {
+            buf: Arc::new(self.pool.take(&self.device, size, true)),
             shape: shape.to_vec(),
-        })
+        };
+        if !bytes.is_empty() {
+            self.queue.write_buffer(t.buffer(), 0, bytes);
+        }
+        Ok(t)
     }
 
     /// Read a tensor back as f32 (waits for all submitted work).

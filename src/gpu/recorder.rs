@@ -14,9 +14,7 @@ use crate::{Error, Result};
 
 impl Drop for Recorder<'_> {
     fn drop(&mut self) {
-        self.ctx
-            .open_recordings
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.ctx.pool.close_recording();
     }
 }
 
@@ -70,8 +68,7 @@ pub struct Recorder<'a> {
 
 impl<'a> Recorder<'a> {
     pub fn new(ctx: &'a GpuContext) -> Self {
-        ctx.open_recordings
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ctx.pool.open_recording();
         Recorder {
             ctx,
             encoder: Some(
