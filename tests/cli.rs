@@ -198,3 +198,46 @@ fn quantize_then_plan_and_inspect_the_quantized_file() {
     assert!(e.contains("valid specs"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn planning_is_deterministic_for_a_seed() {
+    let run = |tag: &str| {
+        let dir = std::env::temp_dir().join(format!("qwm-cli-det-{}-{tag}", std::process::id()));
+        let (ok, _, err) = qwm(&[
+            "plan",
+            "--env",
+            "pointmaze",
+            "--model",
+            "random",
+            "--max-iter",
+            "2",
+            "--opt-steps",
+            "2",
+            "--samples",
+            "16",
+            "--topk",
+            "4",
+            "--seed",
+            "11",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let costs: Vec<serde_json::Value> = v["iterations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["opt_steps"].clone())
+            .collect();
+        (costs, v["episode"]["final_state"].clone())
+    };
+    let a = run("a");
+    assert_eq!(
+        a,
+        run("b"),
+        "same seed, model and adapter must give the same numbers"
+    );
+}
