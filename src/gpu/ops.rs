@@ -518,7 +518,7 @@ pub fn attention(
     if b == 0 || t == 0 {
         return Ok(y);
     }
-    let wg = 32usize;
+    let wg = rec.ctx().lanes_per_workgroup();
     let p = AttnParams {
         batch: u(b, "batch")?,
         tokens: u(t, "tokens")?,
