@@ -112,7 +112,7 @@ pub fn read_config(path: impl AsRef<Path>) -> Result<(ModelConfig, Normalization
     parse_meta(path, meta.metadata())
 }
 
-fn parse_meta(
+pub(crate) fn parse_meta(
     path: &Path,
     meta: &Option<HashMap<String, String>>,
 ) -> Result<(ModelConfig, Normalization)> {
@@ -275,7 +275,7 @@ pub fn save_with_extra(
 ) -> Result<()> {
     let path = path.as_ref();
     w.validate()?;
-    let mut bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut bufs: Vec<RawTensor> = Vec::new();
     for (name, t) in w.tensors.iter() {
         let (dt, bytes): (Dtype, Vec<u8>) = match dtype {
             StoreDtype::F32 => (
@@ -307,6 +307,18 @@ pub fn save_with_extra(
             t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
         ));
     }
+    write_tensors(&bufs, metadata(w)?, path)
+}
+
+/// A tensor ready to serialize: name, dtype, shape, little-endian bytes.
+pub(crate) type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Write raw tensors and metadata as a safetensors file (creating the parent directory).
+pub(crate) fn write_tensors(
+    bufs: &[RawTensor],
+    meta: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
     let views: Vec<(String, TensorView)> = bufs
         .iter()
         .map(|(n, dt, s, b)| {
@@ -320,7 +332,7 @@ pub fn save_with_extra(
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
     }
-    safetensors::serialize_to_file(views, Some(metadata(w)?), path)
+    safetensors::serialize_to_file(views, Some(meta), path)
         .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
 }
 

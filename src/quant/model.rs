@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use super::{method, ActParams, ActStats, ModuleQuant, PackedWeight, QuantContext, QuantSpec};
@@ -193,7 +193,7 @@ pub fn save(q: &QuantizedModel, path: impl AsRef<Path>) -> Result<()> {
         "qwm_quant".into(),
         serde_json::to_string(&qm).map_err(|e| Error::Invalid(e.to_string()))?,
     );
-    let mut bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut bufs: Vec<format::RawTensor> = Vec::new();
     for (name, t) in &q.weights.tensors {
         if let Some(p) = q.packed.get(name) {
             bufs.push((
@@ -225,45 +225,52 @@ pub fn save(q: &QuantizedModel, path: impl AsRef<Path>) -> Result<()> {
             ));
         }
     }
-    let views: Vec<(String, TensorView)> = bufs
-        .iter()
-        .map(|(n, d, s, b)| {
-            TensorView::new(*d, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::Invalid(format!("tensor {n}: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, Some(meta), path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    format::write_tensors(&bufs, meta, path)
 }
 
-/// Whether a model file holds a quantized model.
+/// Whether a model file holds a quantized model. Reads only the safetensors header (the
+/// length prefix and its JSON), not the tensors.
 pub fn is_quantized_file(path: impl AsRef<Path>) -> Result<bool> {
+    use std::io::Read;
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+    let corrupt = |m: String| {
         Error::Invalid(format!(
-            "{}: not a valid safetensors file (truncated or corrupt?): {e}",
+            "{}: not a valid safetensors file (truncated or corrupt?): {m}",
             path.display()
         ))
-    })?;
-    Ok(meta
-        .metadata()
-        .as_ref()
-        .is_some_and(|m| m.contains_key("qwm_quant")))
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| corrupt(format!("no header length ({e})")))?;
+    let n = u64::from_le_bytes(len);
+    if n > file_len.saturating_sub(8) || n > 100 << 20 {
+        return Err(corrupt(format!(
+            "header length {n} does not fit a {file_len}-byte file"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| corrupt(format!("short header ({e})")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("header JSON: {e}")))?;
+    Ok(v.get("__metadata__")
+        .and_then(|m| m.get("qwm_quant"))
+        .is_some())
 }
 
 /// Read a quantized model file, checking that the metadata matches the tensors.
 pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
     let path = path.as_ref();
     let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
-    let (config, norm) = format::read_config(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
         bad(format!(
             "not a valid safetensors file (truncated or corrupt?): {e}"
         ))
     })?;
+    let (config, norm) = format::parse_meta(path, header.metadata())?;
     let qm: QuantMeta = header
         .metadata()
         .as_ref()
