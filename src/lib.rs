@@ -15,5 +15,6 @@ pub mod model;
 pub mod plan;
 pub mod quant;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -52,6 +52,8 @@ fn plan_runs_an_episode_and_writes_strip_and_log() {
         "4",
         "--seed",
         "3",
+        "--backend",
+        "gpu",
         "--out",
         d,
     ]);

@@ -6,6 +6,7 @@ pub mod env_cmds;
 pub mod gpu_cmds;
 pub mod model_cmds;
 pub mod plan_cmds;
+pub mod train_cmds;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +37,8 @@ pub enum Command {
     /// Environment tools (rendering).
     #[command(subcommand)]
     Env(env_cmds::EnvCommand),
+    /// Train a small world model on a `qwm data` dataset (CPU, resumable).
+    Train(train_cmds::TrainArgs),
     /// Model files: random initialisation, inspection.
     #[command(subcommand)]
     Model(model_cmds::ModelCommand),
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Quant(a)) => gpu_cmds::run_bench_quant(a),
         Command::Bench(BenchCommand::Plan(a)) => plan_cmds::run_bench_plan(a),
         Command::Data(a) => env_cmds::run_data(a),
+        Command::Train(a) => train_cmds::run_train(a),
         Command::Env(c) => env_cmds::run_env(c),
         Command::Model(c) => model_cmds::run_model(c),
         Command::Bench(BenchCommand::Model(a)) => model_cmds::run_bench_model(a),

@@ -18,6 +18,9 @@ use crate::quant::QuantSpec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
+    /// The GPU when a hardware adapter exists; on software rasterizers (lavapipe) the CPU
+    /// backend, which is several times faster there.
+    Auto,
     Gpu,
     Cpu,
 }
@@ -45,7 +48,9 @@ pub struct PlanOpts {
     /// Planner: cem or mppi.
     #[arg(long, default_value = "cem")]
     pub planner: String,
-    #[arg(long, value_enum, default_value = "gpu")]
+    /// auto: a hardware GPU if there is one, else the CPU backend (faster than a software
+    /// Vulkan driver); gpu: any adapter, lavapipe included; cpu: the candle reference.
+    #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
     /// Planning horizon (model steps).
     #[arg(long, default_value_t = 5)]
@@ -232,6 +237,24 @@ fn load_float(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String
 fn open_backend(b: Backend) -> anyhow::Result<Option<GpuContext>> {
     match b {
         Backend::Cpu => Ok(None),
+        Backend::Auto => match GpuContext::new() {
+            Ok(c) if c.report.device_type != "cpu" => {
+                eprintln!("backend: gpu ({}, {})", c.report.name, c.report.backend);
+                Ok(Some(c))
+            }
+            Ok(c) => {
+                eprintln!(
+                    "backend: cpu (the only adapter, {}, is a software rasterizer; \
+                     --backend gpu uses it anyway)",
+                    c.report.name
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                eprintln!("backend: cpu ({e}); continuing on the CPU backend");
+                Ok(None)
+            }
+        },
         Backend::Gpu => match GpuContext::new() {
             Ok(c) => {
                 eprintln!("backend: gpu ({}, {})", c.report.name, c.report.backend);
@@ -482,9 +505,15 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         }
         if !divs.is_empty() {
             report.latent_divergence = Some(divs.iter().sum::<f64>() / divs.len() as f64);
-            std::fs::write(&a.json, serde_json::to_string_pretty(&report)?)
-                .map_err(|e| crate::Error::io(&a.json, e))?;
         }
+    }
+    if let Some(q) = &l.quant {
+        let (qb, fb) = q.linear_bytes();
+        report.linear_bytes = Some([qb, fb]);
+    }
+    if report.latent_divergence.is_some() || report.linear_bytes.is_some() {
+        std::fs::write(&a.json, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| crate::Error::io(&a.json, e))?;
     }
     println!(
         "{}: success {:.3} (95% CI {:.3}-{:.3}) over {} episodes; mean final distance {:.3}; \

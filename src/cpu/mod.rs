@@ -5,6 +5,7 @@
 //! softmax) and uses candle's multithreaded gemm for the matmuls.
 
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 
 use crate::{Error, Result};
 
@@ -50,6 +51,9 @@ pub fn matmul(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 /// LayerNorm over the last dimension (two-pass mean and variance, biased variance).
 pub fn layernorm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+    if !(x.track_op() || gamma.track_op() || beta.track_op()) {
+        return layernorm_rows(x, gamma, beta, eps);
+    }
     let mean = x.mean_keepdim(D::Minus1)?;
     let xc = x.broadcast_sub(&mean)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -58,6 +62,31 @@ pub fn layernorm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<
         .broadcast_mul(&inv)?
         .broadcast_mul(gamma)?
         .broadcast_add(beta)?)
+}
+
+/// The same LayerNorm in one parallel pass over rows (inference: candle's composed ops cost
+/// ten passes over the activations).
+fn layernorm_rows(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let n = *dims.last().unwrap_or(&1);
+    let (g, b) = (to_vec(gamma)?, to_vec(beta)?);
+    if g.len() != n || b.len() != n {
+        return Err(Error::Shape(format!(
+            "layernorm: input {dims:?} has {n} features, gamma/beta have {}/{}",
+            g.len(),
+            b.len()
+        )));
+    }
+    let mut v = to_vec(x)?;
+    v.par_chunks_mut(n.max(1)).for_each(|row| {
+        let mean = row.iter().sum::<f32>() / n as f32;
+        let var = row.iter().map(|a| (a - mean) * (a - mean)).sum::<f32>() / n as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((a, g), b) in row.iter_mut().zip(&g).zip(&b) {
+            *a = (*a - mean) * inv * g + b;
+        }
+    });
+    Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
 }
 
 /// Exact erf GELU.
@@ -87,7 +116,12 @@ pub fn add_scaled(a: &Tensor, b: &Tensor, scale: &Tensor) -> Result<Tensor> {
 
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::softmax_last_dim(x)?)
+    // candle's fused softmax has no backward; training graphs take the composed one.
+    if x.track_op() {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(x)?)
+    }
 }
 
 /// `y[r, t] = [x[r, t], v[r]]`; `x` is `[R, DX]` or `[R, T, DX]`, `v` is `[R, DT]`.
@@ -113,6 +147,9 @@ pub fn slice_cols(x: &Tensor, col0: usize, width: usize) -> Result<Tensor> {
 
 /// Multi-head attention over packed `qkv[B, T, 3*H*D]`, optional frame-block-causal mask.
 pub fn attention(qkv: &Tensor, heads: usize, frame_tokens: Option<usize>) -> Result<Tensor> {
+    if !qkv.track_op() {
+        return attention_rows(qkv, heads, frame_tokens);
+    }
     let (b, t, w) = qkv.dims3()?;
     let d = w / (3 * heads);
     let qkv = qkv.reshape((b, t, 3, heads, d))?.permute((2, 0, 3, 1, 4))?;
@@ -138,9 +175,58 @@ pub fn attention(qkv: &Tensor, heads: usize, frame_tokens: Option<usize>) -> Res
         }
         None => scores,
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = softmax(&scores)?;
     let out = probs.matmul(&v)?; // [B, H, T, D]
     Ok(out.permute((0, 2, 1, 3))?.reshape((b, t, heads * d))?)
+}
+
+/// The same attention computed per batch item in parallel, one query row at a time, skipping
+/// the masked keys (inference: the composed version materialises every score tensor).
+fn attention_rows(qkv: &Tensor, heads: usize, frame_tokens: Option<usize>) -> Result<Tensor> {
+    let (b, t, w) = qkv.dims3()?;
+    if heads == 0 || w % (3 * heads) != 0 {
+        return Err(Error::Shape(format!(
+            "attention: width {w} is not 3 x {heads} heads x head_dim"
+        )));
+    }
+    let d = w / (3 * heads);
+    let hd = heads * d;
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    let x = to_vec(qkv)?;
+    let mut out = vec![0f32; b * t * hd];
+    out.par_chunks_mut((t * hd).max(1))
+        .zip(x.par_chunks(t * w))
+        .for_each(|(ob, xb)| {
+            let mut s = vec![0f32; t];
+            for h in 0..heads {
+                for i in 0..t {
+                    let q = &xb[i * w + h * d..i * w + h * d + d];
+                    let keys = frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
+                    let mut m = f32::NEG_INFINITY;
+                    for (j, sj) in s.iter_mut().enumerate().take(keys) {
+                        let k = &xb[j * w + hd + h * d..j * w + hd + h * d + d];
+                        let dot: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
+                        *sj = dot * scale;
+                        m = m.max(*sj);
+                    }
+                    let mut sum = 0f32;
+                    for sj in s.iter_mut().take(keys) {
+                        *sj = (*sj - m).exp();
+                        sum += *sj;
+                    }
+                    let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
+                    o.fill(0.0);
+                    for (j, sj) in s.iter().enumerate().take(keys) {
+                        let p = sj / sum;
+                        let v = &xb[j * w + 2 * hd + h * d..j * w + 2 * hd + h * d + d];
+                        for (oc, vc) in o.iter_mut().zip(v) {
+                            *oc += p * vc;
+                        }
+                    }
+                }
+            }
+        });
+    Ok(Tensor::from_vec(out, (b, t, hd), &Device::Cpu)?)
 }
 
 /// Patch embedding: `img[B, C, H, W]`, `w[D, C, P, P]` -> `[B, (H/P)*(W/P), D]`.

@@ -134,10 +134,51 @@ impl ModelConfig {
         }
     }
 
-    /// `dinowm`, `tiny`, or `None`.
+    /// The size qwm trains and ships (docs/MODELS.md): 64 px frames resized to 32 px, 8 px
+    /// patches (4 x 4 = 16 patches), encoder 64 wide x 3 blocks, predictor 3 blocks of 4 heads
+    /// x 16, width 64 + 8 + 8 = 80. One CEM step (300 x 5) stays well under 2 s on two CPU
+    /// cores. Action and proprio sizes are the environment's (set by the trainer).
+    pub fn small() -> Self {
+        ModelConfig {
+            name: "small".into(),
+            image_size: 64,
+            encoder: EncoderConfig {
+                resize: 32,
+                patch: 8,
+                width: 64,
+                depth: 3,
+                heads: 4,
+                mlp: 128,
+                layerscale: true,
+                cls_token: true,
+                eps: 1e-6,
+            },
+            predictor: PredictorConfig {
+                depth: 3,
+                heads: 4,
+                head_dim: 16,
+                mlp: 192,
+                eps: 1e-5,
+            },
+            decoder: Some(DecoderConfig {
+                channel: 32,
+                res_blocks: 1,
+                res_channel: 16,
+            }),
+            action_dim: 2,
+            frameskip: 5,
+            action_emb: 8,
+            proprio_dim: 2,
+            proprio_emb: 8,
+            num_hist: 3,
+        }
+    }
+
+    /// `dinowm`, `small`, `tiny`, or `None`.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "dinowm" => Some(Self::dinowm()),
+            "small" => Some(Self::small()),
             "tiny" => Some(Self::tiny()),
             _ => None,
         }

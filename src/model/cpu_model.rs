@@ -109,11 +109,6 @@ fn t(w: &Weights, name: &str) -> Result<Tensor> {
     cpu::tensor(&h.data, &h.shape)
 }
 
-fn t_as(w: &Weights, name: &str, shape: &[usize]) -> Result<Tensor> {
-    let h = w.get(name)?;
-    cpu::tensor(&h.data, shape)
-}
-
 fn batch_of(x: &Tensor, b: usize, what: &str) -> Result<Tensor> {
     let xb = x.dim(0)?;
     if xb == b {
@@ -141,7 +136,30 @@ impl CpuModel {
 
     fn build(w: &Weights, quant: Option<&QuantizedModel>) -> Result<Self> {
         w.validate()?;
-        let cfg = w.config.clone();
+        Self::build_from(w.config.clone(), &|name: &str| t(w, name), quant)
+    }
+
+    /// A model over tensors that may be candle `Var`s: the forward then records the autodiff
+    /// graph (training). `tensors` must hold every name the config implies.
+    pub fn from_tensors(
+        cfg: ModelConfig,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let get = |name: &str| -> Result<Tensor> {
+            tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::Invalid(format!("missing tensor {name}")))
+        };
+        Self::build_from(cfg, &get, None)
+    }
+
+    fn build_from(
+        cfg: ModelConfig,
+        get: &dyn Fn(&str) -> Result<Tensor>,
+        quant: Option<&QuantizedModel>,
+    ) -> Result<Self> {
         let e = &cfg.encoder;
         let (d, n) = (e.width, cfg.patches());
         let lin = |wn: &str, bn: Option<&str>| -> Result<CpuLinear> {
@@ -152,37 +170,36 @@ impl CpuModel {
             Ok(CpuLinear {
                 name: wn.to_string(),
                 act,
-                w: t(w, wn)?,
+                w: get(wn)?,
                 b: match bn {
-                    Some(b) => Some(t(w, b)?),
+                    Some(b) => Some(get(b)?),
                     None => None,
                 },
             })
         };
         let norm = |p: &str, eps: f32| -> Result<Norm> {
             Ok(Norm {
-                g: t(w, &format!("{p}.weight"))?,
-                b: t(w, &format!("{p}.bias"))?,
+                g: get(&format!("{p}.weight"))?,
+                b: get(&format!("{p}.bias"))?,
                 eps,
             })
         };
-        let pos = &w.get("encoder.pos_embed")?.data;
+        let pos = get("encoder.pos_embed")?.reshape((1, e.cls_token as usize + n, d))?;
         let (cls, enc_pos) = if e.cls_token {
-            let c = &w.get("encoder.cls_token")?.data;
-            let row: Vec<f32> = c.iter().zip(&pos[..d]).map(|(a, b)| a + b).collect();
+            let c = get("encoder.cls_token")?.reshape((1, 1, d))?;
             (
-                Some(cpu::tensor(&row, &[1, 1, d])?),
-                cpu::tensor(&pos[d..], &[1, n, d])?,
+                Some((c + pos.narrow(1, 0, 1)?)?),
+                pos.narrow(1, 1, n)?.contiguous()?,
             )
         } else {
-            (None, cpu::tensor(pos, &[1, n, d])?)
+            (None, pos)
         };
         let mut enc_blocks = Vec::new();
         for i in 0..e.depth {
             let p = format!("encoder.blocks.{i}");
             let ls = |k: &str| -> Result<Option<Tensor>> {
                 if e.layerscale {
-                    Ok(Some(t(w, &format!("{p}.{k}.gamma"))?))
+                    Ok(Some(get(&format!("{p}.{k}.gamma"))?))
                 } else {
                     Ok(None)
                 }
@@ -211,22 +228,16 @@ impl CpuModel {
             });
         }
         let act = CpuLinear {
-            w: t_as(
-                w,
-                "action_encoder.patch_embed.weight",
-                &[cfg.action_emb, cfg.action_in()],
-            )?,
-            b: Some(t(w, "action_encoder.patch_embed.bias")?),
+            w: get("action_encoder.patch_embed.weight")?
+                .reshape((cfg.action_emb, cfg.action_in()))?,
+            b: Some(get("action_encoder.patch_embed.bias")?),
             name: "action_encoder.patch_embed.weight".into(),
             act: None,
         };
         let prop = CpuLinear {
-            w: t_as(
-                w,
-                "proprio_encoder.patch_embed.weight",
-                &[cfg.proprio_emb, cfg.proprio_dim],
-            )?,
-            b: Some(t(w, "proprio_encoder.patch_embed.bias")?),
+            w: get("proprio_encoder.patch_embed.weight")?
+                .reshape((cfg.proprio_emb, cfg.proprio_dim))?,
+            b: Some(get("proprio_encoder.patch_embed.bias")?),
             name: "proprio_encoder.patch_embed.weight".into(),
             act: None,
         };
@@ -257,8 +268,8 @@ impl CpuModel {
             Some(dc) => {
                 let conv = |p: &str| -> Result<Conv> {
                     Ok(Conv {
-                        w: t(w, &format!("{p}.weight"))?,
-                        b: t(w, &format!("{p}.bias"))?,
+                        w: get(&format!("{p}.weight"))?,
+                        b: get(&format!("{p}.bias"))?,
                     })
                 };
                 let mut stages = Vec::new();
@@ -287,15 +298,15 @@ impl CpuModel {
         let per = (cfg.predictor.heads * tmax * tmax * 4).max(1);
         let chunk = ((256usize << 20) / per).clamp(1, 64);
         Ok(CpuModel {
-            patch_w: t(w, "encoder.patch_embed.proj.weight")?,
-            patch_b: t(w, "encoder.patch_embed.proj.bias")?,
+            patch_w: get("encoder.patch_embed.proj.weight")?,
+            patch_b: get("encoder.patch_embed.proj.bias")?,
             cls,
             enc_pos,
             enc_blocks,
             enc_norm: norm("encoder.norm", e.eps)?,
             act,
             prop,
-            pred_pos: t(w, "predictor.pos_embedding")?,
+            pred_pos: get("predictor.pos_embedding")?,
             pred_blocks,
             pred_norm: norm("predictor.transformer.norm", pe)?,
             decoder,
@@ -309,7 +320,8 @@ impl CpuModel {
         self.chunk
     }
 
-    fn encode_chunk(&self, img: &Tensor) -> Result<Tensor> {
+    /// Encoder forward on preprocessed pixels `[B, 3, S, S]`, without batch chunking.
+    pub fn encode_chunk(&self, img: &Tensor) -> Result<Tensor> {
         let b = img.dim(0)?;
         let n = self.cfg.patches();
         let x = cpu::patch_embed(img, &self.patch_w, Some(&self.patch_b))?;
@@ -342,7 +354,8 @@ impl CpuModel {
         }
     }
 
-    fn predict_tokens(&self, x: &Tensor) -> Result<Tensor> {
+    /// Predictor forward on tokens `[B, k * N, W]` (positional embedding added here).
+    pub fn predict_tokens(&self, x: &Tensor) -> Result<Tensor> {
         let t = x.dim(1)?;
         let n = self.cfg.patches();
         let pos = self.pred_pos.narrow(1, 0, t)?;

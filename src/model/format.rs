@@ -377,6 +377,57 @@ pub fn load_extra(path: impl AsRef<Path>) -> Result<(Weights, BTreeMap<String, H
     Ok((w, extra))
 }
 
+/// Write plain named f32 tensors (training checkpoints).
+pub(crate) fn write_f32_tensors(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
+    let raw: Vec<RawTensor> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                Dtype::F32,
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    write_tensors(&raw, meta, path)
+}
+
+/// Named f32 tensors: shape and row-major values.
+pub(crate) type F32Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Read every tensor of a safetensors file of f32 tensors (training checkpoints).
+pub(crate) fn read_f32_tensors(path: &Path) -> Result<F32Tensors> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: not a readable checkpoint ({e}); delete it to start over",
+            path.display()
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::Invalid(format!(
+                "{}: tensor {name} is {:?}, checkpoints hold f32",
+                path.display(),
+                view.dtype()
+            )));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name, (view.shape().to_vec(), data));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

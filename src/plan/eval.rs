@@ -96,6 +96,10 @@ pub struct EvalReport {
     /// Divergence of a quantized model's predicted latents from the float model's on the same
     /// action sequences; null for float models.
     pub latent_divergence: Option<f64>,
+    /// GPU bytes of the quantized linear layers (codes, scales, zero points) and their f32
+    /// size; null for float models.
+    #[serde(default)]
+    pub linear_bytes: Option<[usize; 2]>,
     pub episodes: Vec<EpisodeRecord>,
 }
 
@@ -129,6 +133,7 @@ impl EvalReport {
             plan_seconds_median: median(&secs),
             spearman_objective_vs_distance: spearman(&objs, &dists),
             latent_divergence,
+            linear_bytes: None,
             episodes,
         }
     }

@@ -1,0 +1,108 @@
+//! `qwm train`: train a small world model on a `qwm data` dataset (CPU).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::model::ModelConfig;
+use crate::train::{self, TrainConfig};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Environment the data comes from (sets the action and proprio sizes).
+    #[arg(long)]
+    pub env: String,
+    /// Dataset directory written by `qwm data`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Model file to write; the run's checkpoint, state and loss curves go to <out>.train/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model size preset: small (shipped), tiny, or dinowm (the real sizes; needs a big machine).
+    #[arg(long, default_value = "small")]
+    pub config: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 4)]
+    pub encoder_epochs: usize,
+    #[arg(long, default_value_t = 12)]
+    pub predictor_epochs: usize,
+    #[arg(long, default_value_t = 2)]
+    pub decoder_epochs: usize,
+    /// Side of the image the encoder sees (overrides the preset; a multiple of --patch).
+    #[arg(long)]
+    pub resize: Option<usize>,
+    /// Encoder patch size (overrides the preset).
+    #[arg(long)]
+    pub patch: Option<usize>,
+    /// Weight of the probe on all encoder tokens (see docs/MODELS.md; 0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub flat_probe_weight: f64,
+    /// Use only the first N episodes of the dataset.
+    #[arg(long)]
+    pub max_episodes: Option<usize>,
+    /// Cap the optimizer steps per epoch.
+    #[arg(long)]
+    pub max_steps_per_epoch: Option<usize>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    let env = crate::env::make(&a.env)?;
+    let spec = env.spec().clone();
+    let mut model = ModelConfig::preset(&a.config).ok_or_else(|| {
+        anyhow::anyhow!("unknown --config '{}'; use small, tiny or dinowm", a.config)
+    })?;
+    model.action_dim = spec.action_dim;
+    model.proprio_dim = spec.proprio_dim;
+    model.name = format!("{}-{}", a.config, spec.name);
+    if let Some(r) = a.resize {
+        model.encoder.resize = r;
+    }
+    if let Some(p) = a.patch {
+        model.encoder.patch = p;
+    }
+    let mut cfg = TrainConfig::new(model);
+    cfg.seed = a.seed;
+    cfg.batch = a.batch;
+    cfg.encoder_epochs = a.encoder_epochs;
+    cfg.predictor_epochs = a.predictor_epochs;
+    cfg.decoder_epochs = a.decoder_epochs;
+    cfg.max_episodes = a.max_episodes;
+    cfg.flat_probe_weight = a.flat_probe_weight;
+    cfg.max_steps_per_epoch = a.max_steps_per_epoch;
+    let opts = train::RunOptions {
+        progress: !a.quiet,
+        stop_after_epochs: None,
+    };
+    let r = train::train(&cfg, &a.data, &a.out, &opts)?;
+    let params = r.weights.as_ref().map_or(0, |w| w.total_params());
+    if r.resumed_epochs > 0 {
+        eprintln!("resumed after {} finished epochs", r.resumed_epochs);
+    }
+    let last = |p: train::Phase| r.epochs.iter().rev().find(|e| e.phase == p);
+    for p in [
+        train::Phase::Encoder,
+        train::Phase::Predictor,
+        train::Phase::Decoder,
+    ] {
+        if let Some(e) = last(p) {
+            println!(
+                "{:?}: {} epochs, final train {:.4e}, validation {:.4e}",
+                p, e.epoch, e.train_loss, e.val_loss
+            );
+        }
+    }
+    println!(
+        "wrote {} ({} parameters) in {:.0} s; curves in {}",
+        a.out.display(),
+        params,
+        r.seconds,
+        train::run_dir(&a.out).display()
+    );
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Training: a short run on a tiny dataset lowers the validation loss, and an interrupted run
+//! resumes to the same model as an uninterrupted one.
+
+use qwm::env::dataset::{collect, CollectConfig};
+use qwm::model::ModelConfig;
+use qwm::train::{self, Phase, RunOptions, TrainConfig};
+
+fn tiny_data(dir: &std::path::Path) {
+    let c = CollectConfig {
+        env: "wall".into(),
+        episodes: 10,
+        steps: 24,
+        seed: 5,
+        size: Some(32),
+        shard_episodes: None,
+    };
+    collect(&c, dir, |_, _| {}).unwrap();
+}
+
+fn tiny_cfg() -> TrainConfig {
+    let mut m = ModelConfig::tiny();
+    m.name = "tiny-wall".into();
+    let mut c = TrainConfig::new(m);
+    c.batch = 8;
+    c.encoder_epochs = 3;
+    c.predictor_epochs = 4;
+    c.decoder_epochs = 1;
+    c.max_steps_per_epoch = Some(12);
+    c.seed = 3;
+    c
+}
+
+fn val(epochs: &[train::EpochLog], p: Phase) -> Vec<f64> {
+    epochs
+        .iter()
+        .filter(|e| e.phase == p)
+        .map(|e| e.val_loss)
+        .collect()
+}
+
+#[test]
+fn a_short_run_lowers_the_validation_loss_and_writes_its_files() {
+    let tmp = std::env::temp_dir().join(format!("qwm-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    tiny_data(&tmp.join("data"));
+    let out = tmp.join("m.safetensors");
+    let cfg = tiny_cfg();
+    let r = train::train(&cfg, &tmp.join("data"), &out, &RunOptions::default()).unwrap();
+    for p in [Phase::Encoder, Phase::Predictor] {
+        let v = val(&r.epochs, p);
+        assert!(
+            v.last().unwrap() < &(v[0] * 0.9),
+            "{p:?} validation loss did not fall by 10%: {v:?}"
+        );
+    }
+    let w = qwm::model::format::load(&out).unwrap();
+    assert_eq!(w.config, cfg.model);
+    // Normalization comes from the dataset, not the identity.
+    assert!(w.norm.proprio_std.iter().all(|s| (s - 1.0).abs() > 0.1));
+    let dir = train::run_dir(&out);
+    let csv = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 + 4 + 1);
+    assert!(std::fs::metadata(dir.join("loss.png")).unwrap().len() > 1000);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_same_model() {
+    let tmp = std::env::temp_dir().join(format!("qwm-train-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    tiny_data(&tmp.join("data"));
+    let mut cfg = tiny_cfg();
+    cfg.encoder_epochs = 2;
+    cfg.predictor_epochs = 2;
+    cfg.max_steps_per_epoch = Some(4);
+    let data = tmp.join("data");
+    let a = tmp.join("a.safetensors");
+    let ra = train::train(&cfg, &data, &a, &RunOptions::default()).unwrap();
+    let b = tmp.join("b.safetensors");
+    // Stop inside the predictor phase, then run again.
+    let stop = RunOptions {
+        progress: false,
+        stop_after_epochs: Some(3),
+    };
+    let rb1 = train::train(&cfg, &data, &b, &stop).unwrap();
+    assert!(rb1.weights.is_none());
+    assert!(
+        !b.exists(),
+        "an interrupted run must not write the model file"
+    );
+    let rb = train::train(&cfg, &data, &b, &RunOptions::default()).unwrap();
+    assert_eq!(rb.resumed_epochs, 3);
+    assert_eq!(rb.epochs.len(), ra.epochs.len());
+    let (wa, wb) = (ra.weights.unwrap(), rb.weights.unwrap());
+    for (name, ta) in &wa.tensors {
+        let tb = &wb.tensors[name];
+        let d = ta
+            .data
+            .iter()
+            .zip(&tb.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-5, "{name}: resumed model differs by {d}");
+    }
+    // Other settings on the same run directory are refused, not mixed in.
+    let mut other = cfg.clone();
+    other.seed += 1;
+    let e = train::train(&other, &data, &b, &RunOptions::default())
+        .err()
+        .expect("different settings must be refused");
+    assert!(e.to_string().contains("other settings"), "{e}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Evaluations and benchmarks on a machine with a real GPU, from a prebuilt qwm binary (no Rust
+# toolchain needed there). Everything lands in OUTDIR; every step has a time limit so a slow
+# step cannot eat the others' time. Evaluations are resumable JSON files: rerunning with the
+# same OUTDIR continues them.
+#
+#   tools/gpu_run.sh QWM_BIN OUTDIR [EVAL_SECONDS] [JOBS] [EPISODES]
+set -u
+Q=$1
+OUT=$2
+EVAL_S=${3:-240}
+JOBS=${4:-12}
+EPISODES=${5:-50}
+mkdir -p "$OUT/eval"
+step() { # name seconds cmd...
+    local name=$1 secs=$2
+    shift 2
+    local t0=$(date +%s)
+    timeout "$secs" "$@" >"$OUT/$name.txt" 2>&1
+    echo "$name: rc $? in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.txt"
+}
+date -u +%FT%TZ >"$OUT/date.txt"
+step info 60 "$Q" info
+step smoke 60 "$Q" plan --env wall --model random --max-iter 1 --opt-steps 2 --backend gpu --out "$OUT/smoke"
+# Float results for both shipped models and the Wall quantization grid (RTN), in parallel.
+JOBLIST="pointmaze:fp wall:fp wall:w8 wall:w8g128 wall:w8g32 wall:w6 wall:w6g128 wall:w6g32 \
+wall:w4 wall:w4g128 wall:w4g32 wall:w3 wall:w3g128 wall:w3g32 wall:w2 wall:w2g128 wall:w2g32 \
+wall:w8a8 wall:w8a8t wall:w4a8"
+t0=$(date +%s)
+printf '%s\n' $JOBLIST | xargs -P "$JOBS" -I{} sh -c 'e=${1%%:*}; q=${1#*:}; \
+    timeout '"$EVAL_S"' '"$Q"' eval --env $e --backend gpu --quant $q --episodes '"$EPISODES"' \
+    --json '"$OUT"'/eval/${e}_$q.json > '"$OUT"'/eval/${e}_$q.log 2>&1' _ {}
+echo "eval: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.txt"
+step bench_plan_wall 60 "$Q" bench plan --model assets/wall.safetensors --json "$OUT/plan_wall.json"
+step bench_kernels 90 "$Q" bench kernels --json "$OUT/kernels.json"
+step bench_quant 90 "$Q" bench quant --json "$OUT/quant.json"
+step bench_model_dinowm 120 "$Q" bench model --config dinowm --no-cpu --batches 1,32,300 --reps 1 --json "$OUT/model_dinowm.json"
