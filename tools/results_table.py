@@ -8,6 +8,8 @@ distance, Spearman(objective, distance), latent divergence from the float model,
 bytes relative to f32, median seconds per plan, backend.
 """
 import json
+import os
+import re
 import sys
 
 
@@ -29,15 +31,23 @@ def main(paths):
     for p in paths:
         with open(p) as fh:
             r = json.load(fh)
+        if not isinstance(r, dict) or "config" not in r:
+            continue  # not an eval report (e.g. a benchmark JSON beside them)
+        # A run stopped before its end has no byte counts yet; `qwm eval` logs them first.
+        log = os.path.splitext(p)[0] + ".log"
+        if not r.get("linear_bytes") and os.path.exists(log):
+            m = re.search(r"\(([0-9.]+) of f32\)", open(log).read())
+            if m:
+                r["linear_bytes"] = [float(m.group(1)), 1.0]
         rows.append(r)
-    rows.sort(key=lambda r: order(r["config"]["quant"]))
-    print("| quant | episodes | success | 95% CI | mean dist | Spearman | latent div | linear bytes / f32 | s/plan | backend |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows.sort(key=lambda r: (r["config"]["env"], order(r["config"]["quant"])))
+    print("| env | quant | episodes | success | 95% CI | mean dist | Spearman | latent div | linear bytes / f32 | s/plan | backend |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lb = r.get("linear_bytes")
         ratio = None if not lb else lb[0] / lb[1]
         print(
-            f"| {r['config']['quant']} | {r['finished']} | {r['success_rate']:.2f} "
+            f"| {r['config']['env']} | {r['config']['quant']} | {r['finished']} | {r['success_rate']:.2f} "
             f"| {r['success_ci95'][0]:.2f}-{r['success_ci95'][1]:.2f} "
             f"| {fmt(r['mean_state_dist'], '{:.2f}')} "
             f"| {fmt(r.get('spearman_objective_vs_distance'), '{:.2f}')} "

@@ -192,8 +192,12 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            *m = ((&*m * Self::B1)? + (g * (1.0 - Self::B1))?)?;
-            *v = ((&*v * Self::B2)? + (g.sqr()? * (1.0 - Self::B2))?)?;
+            // Detached: otherwise each step's moments hold the previous step's graph (and its
+            // activations) alive, and memory grows without bound.
+            let g = g.detach();
+            let g = &g;
+            *m = ((&*m * Self::B1)? + (g * (1.0 - Self::B1))?)?.detach();
+            *v = ((&*v * Self::B2)? + (g.sqr()? * (1.0 - Self::B2))?)?.detach();
             let upd = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + Self::EPS)?)?;
             let p = var.as_tensor();
             let next = ((p * (1.0 - self.lr * self.wd))? - (upd * self.lr)?)?;
@@ -336,7 +340,12 @@ fn init_vars(cfg: &TrainConfig) -> Result<BTreeMap<String, Var>> {
     add("aux.probe.bias", &[npos], 0.0, 104)?;
     if cfg.flat_probe_weight > 0.0 {
         let nf = mc.patches() * d;
-        add("aux.flat_probe.weight", &[npos, nf], (1.0 / nf as f32).sqrt(), 105)?;
+        add(
+            "aux.flat_probe.weight",
+            &[npos, nf],
+            (1.0 / nf as f32).sqrt(),
+            105,
+        )?;
         add("aux.flat_probe.bias", &[npos], 0.0, 106)?;
     }
     Ok(vars)
