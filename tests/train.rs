@@ -111,3 +111,35 @@ fn an_interrupted_run_resumes_to_the_same_model() {
     assert!(e.to_string().contains("other settings"), "{e}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn data_that_does_not_fit_the_model_is_refused_with_the_fix() {
+    let tmp = std::env::temp_dir().join(format!("qwm-train-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    tiny_data(&tmp.join("data")); // 32 px frames
+    let mut m = ModelConfig::small(); // takes 64 px frames
+    m.name = "small-wall".into();
+    let cfg = TrainConfig::new(m);
+    let e = train::train(
+        &cfg,
+        &tmp.join("data"),
+        &tmp.join("m.safetensors"),
+        &RunOptions::default(),
+    )
+    .err()
+    .expect("32 px data for a 64 px model must be refused");
+    let msg = e.to_string();
+    assert!(msg.contains("32 px") && msg.contains("--size 64"), "{msg}");
+    let mut bad = tiny_cfg();
+    bad.batch = 0;
+    let e = train::train(
+        &bad,
+        &tmp.join("data"),
+        &tmp.join("m.safetensors"),
+        &RunOptions::default(),
+    )
+    .err()
+    .expect("batch 0 must be refused");
+    assert!(e.to_string().contains("batch"), "{e}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
