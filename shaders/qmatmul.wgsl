@@ -9,6 +9,9 @@
 // Entry points:
 //   qmatmul     f32 activations; lane = COLS output columns x ROWS rows of X (uniform loads).
 //               ROWS = 8, COLS = 4 for token batches; ROWS = M (<= 8), COLS = 1 as a mat-vec.
+//   qmatvec     f32 activations, M <= 8 on GPUs: one workgroup per output column; its lanes
+//               split the row's 8-code units (adjacent lanes read adjacent words, so the weight
+//               reads coalesce) and reduce in workgroup memory. Needs WG a power of two <= 64.
 //   qmatmul_a8  activations already quantized to u8 codes (quant_act.wgsl): integer dot products
 //               per group, dot4U8Packed when INT_DOT, shifts and masks otherwise.
 //   dequant     writes the dequantized weight (for tests: must equal the CPU bit for bit).
@@ -180,6 +183,52 @@ fn qmatmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     for (var r = 0u; r < ROWS; r++) {
         for (var j = 0u; j < COLS; j++) {
             store_out(m0 + r, n0 + j, acc[r][j]);
+        }
+    }
+}
+
+// ROWS x WG partial sums of qmatvec (WG <= 64, ROWS <= 8).
+var<workgroup> part: array<f32, 512>;
+
+@compute @workgroup_size(WG)
+fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n = wid.x;
+    let nc = min(n, p.N - 1u);
+    var acc: array<f32, 8>;
+    for (var r = 0u; r < ROWS; r++) {
+        acc[r] = 0.0;
+    }
+    let units = (p.K + 7u) / 8u;
+    for (var u = li; u < units; u += WG) {
+        let k0 = u * 8u;
+        let g = k0 / p.group;
+        let sc = f16_at(false, nc * p.groups + g);
+        let zp = zero_point(nc, g);
+        let c = decode8(nc, k0);
+        let wlo = (vec4<f32>(c.lo) - zp) * sc;
+        let whi = (vec4<f32>(c.hi) - zp) * sc;
+        for (var r = 0u; r < ROWS; r++) {
+            var xlo: vec4<f32>;
+            var xhi: vec4<f32>;
+            load_x8(min(r, p.M - 1u), k0, &xlo, &xhi);
+            acc[r] += dot(xlo, wlo) + dot(xhi, whi);
+        }
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        part[r * WG + li] = acc[r];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            for (var r = 0u; r < ROWS; r++) {
+                part[r * WG + li] += part[r * WG + li + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        for (var r = 0u; r < ROWS; r++) {
+            store_out(r, n, part[r * WG]);
         }
     }
 }

@@ -143,6 +143,69 @@ fn constants(bits: u8, rows: u32, cols: u32, int_dot: bool, wg: usize) -> [(&'st
     ]
 }
 
+/// Whether a mat-vec (M <= 8) takes the split-K kernel: on GPUs, where one lane per output
+/// column reads rows K apart and cannot coalesce; CPU drivers keep the register-tiled path.
+/// `QWM_QMATVEC=split|lanes` overrides (for tuning).
+fn split_k(ctx: &GpuContext, m: usize, n: usize) -> bool {
+    if m > 8 || n > ctx.limits.max_compute_workgroups_per_dimension as usize {
+        return false;
+    }
+    match std::env::var("QWM_QMATVEC").as_deref() {
+        Ok("split") => true,
+        Ok("lanes") => false,
+        _ => ctx.report.device_type != "cpu",
+    }
+}
+
+/// The split-K mat-vec (`qmatvec` in qmatmul.wgsl) for `M <= 8` rows of X: one workgroup per
+/// output column. [`qmatmul`] picks it on GPUs; public so that tests run it on any adapter.
+#[doc(hidden)]
+pub fn qmatvec_split(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuQuantWeight,
+    b: Option<&GpuTensor>,
+) -> Result<GpuTensor> {
+    let (m, out_shape) = check_x(w, x, b)?;
+    if m > 8 {
+        return Err(Error::Shape(format!(
+            "the split-K mat-vec takes at most 8 rows, got {m}"
+        )));
+    }
+    let y = rec.ctx().alloc(&out_shape)?;
+    if m == 0 || w.n == 0 {
+        return Ok(y);
+    }
+    let ctx = rec.ctx();
+    // A power of two <= 64 (the reduction and the workgroup array assume it).
+    let wg = ctx.lanes_per_workgroup().next_power_of_two().clamp(8, 64);
+    let mut consts = constants(w.bits, m as u32, 1, true, wg).to_vec();
+    consts[3] = ("X_VEC4", w.k.is_multiple_of(4) as u32 as f64);
+    let pl = ctx
+        .pipelines
+        .get(&ctx.device, "qmatmul", "qmatvec", &consts)?;
+    let p = w.params(m, b.is_some());
+    let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
+    let bias = b.unwrap_or(x);
+    let bufs = vec![
+        (1, x.buffer()),
+        (9, x.buffer()),
+        (2, w.codes.buffer()),
+        (3, w.scales.buffer()),
+        (5, bias.buffer()),
+        (6, y.buffer()),
+        (4, zeros.buffer()),
+    ];
+    rec.dispatch_at(
+        "qmatvec",
+        &pl,
+        Some(bytemuck::bytes_of(&p)),
+        &bufs,
+        [w.n as u32, 1, 1],
+    )?;
+    Ok(y)
+}
+
 /// `Y = X W^T + b` with f32 activations and the packed weight dequantized on the fly.
 pub fn qmatmul(
     rec: &mut Recorder,
@@ -154,6 +217,9 @@ pub fn qmatmul(
     let y = rec.ctx().alloc(&out_shape)?;
     if m == 0 || w.n == 0 {
         return Ok(y);
+    }
+    if split_k(rec.ctx(), m, w.n) {
+        return qmatvec_split(rec, x, w, b);
     }
     let (rows, cols) = tile(rec.ctx(), m);
     let ctx = rec.ctx();
