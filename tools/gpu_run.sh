@@ -5,6 +5,11 @@
 # same OUTDIR continues them.
 #
 #   tools/gpu_run.sh QWM_BIN OUTDIR [EVAL_SECONDS] [JOBS] [EPISODES]
+#
+# The machine needs a Vulkan loader and the driver's ICD dependencies: on NVIDIA images
+# without them, unpack Debian's libvulkan1 and libglvnd0 (+ libegl1, libgl1, libglx0) first.
+# Check that `qwm info` lists the GPU: `--backend gpu` falls back to the CPU backend (with a
+# notice on stderr) when no adapter opens, and the evaluations would then run on the CPU.
 set -u
 Q=$1
 OUT=$2
