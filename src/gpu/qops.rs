@@ -172,38 +172,27 @@ pub fn qmatvec_split(
             "the split-K mat-vec takes at most 8 rows, got {m}"
         )));
     }
-    let y = rec.ctx().alloc(&out_shape)?;
     if m == 0 || w.n == 0 {
-        return Ok(y);
+        return rec.ctx().alloc(&out_shape);
     }
-    let ctx = rec.ctx();
     // A power of two <= 64 (the reduction and the workgroup array assume it).
-    let wg = ctx.lanes_per_workgroup().next_power_of_two().clamp(8, 64);
-    let mut consts = constants(w.bits, m as u32, 1, true, wg).to_vec();
-    consts[3] = ("X_VEC4", w.k.is_multiple_of(4) as u32 as f64);
-    let pl = ctx
-        .pipelines
-        .get(&ctx.device, "qmatmul", "qmatvec", &consts)?;
-    let p = w.params(m, b.is_some());
-    let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
-    let bias = b.unwrap_or(x);
-    let bufs = vec![
-        (1, x.buffer()),
-        (9, x.buffer()),
-        (2, w.codes.buffer()),
-        (3, w.scales.buffer()),
-        (5, bias.buffer()),
-        (6, y.buffer()),
-        (4, zeros.buffer()),
-    ];
-    rec.dispatch_at(
+    let wg = rec
+        .ctx()
+        .lanes_per_workgroup()
+        .next_power_of_two()
+        .clamp(8, 64);
+    let grid = [w.n as u32, 1, 1];
+    record_f32(
+        rec,
+        x,
+        w,
+        b,
+        (m, &out_shape),
         "qmatvec",
-        &pl,
-        Some(bytemuck::bytes_of(&p)),
-        &bufs,
-        [w.n as u32, 1, 1],
-    )?;
-    Ok(y)
+        (m as u32, 1),
+        wg,
+        grid,
+    )
 }
 
 /// `Y = X W^T + b` with f32 activations and the packed weight dequantized on the fly.
@@ -214,46 +203,65 @@ pub fn qmatmul(
     b: Option<&GpuTensor>,
 ) -> Result<GpuTensor> {
     let (m, out_shape) = check_x(w, x, b)?;
-    let y = rec.ctx().alloc(&out_shape)?;
     if m == 0 || w.n == 0 {
-        return Ok(y);
+        return rec.ctx().alloc(&out_shape);
     }
     if split_k(rec.ctx(), m, w.n) {
         return qmatvec_split(rec, x, w, b);
     }
     let (rows, cols) = tile(rec.ctx(), m);
+    let wg = rec.ctx().lanes_per_workgroup();
+    let grid = [
+        w.n.div_ceil(wg * cols as usize) as u32,
+        m.div_ceil(rows as usize) as u32,
+        1,
+    ];
+    record_f32(
+        rec,
+        x,
+        w,
+        b,
+        (m, &out_shape),
+        "qmatmul",
+        (rows, cols),
+        wg,
+        grid,
+    )
+}
+
+/// Record one f32-activation entry point of qmatmul.wgsl (`qmatmul` or `qmatvec`) into a new
+/// Y of `shape`; `tile` is (ROWS, COLS).
+#[allow(clippy::too_many_arguments)]
+fn record_f32(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuQuantWeight,
+    b: Option<&GpuTensor>,
+    (m, shape): (usize, &[usize]),
+    entry: &'static str,
+    (rows, cols): (u32, u32),
+    wg: usize,
+    grid: [u32; 3],
+) -> Result<GpuTensor> {
+    let y = rec.ctx().alloc(shape)?;
     let ctx = rec.ctx();
-    let x_vec4 = w.k.is_multiple_of(4);
-    let wg = ctx.lanes_per_workgroup();
     let mut consts = constants(w.bits, rows, cols, true, wg).to_vec();
-    consts[3] = ("X_VEC4", x_vec4 as u32 as f64);
-    let pl = ctx
-        .pipelines
-        .get(&ctx.device, "qmatmul", "qmatmul", &consts)?;
+    consts[3] = ("X_VEC4", w.k.is_multiple_of(4) as u32 as f64);
+    let pl = ctx.pipelines.get(&ctx.device, "qmatmul", entry, &consts)?;
     let p = w.params(m, b.is_some());
     let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
     let bias = b.unwrap_or(x);
     // Both views of x are in the layout (the override picks one at compile time).
-    let mut bufs = vec![
+    let bufs = [
         (1, x.buffer()),
         (9, x.buffer()),
         (2, w.codes.buffer()),
         (3, w.scales.buffer()),
+        (4, zeros.buffer()),
         (5, bias.buffer()),
         (6, y.buffer()),
     ];
-    bufs.push((4, zeros.buffer()));
-    rec.dispatch_at(
-        "qmatmul",
-        &pl,
-        Some(bytemuck::bytes_of(&p)),
-        &bufs,
-        [
-            w.n.div_ceil(wg * cols as usize) as u32,
-            m.div_ceil(rows as usize) as u32,
-            1,
-        ],
-    )?;
+    rec.dispatch_at(entry, &pl, Some(bytemuck::bytes_of(&p)), &bufs, grid)?;
     Ok(y)
 }
 

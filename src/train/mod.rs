@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -921,9 +921,4 @@ fn progress_bar(on: bool, len: usize, what: &str) -> Option<indicatif::ProgressB
     );
     bar.set_prefix(what.to_string());
     Some(bar)
-}
-
-/// Loss of a float value from a scalar tensor (for tests).
-pub fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
