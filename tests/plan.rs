@@ -250,6 +250,7 @@ fn eval_writes_json_per_episode_and_resumes() {
         plan: (&pc).into(),
         mpc: (&mpc).into(),
         model: "oracle".into(),
+        model_crc32: None,
         quant: "fp".into(),
         backend: "cpu".into(),
     };
@@ -301,6 +302,20 @@ fn eval_writes_json_per_episode_and_resumes() {
     assert_eq!(r2.episodes[0].final_state, r.episodes[0].final_state);
     // Different settings: refuse to mix.
     cfg.planner = "mppi".into();
+    let e = run_eval(
+        &cfg,
+        &pc,
+        &mpc,
+        &mut model,
+        Some(&json),
+        &mut |_, _| {},
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("different settings"), "{e}");
+    // A model file retrained at the same path: refuse too.
+    cfg.planner = "cem".into();
+    cfg.model_crc32 = Some("0badf00d".into());
     let e = run_eval(
         &cfg,
         &pc,

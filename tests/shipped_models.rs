@@ -98,6 +98,7 @@ fn the_shipped_wall_model_plans_better_than_a_random_policy_on_the_cpu() {
         plan: (&pc).into(),
         mpc: (&mpc).into(),
         model: "assets/wall.safetensors".into(),
+        model_crc32: None,
         quant: "fp".into(),
         backend: "cpu".into(),
     };

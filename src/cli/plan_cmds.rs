@@ -233,6 +233,15 @@ fn load_float(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String
     Ok((w, name))
 }
 
+/// The model file an invocation reads (`None` for `--model random`).
+fn model_file(opts: &PlanOpts, env: &dyn Env) -> Option<String> {
+    match opts.model.as_deref() {
+        Some("random") => None,
+        Some(p) => Some(p.to_string()),
+        None => Some(format!("assets/{}.safetensors", env.spec().name)),
+    }
+}
+
 /// The GPU context, or `None` with a one-time notice when `--backend gpu` finds no adapter.
 fn open_backend(b: Backend) -> anyhow::Result<Option<GpuContext>> {
     match b {
@@ -459,6 +468,9 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         plan: (&pc).into(),
         mpc: (&mpc).into(),
         model: name,
+        model_crc32: model_file(&a.opts, env.as_ref())
+            .map(|p| crate::plan::eval::file_crc32(Path::new(&p)))
+            .transpose()?,
         quant: l.spec(),
         backend: if backend.is_some() { "gpu" } else { "cpu" }.into(),
     };

@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// Cap the optimizer steps per epoch.
     #[arg(long)]
     pub max_steps_per_epoch: Option<usize>,
+    /// Add an open-loop rollout of this many steps to the predictor loss (0 = teacher
+    /// forcing only, as DINO-WM); may change between runs, like the epoch counts.
+    #[arg(long, default_value_t = 0)]
+    pub rollout_steps: usize,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -75,6 +79,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.max_episodes = a.max_episodes;
     cfg.flat_probe_weight = a.flat_probe_weight;
     cfg.max_steps_per_epoch = a.max_steps_per_epoch;
+    cfg.rollout_steps = a.rollout_steps;
     let opts = train::RunOptions {
         progress: !a.quiet,
         stop_after_epochs: None,

@@ -37,8 +37,18 @@ pub struct EvalConfig {
     pub mpc: MpcConfigKey,
     /// Model file and quantization, for the record and the resume check.
     pub model: String,
+    /// CRC-32 of the model file's bytes (hex), so that a report is never resumed with a
+    /// retrained file at the same path; `None` for in-memory models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_crc32: Option<String>,
     pub quant: String,
     pub backend: String,
+}
+
+/// CRC-32 (hex) of a file's bytes, for [`EvalConfig::model_crc32`].
+pub fn file_crc32(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:08x}", crc32fast::hash(&bytes)))
 }
 
 /// Serializable, comparable copies of the planner and MPC settings.

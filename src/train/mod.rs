@@ -59,6 +59,13 @@ pub struct TrainConfig {
     pub max_steps_per_epoch: Option<usize>,
     /// Fraction of episodes held out for validation (DINO-WM: 0.1).
     pub val_fraction: f64,
+    /// Open-loop rollout steps added to the predictor loss (0: teacher forcing only, as
+    /// DINO-WM). With `k > 0` each window is also rolled out from its first frame for `k`
+    /// steps exactly as planning does (the model's own predictions fed back) and the mean
+    /// latent MSE of those steps is added; this is what a planner sees, and it stops errors
+    /// from compounding over the horizon. May change between runs, like the epoch counts.
+    #[serde(default)]
+    pub rollout_steps: usize,
 }
 
 impl TrainConfig {
@@ -80,6 +87,7 @@ impl TrainConfig {
             max_episodes: None,
             max_steps_per_epoch: None,
             val_fraction: 0.1,
+            rollout_steps: 0,
         }
     }
 }
@@ -521,8 +529,8 @@ fn frame_items(eps: &[Episode]) -> Vec<(usize, usize)> {
 }
 
 /// Training windows (episode, first frame): `num_hist + 1` frames `frameskip` apart.
-fn window_items(eps: &[Episode], cfg: &ModelConfig) -> Vec<(usize, usize)> {
-    let span = cfg.num_hist * cfg.frameskip;
+fn window_items(eps: &[Episode], cfg: &ModelConfig, rollout: usize) -> Vec<(usize, usize)> {
+    let span = cfg.num_hist.max(rollout) * cfg.frameskip;
     eps.iter()
         .enumerate()
         .flat_map(|(e, ep)| (0..(ep.steps + 1).saturating_sub(span)).map(move |t| (e, t)))
@@ -650,6 +658,78 @@ impl Ctx<'_> {
         mse(&pred, &target)
     }
 
+    /// Mean latent MSE of an open-loop rollout from each window's first frame, built the
+    /// way `CpuModel::rollout_chunk` (planning) builds it: the predicted visual and proprio
+    /// tokens of a step, with the true action of that step, become the next input frame.
+    fn rollout_loss(
+        &self,
+        model: &CpuModel,
+        lat: &Latents,
+        eps: &[Episode],
+        which: usize,
+        items: &[(usize, usize)],
+    ) -> Result<Tensor> {
+        let mc = &self.cfg.model;
+        let steps = self.cfg.rollout_steps;
+        let (fs, n, de) = (mc.frameskip, mc.patches(), mc.visual_dim());
+        let (pd, ad, ep) = (mc.proprio_dim, mc.action_dim, mc.proprio_emb);
+        let b = items.len();
+        let (mut z, mut p, mut a) = (Vec::new(), Vec::new(), Vec::new());
+        for &(e, t0) in items {
+            let epi = &eps[e];
+            let lz = &lat.per_episode[which][e];
+            for i in 0..=steps {
+                let u = t0 + i * fs;
+                z.extend_from_slice(&lz[u * n * de..(u + 1) * n * de]);
+                p.extend(
+                    self.data
+                        .norm
+                        .normalize_proprio(&epi.proprio[u * pd..(u + 1) * pd]),
+                );
+                if i < steps {
+                    a.extend(
+                        self.data
+                            .norm
+                            .normalize_actions(&epi.actions[u * ad..(u + fs) * ad]),
+                    );
+                }
+            }
+        }
+        let dev = &Device::Cpu;
+        let z = Tensor::from_vec(z, (b, steps + 1, n, de), dev)?;
+        let p = Tensor::from_vec(p, (b, steps + 1, pd), dev)?;
+        let a = Tensor::from_vec(a, (b, steps, fs * ad), dev)?;
+        let pe = model.embed_proprio(&p)?;
+        let ae = model.embed_action(&a)?;
+        let at = |x: &Tensor, t: usize| -> Result<Tensor> {
+            let k = x.dim(D::Minus1)?;
+            Ok(x.narrow(1, t, 1)?.broadcast_as((b, n, k))?)
+        };
+        let frame0 = Tensor::cat(
+            &[&z.narrow(1, 0, 1)?.squeeze(1)?, &at(&pe, 0)?, &at(&ae, 0)?],
+            2,
+        )?;
+        let mut frames = vec![frame0];
+        let mut total: Option<Tensor> = None;
+        for t in 1..=steps {
+            let k = frames.len().min(mc.num_hist);
+            let refs: Vec<&Tensor> = frames[frames.len() - k..].iter().collect();
+            let out = model.predict_tokens(&Tensor::cat(&refs, 1)?)?;
+            let pred = out.narrow(1, (k - 1) * n, n)?.narrow(2, 0, de + ep)?;
+            let target = Tensor::cat(&[&z.narrow(1, t, 1)?.squeeze(1)?, &at(&pe, t)?], 2)?;
+            let l = mse(&pred, &target)?;
+            total = Some(match total {
+                Some(s) => (s + l)?,
+                None => l,
+            });
+            if t < steps {
+                frames.push(Tensor::cat(&[&pred, &at(&ae, t)?], 2)?);
+            }
+        }
+        let total = total.ok_or_else(|| Error::Invalid("rollout_steps must be > 0".into()))?;
+        Ok((total / steps as f64)?)
+    }
+
     fn decoder_loss(
         &self,
         model: &CpuModel,
@@ -731,11 +811,14 @@ pub fn train(
                 state_path.display()
             ))
         })?;
-        // Epoch counts may change between runs (extend or shorten a phase); nothing else.
+        // The schedule (epoch counts, steps per epoch, rollout steps) may change between runs
+        // (extend or shorten a phase, fine-tune with rollouts); nothing else.
         let same = TrainConfig {
             encoder_epochs: cfg.encoder_epochs,
             predictor_epochs: cfg.predictor_epochs,
             decoder_epochs: cfg.decoder_epochs,
+            rollout_steps: cfg.rollout_steps,
+            max_steps_per_epoch: cfg.max_steps_per_epoch,
             ..old.config.clone()
         } == *cfg;
         if !same || old.data != data_key {
@@ -778,24 +861,36 @@ pub fn train(
         if done >= epochs {
             continue;
         }
-        if state.epochs.iter().any(|e| e.phase > phase) {
+        // The predictor and decoder learn from the frozen encoder's latents, so the encoder
+        // cannot change once they ran. The predictor and decoder do not depend on each other:
+        // either may be extended later.
+        if phase == Phase::Encoder && state.epochs.iter().any(|e| e.phase > phase) {
             return Err(Error::Invalid(format!(
-                "{}: the {} phase cannot get more epochs after later phases ran; delete the \
-                 directory to start over",
+                "{}: the encoder phase cannot get more epochs after later phases ran on its \
+                 latents; delete the directory to start over",
                 dir.display(),
-                phase.name()
             )));
         }
         let mut opt = AdamW::new(&vars, phase, lr, cfg.weight_decay)?;
-        if state.epochs.last().map(|e| e.phase) == Some(phase) {
+        if !state.finished && state.epochs.last().map(|e| e.phase) == Some(phase) {
             // Interrupted inside this phase: the checkpoint holds its optimizer moments.
             load_checkpoint(&dir, &vars, Some(&mut opt))?;
             opt.step = state.adam_step;
+        } else if done > 0 && progress {
+            // Extending a phase after the run finished or moved on: its moments are gone.
+            eprintln!(
+                "{}: {} more epochs after epoch {done}, with a fresh optimizer",
+                phase.name(),
+                epochs - done
+            );
         }
         let model = model_over(&vars, mc, false)?;
         let (train_items, val_items) = match phase {
             Phase::Encoder | Phase::Decoder => (frame_items(&data.train), frame_items(&data.val)),
-            Phase::Predictor => (window_items(&data.train, mc), window_items(&data.val, mc)),
+            Phase::Predictor => (
+                window_items(&data.train, mc, cfg.rollout_steps),
+                window_items(&data.val, mc, cfg.rollout_steps),
+            ),
         };
         if train_items.is_empty() || val_items.is_empty() {
             return Err(Error::Invalid(
@@ -811,7 +906,13 @@ pub fn train(
             match phase {
                 Phase::Encoder => ctx.encoder_loss(&model, eps, items),
                 Phase::Predictor => {
-                    ctx.predictor_loss(&model, latents.as_ref().unwrap(), eps, which, items)
+                    let lat = latents.as_ref().unwrap();
+                    let tf = ctx.predictor_loss(&model, lat, eps, which, items)?;
+                    if cfg.rollout_steps == 0 {
+                        Ok(tf)
+                    } else {
+                        Ok((tf + ctx.rollout_loss(&model, lat, eps, which, items)?)?)
+                    }
                 }
                 Phase::Decoder => {
                     ctx.decoder_loss(&model, latents.as_ref().unwrap(), eps, which, items)
@@ -882,6 +983,7 @@ pub fn train(
                 );
             }
             state.epochs.push(log);
+            state.finished = false;
             state.adam_step = opt.step;
             save_checkpoint(&dir, &vars, Some(&opt), &state)?;
             if opts
