@@ -545,6 +545,14 @@ fn val_subset(items: &[(usize, usize)], max: usize) -> Vec<(usize, usize)> {
     (0..max).map(|i| items[i * items.len() / max]).collect()
 }
 
+/// Latents, proprio and actions of a batch of frames, flattened in gather order.
+#[derive(Default)]
+struct Gathered {
+    z: Vec<f32>,
+    p: Vec<f32>,
+    a: Vec<f32>,
+}
+
 struct Ctx<'a> {
     cfg: &'a TrainConfig,
     vars: &'a BTreeMap<String, Var>,
@@ -598,6 +606,31 @@ impl Ctx<'_> {
         Ok(l)
     }
 
+    /// Append frame `u` of episode `e`: its latent tokens, its normalized proprio and, with
+    /// `action`, the normalized actions of the `frameskip` steps that follow it.
+    fn gather(
+        &self,
+        lat: &Latents,
+        eps: &[Episode],
+        which: usize,
+        (e, u): (usize, usize),
+        out: &mut Gathered,
+        action: bool,
+    ) {
+        let mc = &self.cfg.model;
+        let (fs, nd) = (mc.frameskip, mc.patches() * mc.visual_dim());
+        let (pd, ad) = (mc.proprio_dim, mc.action_dim);
+        let (ep, norm) = (&eps[e], &self.data.norm);
+        out.z
+            .extend_from_slice(&lat.per_episode[which][e][u * nd..(u + 1) * nd]);
+        out.p
+            .extend(norm.normalize_proprio(&ep.proprio[u * pd..(u + 1) * pd]));
+        if action {
+            out.a
+                .extend(norm.normalize_actions(&ep.actions[u * ad..(u + fs) * ad]));
+        }
+    }
+
     fn predictor_loss(
         &self,
         model: &CpuModel,
@@ -610,32 +643,14 @@ impl Ctx<'_> {
         let (h, fs, n, de) = (mc.num_hist, mc.frameskip, mc.patches(), mc.visual_dim());
         let (pd, ad) = (mc.proprio_dim, mc.action_dim);
         let b = items.len();
-        let (mut z, mut zt, mut p, mut pt, mut a) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut src, mut tgt) = (Gathered::default(), Gathered::default());
         for &(e, t0) in items {
-            let ep = &eps[e];
-            let lz = &lat.per_episode[which][e];
             for i in 0..h {
-                let (u, ut) = (t0 + i * fs, t0 + (i + 1) * fs);
-                z.extend_from_slice(&lz[u * n * de..(u + 1) * n * de]);
-                zt.extend_from_slice(&lz[ut * n * de..(ut + 1) * n * de]);
-                p.extend(
-                    self.data
-                        .norm
-                        .normalize_proprio(&ep.proprio[u * pd..(u + 1) * pd]),
-                );
-                pt.extend(
-                    self.data
-                        .norm
-                        .normalize_proprio(&ep.proprio[ut * pd..(ut + 1) * pd]),
-                );
-                a.extend(
-                    self.data
-                        .norm
-                        .normalize_actions(&ep.actions[u * ad..(u + fs) * ad]),
-                );
+                self.gather(lat, eps, which, (e, t0 + i * fs), &mut src, true);
+                self.gather(lat, eps, which, (e, t0 + (i + 1) * fs), &mut tgt, false);
             }
         }
+        let (z, p, a, zt, pt) = (src.z, src.p, src.a, tgt.z, tgt.p);
         let dev = &Device::Cpu;
         let z = Tensor::from_vec(z, (b, h, n, de), dev)?;
         let zt = Tensor::from_vec(zt, (b, h, n, de), dev)?;
@@ -674,27 +689,13 @@ impl Ctx<'_> {
         let (fs, n, de) = (mc.frameskip, mc.patches(), mc.visual_dim());
         let (pd, ad, ep) = (mc.proprio_dim, mc.action_dim, mc.proprio_emb);
         let b = items.len();
-        let (mut z, mut p, mut a) = (Vec::new(), Vec::new(), Vec::new());
+        let mut g = Gathered::default();
         for &(e, t0) in items {
-            let epi = &eps[e];
-            let lz = &lat.per_episode[which][e];
             for i in 0..=steps {
-                let u = t0 + i * fs;
-                z.extend_from_slice(&lz[u * n * de..(u + 1) * n * de]);
-                p.extend(
-                    self.data
-                        .norm
-                        .normalize_proprio(&epi.proprio[u * pd..(u + 1) * pd]),
-                );
-                if i < steps {
-                    a.extend(
-                        self.data
-                            .norm
-                            .normalize_actions(&epi.actions[u * ad..(u + fs) * ad]),
-                    );
-                }
+                self.gather(lat, eps, which, (e, t0 + i * fs), &mut g, i < steps);
             }
         }
+        let (z, p, a) = (g.z, g.p, g.a);
         let dev = &Device::Cpu;
         let z = Tensor::from_vec(z, (b, steps + 1, n, de), dev)?;
         let p = Tensor::from_vec(p, (b, steps + 1, pd), dev)?;
