@@ -2,21 +2,36 @@
 //! DINO-WM's CEM and MPC settings, the shipped model's action normalization) where every
 //! imagined rollout is the real environment. The cost of a rollout is either the squared
 //! distance of its last position to the goal in normalized proprio units (what the proprio
-//! term of DINO-WM's objective measures, alpha = 1) or the path length through the door
-//! (a geodesic cost). It separates what the objective costs from what model error costs:
+//! term of DINO-WM's objective measures, alpha = 1), the path length through the door
+//! (a geodesic cost), or a Gaussian-saturating distance (flat far from the goal, as
+//! distances between patch features are). It separates what the objective costs from what model error costs:
 //! see docs/MODELS.md, "Wall: what limits the success rate".
 //!
-//! Usage: `cargo run --release --example wall_oracle -- [euclidean|geodesic] [EPISODES]`
+//! A fourth cost, `sided`, adds SCALE to the Euclidean one while the dot is on the other side
+//! of the wall (a latent with one "which room" feature).
+//!
+//! Usage: `cargo run --release --example wall_oracle -- [euclidean|geodesic|saturating|sided]
+//! [EPISODES] [SCALE]` (saturating: length scale in px, sided: the step; 8 by default)
 use anyhow::bail;
 use qwm::env::{self, wall, Env, Frame};
 use qwm::model::{format, Normalization};
 use qwm::plan::eval::{run_eval, EvalConfig};
 use qwm::plan::{MpcConfig, PlanConfig, PlanModel};
 
+#[derive(Clone, Copy, PartialEq)]
+enum Cost {
+    Euclidean,
+    Geodesic,
+    Saturating,
+    Sided,
+}
+
 struct Oracle {
     env: Box<dyn Env>,
     norm: Normalization,
-    geodesic: bool,
+    cost: Cost,
+    /// Length scale of the saturating cost, px.
+    scale: f32,
     start: Vec<f32>,
     goal: Vec<f32>,
 }
@@ -24,7 +39,21 @@ struct Oracle {
 impl Oracle {
     fn cost(&self, p: &[f32]) -> f32 {
         let g = &self.goal;
-        if self.geodesic {
+        if self.cost == Cost::Saturating {
+            // Like distances between patch features: flat once the dot is a few `scale`s
+            // away, so no pull towards the wall point nearest the goal.
+            let d2 = (p[0] - g[0]).powi(2) + (p[1] - g[1]).powi(2);
+            return 1.0 - (-d2 / (2.0 * self.scale * self.scale)).exp();
+        }
+        if self.cost == Cost::Sided {
+            // Euclidean plus a constant while on the other side of the wall: what a latent
+            // with one "which room" feature adds to the position distance.
+            let s = &self.norm.proprio_std;
+            let e = (((p[0] - g[0]) / s[0]).powi(2) + ((p[1] - g[1]) / s[1]).powi(2)) / 2.0;
+            let across = (p[0] - wall::WALL_X).signum() != (g[0] - wall::WALL_X).signum();
+            return e + if across { self.scale } else { 0.0 };
+        }
+        if self.cost == Cost::Geodesic {
             let d = |a: &[f32], b: &[f32]| (a[0] - b[0]).hypot(a[1] - b[1]);
             let door = [wall::WALL_X, wall::DOOR_Y];
             let across = (p[0] - wall::WALL_X).signum() != (g[0] - wall::WALL_X).signum();
@@ -82,17 +111,21 @@ impl PlanModel for Oracle {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let geodesic = match args.first().map(String::as_str) {
-        None | Some("euclidean") => false,
-        Some("geodesic") => true,
-        Some(other) => bail!("cost {other:?}: use euclidean or geodesic"),
+    let (cost, name) = match args.first().map(String::as_str) {
+        None | Some("euclidean") => (Cost::Euclidean, "euclidean"),
+        Some("geodesic") => (Cost::Geodesic, "geodesic"),
+        Some("saturating") => (Cost::Saturating, "saturating"),
+        Some("sided") => (Cost::Sided, "sided"),
+        Some(other) => bail!("cost {other:?}: use euclidean, geodesic, saturating or sided"),
     };
     let episodes: usize = args.get(1).map_or(Ok(50), |s| s.parse())?;
+    let scale: f32 = args.get(2).map_or(Ok(8.0), |s| s.parse())?;
     let (_, norm) = format::read_config("assets/wall.safetensors")?;
     let mut model = Oracle {
         env: env::make("wall")?,
         norm,
-        geodesic,
+        cost,
+        scale,
         start: vec![],
         goal: vec![],
     };
@@ -110,10 +143,11 @@ fn main() -> anyhow::Result<()> {
         planner: "cem".into(),
         plan: (&pc).into(),
         mpc: (&mpc).into(),
-        model: format!(
-            "oracle ({})",
-            if geodesic { "geodesic" } else { "euclidean" }
-        ),
+        model: if cost == Cost::Saturating || cost == Cost::Sided {
+            format!("oracle ({name}, scale {scale})")
+        } else {
+            format!("oracle ({name})")
+        },
         model_crc32: None,
         quant: "fp".into(),
         backend: "cpu".into(),
