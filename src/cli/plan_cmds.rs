@@ -112,6 +112,8 @@ pub struct Loaded {
     pub float: Option<Weights>,
     pub quant: Option<QuantizedModel>,
     pub name: String,
+    /// The file the model came from (`None` for `--model random`).
+    pub file: Option<String>,
 }
 
 impl Loaded {
@@ -138,10 +140,11 @@ fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
                 float: None,
                 name: format!("{p} ({})", q.spec),
                 quant: Some(q),
+                file: Some(p.to_string()),
             });
         }
     }
-    let (w, name) = load_float(opts, env)?;
+    let (w, name, file) = load_float(opts, env)?;
     check_fits(&w, &name, env)?;
     if spec == QuantSpec::default() {
         return Ok(Loaded {
@@ -149,6 +152,7 @@ fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
             float: None,
             quant: None,
             name,
+            file,
         });
     }
     let needs_calib = [spec.encoder, spec.predictor]
@@ -184,6 +188,7 @@ fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
         float: Some(w),
         name: format!("{name} ({spec} {})", q.method),
         quant: Some(q),
+        file,
     })
 }
 
@@ -204,20 +209,22 @@ fn check_fits(w: &Weights, name: &str, env: &dyn Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_float(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String)> {
-    let (w, name) = match opts.model.as_deref() {
+/// The float model, its display name and its file (`None` for `--model random`).
+fn load_float(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String, Option<String>)> {
+    match opts.model.as_deref() {
         Some("random") => {
             let s = env.spec();
             let mut cfg = ModelConfig::tiny();
             cfg.action_dim = s.action_dim;
             cfg.proprio_dim = s.proprio_dim;
             cfg.name = format!("random-tiny-{}", s.name);
-            (
+            Ok((
                 Weights::random(&cfg, 0)?,
                 "random (untrained tiny model)".to_string(),
-            )
+                None,
+            ))
         }
-        Some(p) => (model::format::load(p)?, p.to_string()),
+        Some(p) => Ok((model::format::load(p)?, p.to_string(), Some(p.to_string()))),
         None => {
             let p = format!("assets/{}.safetensors", env.spec().name);
             if !Path::new(&p).exists() {
@@ -227,18 +234,8 @@ fn load_float(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String
                     env.spec().name
                 );
             }
-            (model::format::load(&p)?, p)
+            Ok((model::format::load(&p)?, p.clone(), Some(p)))
         }
-    };
-    Ok((w, name))
-}
-
-/// The model file an invocation reads (`None` for `--model random`).
-fn model_file(opts: &PlanOpts, env: &dyn Env) -> Option<String> {
-    match opts.model.as_deref() {
-        Some("random") => None,
-        Some(p) => Some(p.to_string()),
-        None => Some(format!("assets/{}.safetensors", env.spec().name)),
     }
 }
 
@@ -468,8 +465,10 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         plan: (&pc).into(),
         mpc: (&mpc).into(),
         model: name,
-        model_crc32: model_file(&a.opts, env.as_ref())
-            .map(|p| crate::plan::eval::file_crc32(Path::new(&p)))
+        model_crc32: l
+            .file
+            .as_deref()
+            .map(|p| crate::plan::eval::file_crc32(Path::new(p)))
             .transpose()?,
         quant: l.spec(),
         backend: if backend.is_some() { "gpu" } else { "cpu" }.into(),

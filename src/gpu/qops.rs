@@ -175,6 +175,17 @@ pub fn qmatvec_split(
     if m == 0 || w.n == 0 {
         return rec.ctx().alloc(&out_shape);
     }
+    record_split(rec, x, w, b, (m, &out_shape))
+}
+
+/// Record the split-K mat-vec on checked inputs (`1 <= m <= 8`).
+fn record_split(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuQuantWeight,
+    b: Option<&GpuTensor>,
+    (m, out_shape): (usize, &[usize]),
+) -> Result<GpuTensor> {
     // A power of two <= 64 (the reduction and the workgroup array assume it).
     let wg = rec
         .ctx()
@@ -187,7 +198,7 @@ pub fn qmatvec_split(
         x,
         w,
         b,
-        (m, &out_shape),
+        (m, out_shape),
         "qmatvec",
         (m as u32, 1),
         wg,
@@ -207,7 +218,7 @@ pub fn qmatmul(
         return rec.ctx().alloc(&out_shape);
     }
     if split_k(rec.ctx(), m, w.n) {
-        return qmatvec_split(rec, x, w, b);
+        return record_split(rec, x, w, b, (m, &out_shape));
     }
     let (rows, cols) = tile(rec.ctx(), m);
     let wg = rec.ctx().lanes_per_workgroup();

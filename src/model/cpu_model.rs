@@ -371,7 +371,15 @@ impl CpuModel {
         self.pred_norm.forward(&x)
     }
 
-    fn rollout_chunk(&self, z0: &Tensor, p0: &Tensor, actions: &Tensor) -> Result<Vec<Tensor>> {
+    /// Frames `0..=steps` of a rollout from `z0 [B, N, De]`, `p0 [B, Pd]` and normalized
+    /// `actions [B, steps, frameskip * action_dim]`; also the training rollout loss, so it must
+    /// stay differentiable.
+    pub(crate) fn rollout_chunk(
+        &self,
+        z0: &Tensor,
+        p0: &Tensor,
+        actions: &Tensor,
+    ) -> Result<Vec<Tensor>> {
         let cfg = &self.cfg;
         let (b, steps, _) = actions.dims3()?;
         let (n, de, ep, ea) = (

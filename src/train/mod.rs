@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -528,7 +528,8 @@ fn frame_items(eps: &[Episode]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Training windows (episode, first frame): `num_hist + 1` frames `frameskip` apart.
+/// Training windows (episode, first frame): `max(num_hist, rollout) + 1` frames `frameskip`
+/// apart.
 fn window_items(eps: &[Episode], cfg: &ModelConfig, rollout: usize) -> Vec<(usize, usize)> {
     let span = cfg.num_hist.max(rollout) * cfg.frameskip;
     eps.iter()
@@ -673,9 +674,9 @@ impl Ctx<'_> {
         mse(&pred, &target)
     }
 
-    /// Mean latent MSE of an open-loop rollout from each window's first frame, built the
-    /// way `CpuModel::rollout_chunk` (planning) builds it: the predicted visual and proprio
-    /// tokens of a step, with the true action of that step, become the next input frame.
+    /// Mean latent MSE of an open-loop rollout from each window's first frame, made by the
+    /// planner's own rollout (`CpuModel::rollout_chunk`): each step's predicted visual and
+    /// proprio tokens, with the true action of that step, are the next input frame.
     fn rollout_loss(
         &self,
         model: &CpuModel,
@@ -695,39 +696,23 @@ impl Ctx<'_> {
                 self.gather(lat, eps, which, (e, t0 + i * fs), &mut g, i < steps);
             }
         }
-        let (z, p, a) = (g.z, g.p, g.a);
         let dev = &Device::Cpu;
-        let z = Tensor::from_vec(z, (b, steps + 1, n, de), dev)?;
-        let p = Tensor::from_vec(p, (b, steps + 1, pd), dev)?;
-        let a = Tensor::from_vec(a, (b, steps, fs * ad), dev)?;
-        let pe = model.embed_proprio(&p)?;
-        let ae = model.embed_action(&a)?;
-        let at = |x: &Tensor, t: usize| -> Result<Tensor> {
-            let k = x.dim(D::Minus1)?;
-            Ok(x.narrow(1, t, 1)?.broadcast_as((b, n, k))?)
-        };
-        let frame0 = Tensor::cat(
-            &[&z.narrow(1, 0, 1)?.squeeze(1)?, &at(&pe, 0)?, &at(&ae, 0)?],
-            2,
+        let z = Tensor::from_vec(g.z, (b, steps + 1, n, de), dev)?;
+        let p = Tensor::from_vec(g.p, (b, steps + 1, pd), dev)?;
+        let a = Tensor::from_vec(g.a, (b, steps, fs * ad), dev)?;
+        let frames = model.rollout_chunk(
+            &z.narrow(1, 0, 1)?.squeeze(1)?,
+            &p.narrow(1, 0, 1)?.squeeze(1)?,
+            &a,
         )?;
-        let mut frames = vec![frame0];
-        let mut total: Option<Tensor> = None;
-        for t in 1..=steps {
-            let k = frames.len().min(mc.num_hist);
-            let refs: Vec<&Tensor> = frames[frames.len() - k..].iter().collect();
-            let out = model.predict_tokens(&Tensor::cat(&refs, 1)?)?;
-            let pred = out.narrow(1, (k - 1) * n, n)?.narrow(2, 0, de + ep)?;
-            let target = Tensor::cat(&[&z.narrow(1, t, 1)?.squeeze(1)?, &at(&pe, t)?], 2)?;
-            let l = mse(&pred, &target)?;
-            total = Some(match total {
-                Some(s) => (s + l)?,
-                None => l,
-            });
-            if t < steps {
-                frames.push(Tensor::cat(&[&pred, &at(&ae, t)?], 2)?);
-            }
+        let pe = model.embed_proprio(&p)?;
+        let mut total = Tensor::zeros((), DType::F32, dev)?;
+        for (t, frame) in frames.iter().enumerate().skip(1) {
+            let pred = frame.narrow(2, 0, de + ep)?;
+            let pe_t = pe.narrow(1, t, 1)?.broadcast_as((b, n, ep))?;
+            let target = Tensor::cat(&[&z.narrow(1, t, 1)?.squeeze(1)?, &pe_t], 2)?;
+            total = (total + mse(&pred, &target)?)?;
         }
-        let total = total.ok_or_else(|| Error::Invalid("rollout_steps must be > 0".into()))?;
         Ok((total / steps as f64)?)
     }
 
