@@ -10,11 +10,17 @@
 //! A fourth cost, `sided`, adds SCALE to the Euclidean one while the dot is on the other side
 //! of the wall (a latent with one "which room" feature).
 //!
+//! A fifth, `latent`, is the planning objective of a model file with perfect dynamics: the
+//! real final frame is encoded and compared with the goal frame's latent (visual MSE) plus
+//! alpha x the proprio-embedding MSE, so it measures what the model's encoder makes of the
+//! task before any predictor error.
+//!
 //! Usage: `cargo run --release --example wall_oracle -- [euclidean|geodesic|saturating|sided]
-//! [EPISODES] [SCALE]` (saturating: length scale in px, sided: the step; 8 by default)
+//! [EPISODES] [SCALE]` (saturating: length scale in px, sided: the step; 8 by default), or
+//! `-- latent [EPISODES] [MODEL]` (the shipped Wall model by default)
 use anyhow::bail;
 use qwm::env::{self, wall, Env, Frame};
-use qwm::model::{format, Normalization};
+use qwm::model::{format, CpuModel, Frames, Normalization, WorldModel};
 use qwm::plan::eval::{run_eval, EvalConfig};
 use qwm::plan::{MpcConfig, PlanConfig, PlanModel};
 
@@ -24,6 +30,14 @@ enum Cost {
     Geodesic,
     Saturating,
     Sided,
+    Latent,
+}
+
+/// The objective of a model evaluated on real frames.
+struct LatentCost {
+    model: CpuModel,
+    goal_visual: Vec<f32>,
+    goal_proprio: Vec<f32>,
 }
 
 struct Oracle {
@@ -34,6 +48,7 @@ struct Oracle {
     scale: f32,
     start: Vec<f32>,
     goal: Vec<f32>,
+    latent: Option<LatentCost>,
 }
 
 impl Oracle {
@@ -86,19 +101,44 @@ impl PlanModel for Oracle {
     ) -> qwm::Result<()> {
         self.start = proprio.to_vec();
         self.goal = goal_proprio.to_vec();
+        if let Some(lc) = self.latent.as_mut() {
+            let size = self.env.spec().default_data_size;
+            let frame = self.env.render_state(goal_proprio, size)?;
+            let (v, p) = embed(&lc.model, &self.norm, &[frame], goal_proprio)?;
+            lc.goal_visual = v;
+            lc.goal_proprio = p;
+        }
         Ok(())
     }
     fn costs(&mut self, actions: &[f32], n: usize) -> qwm::Result<Vec<f32>> {
         let d = actions.len() / n;
-        (0..n)
+        let mut finals = Vec::with_capacity(n);
+        for i in 0..n {
+            self.env.reset_to(&self.start)?;
+            for a in self.denormalize(&actions[i * d..(i + 1) * d]).chunks(2) {
+                self.env.step(a)?;
+            }
+            finals.push(self.env.state());
+        }
+        let Some(lc) = self.latent.as_ref() else {
+            return Ok(finals.iter().map(|p| self.cost(p)).collect());
+        };
+        let size = self.env.spec().default_data_size;
+        let frames = finals
+            .iter()
+            .map(|p| self.env.render_state(p, size))
+            .collect::<qwm::Result<Vec<_>>>()?;
+        let (v, p) = embed(&lc.model, &self.norm, &frames, &finals.concat())?;
+        let (nv, np) = (lc.goal_visual.len(), lc.goal_proprio.len());
+        let mse = |a: &[f32], b: &[f32]| {
+            a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>() / b.len() as f32
+        };
+        Ok((0..n)
             .map(|i| {
-                self.env.reset_to(&self.start)?;
-                for a in self.denormalize(&actions[i * d..(i + 1) * d]).chunks(2) {
-                    self.env.step(a)?;
-                }
-                Ok(self.cost(&self.env.state()))
+                mse(&v[i * nv..(i + 1) * nv], &lc.goal_visual)
+                    + self.env.spec().alpha * mse(&p[i * np..(i + 1) * np], &lc.goal_proprio)
             })
-            .collect()
+            .collect())
     }
     fn denormalize(&self, actions: &[f32]) -> Vec<f32> {
         self.norm.denormalize_actions(actions)
@@ -109,6 +149,25 @@ impl PlanModel for Oracle {
     }
 }
 
+/// Visual latents and proprio embeddings of real frames and their (raw) proprio.
+fn embed(
+    model: &CpuModel,
+    norm: &Normalization,
+    frames: &[Frame],
+    proprio: &[f32],
+) -> qwm::Result<(Vec<f32>, Vec<f32>)> {
+    let size = frames[0].width;
+    let bytes: Vec<u8> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+    let z = model.encode(&Frames::new(&bytes, frames.len(), size, size)?)?;
+    let np: Vec<f32> = proprio
+        .chunks(2)
+        .flat_map(|p| norm.normalize_proprio(p))
+        .collect();
+    let pt = model.upload(&np, &[frames.len(), 2])?;
+    let p = model.embed_proprio(&pt)?;
+    Ok((model.download(&z)?, model.download(&p)?))
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cost, name) = match args.first().map(String::as_str) {
@@ -116,11 +175,31 @@ fn main() -> anyhow::Result<()> {
         Some("geodesic") => (Cost::Geodesic, "geodesic"),
         Some("saturating") => (Cost::Saturating, "saturating"),
         Some("sided") => (Cost::Sided, "sided"),
-        Some(other) => bail!("cost {other:?}: use euclidean, geodesic, saturating or sided"),
+        Some("latent") => (Cost::Latent, "latent"),
+        Some(other) => {
+            bail!("cost {other:?}: use euclidean, geodesic, saturating, sided or latent")
+        }
     };
     let episodes: usize = args.get(1).map_or(Ok(50), |s| s.parse())?;
-    let scale: f32 = args.get(2).map_or(Ok(8.0), |s| s.parse())?;
-    let (_, norm) = format::read_config("assets/wall.safetensors")?;
+    let (scale, model_path) = if cost == Cost::Latent {
+        let p = args
+            .get(2)
+            .map_or("assets/wall.safetensors", String::as_str);
+        (0.0, p.to_string())
+    } else {
+        let scale: f32 = args.get(2).map_or(Ok(8.0), |s| s.parse())?;
+        (scale, "assets/wall.safetensors".to_string())
+    };
+    let (_, norm) = format::read_config(&model_path)?;
+    let latent = if cost == Cost::Latent {
+        Some(LatentCost {
+            model: CpuModel::new(&format::load(&model_path)?)?,
+            goal_visual: vec![],
+            goal_proprio: vec![],
+        })
+    } else {
+        None
+    };
     let mut model = Oracle {
         env: env::make("wall")?,
         norm,
@@ -128,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         scale,
         start: vec![],
         goal: vec![],
+        latent,
     };
     let pc = PlanConfig {
         opt_steps: 10,
@@ -143,7 +223,9 @@ fn main() -> anyhow::Result<()> {
         planner: "cem".into(),
         plan: (&pc).into(),
         mpc: (&mpc).into(),
-        model: if cost == Cost::Saturating || cost == Cost::Sided {
+        model: if cost == Cost::Latent {
+            format!("oracle ({name} of {model_path})")
+        } else if cost == Cost::Saturating || cost == Cost::Sided {
             format!("oracle ({name}, scale {scale})")
         } else {
             format!("oracle ({name})")

@@ -216,3 +216,71 @@ fn data_that_does_not_fit_the_model_is_refused_with_the_fix() {
     assert!(e.to_string().contains("batch"), "{e}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Mean root-mean-square latent distance (the planner's visual distance) between consecutive
+/// frames and between frames of different episodes, and the mean normalized distance the
+/// agent moved per step, over a dataset.
+fn step_and_spread(model: &std::path::Path, data: &std::path::Path) -> (f32, f32, f32) {
+    use qwm::model::{CpuModel, Frames, WorldModel};
+    let w = qwm::model::format::load(model).unwrap();
+    let m = CpuModel::new(&w).unwrap();
+    let eps = qwm::env::dataset::Dataset::open(data)
+        .unwrap()
+        .episodes()
+        .unwrap();
+    let lat: Vec<Vec<f32>> = eps
+        .iter()
+        .map(|ep| {
+            let f = Frames::new(&ep.frames, ep.steps + 1, ep.image_size, ep.image_size).unwrap();
+            m.download(&m.encode(&f).unwrap()).unwrap()
+        })
+        .collect();
+    let n = lat[0].len() / (eps[0].steps + 1);
+    let d = |a: &[f32], b: &[f32]| {
+        (a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>() / n as f32).sqrt()
+    };
+    let (mut step, mut spread, mut moved, mut k) = (0.0, 0.0, 0.0, 0);
+    for (e, z) in lat.iter().enumerate() {
+        let other = &lat[(e + 1) % lat.len()];
+        let p = |t: usize| w.norm.normalize_proprio(&eps[e].proprio[2 * t..2 * t + 2]);
+        for t in 0..eps[e].steps {
+            step += d(&z[t * n..(t + 1) * n], &z[(t + 1) * n..(t + 2) * n]);
+            spread += d(&z[t * n..(t + 1) * n], &other[t * n..(t + 1) * n]);
+            let (a, b) = (p(t), p(t + 1));
+            moved += (a[0] - b[0]).hypot(a[1] - b[1]);
+            k += 1;
+        }
+    }
+    let k = k as f32;
+    (step / k, spread / k, moved / k)
+}
+
+#[test]
+fn the_temporal_distance_term_spreads_the_latents_and_keeps_steps_short() {
+    let tmp = std::env::temp_dir().join(format!("qwm-train-td-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    tiny_data(&tmp.join("data"));
+    let data = tmp.join("data");
+    let mut cfg = tiny_cfg();
+    cfg.predictor_epochs = 0;
+    cfg.decoder_epochs = 0;
+    let plain = tmp.join("plain.safetensors");
+    train::train(&cfg, &data, &plain, &RunOptions::default()).unwrap();
+    cfg.td_weight = 30.0;
+    let td = tmp.join("td.safetensors");
+    train::train(&cfg, &data, &td, &RunOptions::default()).unwrap();
+    let (s0, r0, _) = step_and_spread(&plain, &data);
+    let (s1, r1, moved) = step_and_spread(&td, &data);
+    eprintln!(
+        "plain: step {s0:.4} spread {r0:.4}; td: step {s1:.4} spread {r1:.4}, allowed {moved:.4}"
+    );
+    // Frames of different episodes move apart ...
+    assert!(r1 > 3.0 * r0, "spread {r0} -> {r1}");
+    // ... while a step stays within its allowance (td_scale 1 x the normalized motion; the
+    // penalty is soft, so allow 25% over on average).
+    assert!(
+        s1 < 1.25 * moved,
+        "mean step {s1} over the allowance {moved}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

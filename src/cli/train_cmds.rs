@@ -40,6 +40,14 @@ pub struct TrainArgs {
     /// Weight of the probe on all encoder tokens (see docs/MODELS.md; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub flat_probe_weight: f64,
+    /// Weight of the temporal-distance term in the encoder loss (see docs/MODELS.md; 0 = off):
+    /// the planner's visual distance grows like the shortest path between states in the data.
+    #[arg(long, default_value_t = 0.0)]
+    pub td_weight: f64,
+    /// Latent distance allowed per unit of normalized proprio motion (the temporal-distance
+    /// slope; 1 makes the visual cost about as steep as the proprio cost at alpha = 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub td_scale: f64,
     /// Use only the first N episodes of the dataset.
     #[arg(long)]
     pub max_episodes: Option<usize>,
@@ -78,6 +86,8 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.decoder_epochs = a.decoder_epochs;
     cfg.max_episodes = a.max_episodes;
     cfg.flat_probe_weight = a.flat_probe_weight;
+    cfg.td_weight = a.td_weight;
+    cfg.td_scale = a.td_scale;
     cfg.max_steps_per_epoch = a.max_steps_per_epoch;
     cfg.rollout_steps = a.rollout_steps;
     let opts = train::RunOptions {

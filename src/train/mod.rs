@@ -53,6 +53,18 @@ pub struct TrainConfig {
     /// can sit on a plateau for epochs (small objects, e.g. PointMaze's ball); 0 disables it.
     #[serde(default)]
     pub flat_probe_weight: f64,
+    /// Weight of the temporal-distance term in the encoder loss (0 disables it; see
+    /// `Ctx::td_loss` and docs/MODELS.md). It shapes the planner's visual cost itself: the
+    /// root-mean-square distance between two frames' tokens is pushed apart for random pairs
+    /// and held below `td_scale` x the (normalized) distance the agent moved for consecutive
+    /// frames, so it grows like the shortest path the data can take between two states, and
+    /// states on either side of an obstacle end up far apart.
+    #[serde(default)]
+    pub td_weight: f64,
+    /// Latent distance allowed per unit of normalized proprio motion between consecutive
+    /// frames (the slope of the temporal-distance metric).
+    #[serde(default = "default_td_scale")]
+    pub td_scale: f64,
     /// Use at most this many episodes of the dataset (all when None).
     pub max_episodes: Option<usize>,
     /// Cap on optimizer steps per epoch (all batches when None).
@@ -84,12 +96,18 @@ impl TrainConfig {
             weight_decay: 0.01,
             probe_weight: 1.0,
             flat_probe_weight: 0.0,
+            td_weight: 0.0,
+            td_scale: default_td_scale(),
             max_episodes: None,
             max_steps_per_epoch: None,
             val_fraction: 0.1,
             rollout_steps: 0,
         }
     }
+}
+
+fn default_td_scale() -> f64 {
+    1.0
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -604,7 +622,89 @@ impl Ctx<'_> {
             )?;
             l = (l + (mse(&flat, &pos)? * self.cfg.flat_probe_weight)?)?;
         }
+        if self.cfg.td_weight > 0.0 {
+            l = (l + (self.td_loss(model, eps, items, &z)? * self.cfg.td_weight)?)?;
+        }
         Ok(l)
+    }
+
+    /// Temporal-distance term on the planner's own visual distance `d(a, b)` = root mean
+    /// square over tokens and channels (so `d^2` is the objective's visual MSE). Consecutive
+    /// frames may be at most `td_scale` x the normalized distance the agent moved apart
+    /// (a squared penalty); random pairs are pushed apart (a hinge at `TD_MAX`). The largest
+    /// spread that keeps every observed step short is the shortest-path metric of the data's
+    /// transitions (METRA / temporal-distance representations use the same constraint):
+    /// states that no short sequence of observed steps connects, such as the two sides of a
+    /// wall, are pushed far apart, and the planner's cost then says which side the agent is on.
+    fn td_loss(
+        &self,
+        model: &CpuModel,
+        eps: &[Episode],
+        items: &[(usize, usize)],
+        z: &Tensor,
+    ) -> Result<Tensor> {
+        // In units of td_scale x normalized proprio: past the largest shortest path of the
+        // built-in tasks (normalized arenas are a few units across), so every pair is pushed.
+        const TD_MAX: f64 = 10.0;
+        // A soft constraint: on the shipped Wall encoder consecutive frames end up 1.36x
+        // their allowance on average (docs/MODELS.md), close enough that the distance still
+        // grows with the path between states.
+        const TD_PENALTY: f64 = 100.0;
+        let mc = &self.cfg.model;
+        let b = items.len();
+        let next: Vec<(usize, usize)> = items
+            .iter()
+            .map(|&(e, t)| (e, if t < eps[e].steps { t + 1 } else { t - 1 }))
+            .collect();
+        let z2 = model.encode_chunk(&batch_pixels(eps, &next, mc, None)?)?;
+        let dist = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
+            Ok(((a - b)?.sqr()?.flatten_from(1)?.mean(1)? + 1e-8)?.sqrt()?)
+        };
+        let npos = mc.proprio_dim.min(2);
+        let pd = mc.proprio_dim;
+        let pos = |e: usize, t: usize| {
+            let pr = &eps[e].proprio[t * pd..(t + 1) * pd];
+            self.data.norm.normalize_proprio(pr)
+        };
+        let moved: Vec<f32> = items
+            .iter()
+            .zip(&next)
+            .map(|(&(e, t), &(_, u))| {
+                let (a, c) = (pos(e, t), pos(e, u));
+                let d2: f32 = (0..npos).map(|k| (a[k] - c[k]).powi(2)).sum();
+                d2.sqrt() * self.cfg.td_scale as f32
+            })
+            .collect();
+        let moved = Tensor::from_vec(moved, b, &Device::Cpu)?;
+        let excess = (dist(z, &z2)? - &moved)?.relu()?;
+        let step = (excess.sqr()?.mean_all()? * TD_PENALTY)?;
+        // Two sets of pairs are pushed apart: each frame against the next item of the
+        // (shuffled) batch, which spreads the latents globally, and against the batch item
+        // nearest to it in position, which spends the latent's room where it matters to a
+        // planner: nearby states that no short path joins (the other side of a wall) end up
+        // far apart, nearby states on the same side stay held together by their steps.
+        let here: Vec<Vec<f32>> = items.iter().map(|&(e, t)| pos(e, t)).collect();
+        let near: Vec<u32> = (0..b)
+            .map(|i| {
+                let d2 = |j: usize| -> f32 {
+                    (0..npos).map(|k| (here[i][k] - here[j][k]).powi(2)).sum()
+                };
+                (0..b)
+                    .filter(|&j| j != i)
+                    .min_by(|&j, &k| d2(j).total_cmp(&d2(k)))
+                    .unwrap_or(i) as u32
+            })
+            .collect();
+        let next_item: Vec<u32> = (0..b as u32).map(|i| (i + 1) % b as u32).collect();
+        let hinge = |idx: Vec<u32>| -> Result<Tensor> {
+            let other = z.index_select(&Tensor::from_vec(idx, b, &Device::Cpu)?, 0)?;
+            Ok((dist(z, &other)? * -1.0)?
+                .affine(1.0, TD_MAX * self.cfg.td_scale)?
+                .relu()?
+                .mean_all()?)
+        };
+        let spread = (hinge(next_item)? + hinge(near)?)?;
+        Ok((step + spread)?)
     }
 
     /// Append frame `u` of episode `e`: its latent tokens, its normalized proprio and, with
