@@ -19,8 +19,11 @@
 //! [EPISODES] [SCALE]` (saturating: length scale in px, sided: the step; 8 by default), or
 //! `-- latent [EPISODES] [MODEL]` (the shipped Wall model by default)
 use anyhow::bail;
+use candle_core::Tensor;
 use qwm::env::{self, wall, Env, Frame};
-use qwm::model::{format, CpuModel, Frames, Normalization, WorldModel};
+use qwm::model::{
+    format, CpuModel, Frames, Normalization, ObjectiveMode, Rollout, RolloutChunk, WorldModel,
+};
 use qwm::plan::eval::{run_eval, EvalConfig};
 use qwm::plan::{MpcConfig, PlanConfig, PlanModel};
 
@@ -36,8 +39,8 @@ enum Cost {
 /// The objective of a model evaluated on real frames.
 struct LatentCost {
     model: CpuModel,
-    goal_visual: Vec<f32>,
-    goal_proprio: Vec<f32>,
+    /// Goal visual latent `[1, N, De]` and proprio embedding `[1, proprio_emb]`.
+    goal: Option<(Tensor, Tensor)>,
 }
 
 struct Oracle {
@@ -104,9 +107,7 @@ impl PlanModel for Oracle {
         if let Some(lc) = self.latent.as_mut() {
             let size = self.env.spec().default_data_size;
             let frame = self.env.render_state(goal_proprio, size)?;
-            let (v, p) = embed(&lc.model, &self.norm, &[frame], goal_proprio)?;
-            lc.goal_visual = v;
-            lc.goal_proprio = p;
+            lc.goal = Some(embed(&lc.model, &self.norm, &[frame], goal_proprio)?);
         }
         Ok(())
     }
@@ -129,16 +130,30 @@ impl PlanModel for Oracle {
             .map(|p| self.env.render_state(p, size))
             .collect::<qwm::Result<Vec<_>>>()?;
         let (v, p) = embed(&lc.model, &self.norm, &frames, &finals.concat())?;
-        let (nv, np) = (lc.goal_visual.len(), lc.goal_proprio.len());
-        let mse = |a: &[f32], b: &[f32]| {
-            a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>() / b.len() as f32
+        // The final frames as one-frame rollouts (visual, proprio and zero action channels),
+        // scored by the model's own objective.
+        let (n_tok, ae) = (v.dim(1)?, lc.model.config().action_emb);
+        let tokens = Tensor::cat(
+            &[
+                &v,
+                &p.unsqueeze(1)?.broadcast_as((n, n_tok, p.dim(1)?))?,
+                &Tensor::zeros((n, n_tok, ae), v.dtype(), v.device())?,
+            ],
+            2,
+        )?;
+        let r = Rollout {
+            batch: n,
+            chunks: vec![RolloutChunk {
+                start: 0,
+                len: n,
+                frames: vec![tokens],
+            }],
         };
-        Ok((0..n)
-            .map(|i| {
-                mse(&v[i * nv..(i + 1) * nv], &lc.goal_visual)
-                    + self.env.spec().alpha * mse(&p[i * np..(i + 1) * np], &lc.goal_proprio)
-            })
-            .collect())
+        let (gv, gp) = lc.goal.as_ref().expect("set_problem runs first");
+        let c = lc
+            .model
+            .objective(&r, gv, gp, ObjectiveMode::Last, self.env.spec().alpha)?;
+        lc.model.download(&c)
     }
     fn denormalize(&self, actions: &[f32]) -> Vec<f32> {
         self.norm.denormalize_actions(actions)
@@ -155,7 +170,7 @@ fn embed(
     norm: &Normalization,
     frames: &[Frame],
     proprio: &[f32],
-) -> qwm::Result<(Vec<f32>, Vec<f32>)> {
+) -> qwm::Result<(Tensor, Tensor)> {
     let size = frames[0].width;
     let bytes: Vec<u8> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
     let z = model.encode(&Frames::new(&bytes, frames.len(), size, size)?)?;
@@ -165,7 +180,7 @@ fn embed(
         .collect();
     let pt = model.upload(&np, &[frames.len(), 2])?;
     let p = model.embed_proprio(&pt)?;
-    Ok((model.download(&z)?, model.download(&p)?))
+    Ok((z, p))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -194,8 +209,7 @@ fn main() -> anyhow::Result<()> {
     let latent = if cost == Cost::Latent {
         Some(LatentCost {
             model: CpuModel::new(&format::load(&model_path)?)?,
-            goal_visual: vec![],
-            goal_proprio: vec![],
+            goal: None,
         })
     } else {
         None

@@ -600,14 +600,13 @@ impl Ctx<'_> {
             &v("aux.pixel_head.weight"),
             Some(&v("aux.pixel_head.bias")),
         )?;
-        let npos = mc.proprio_dim.min(2);
-        let mut pos = Vec::with_capacity(b * npos);
-        for &(e, t) in items {
-            let ep = &eps[e];
-            let pr = &ep.proprio[t * mc.proprio_dim..(t + 1) * mc.proprio_dim];
-            pos.extend(self.data.norm.normalize_proprio(pr).into_iter().take(npos));
-        }
-        let pos = Tensor::from_vec(pos, (b, npos), &Device::Cpu)?;
+        // Normalized position (the first two proprio dimensions) of every frame.
+        let here: Vec<Vec<f32>> = items
+            .iter()
+            .map(|&(e, t)| self.position(eps, e, t))
+            .collect();
+        let npos = here[0].len();
+        let pos = Tensor::from_vec(here.concat(), (b, npos), &Device::Cpu)?;
         let pred = crate::cpu::matmul(
             &z.mean(1)?,
             &v("aux.probe.weight"),
@@ -623,7 +622,7 @@ impl Ctx<'_> {
             l = (l + (mse(&flat, &pos)? * self.cfg.flat_probe_weight)?)?;
         }
         if self.cfg.td_weight > 0.0 {
-            l = (l + (self.td_loss(model, eps, items, &z)? * self.cfg.td_weight)?)?;
+            l = (l + (self.td_loss(model, eps, items, &here, &z)? * self.cfg.td_weight)?)?;
         }
         Ok(l)
     }
@@ -641,6 +640,7 @@ impl Ctx<'_> {
         model: &CpuModel,
         eps: &[Episode],
         items: &[(usize, usize)],
+        here: &[Vec<f32>],
         z: &Tensor,
     ) -> Result<Tensor> {
         // In units of td_scale x normalized proprio: past the largest shortest path of the
@@ -660,19 +660,13 @@ impl Ctx<'_> {
         let dist = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
             Ok(((a - b)?.sqr()?.flatten_from(1)?.mean(1)? + 1e-8)?.sqrt()?)
         };
-        let npos = mc.proprio_dim.min(2);
-        let pd = mc.proprio_dim;
-        let pos = |e: usize, t: usize| {
-            let pr = &eps[e].proprio[t * pd..(t + 1) * pd];
-            self.data.norm.normalize_proprio(pr)
-        };
-        let moved: Vec<f32> = items
+        let dist2 =
+            |a: &[f32], c: &[f32]| -> f32 { a.iter().zip(c).map(|(x, y)| (x - y).powi(2)).sum() };
+        let moved: Vec<f32> = here
             .iter()
             .zip(&next)
-            .map(|(&(e, t), &(_, u))| {
-                let (a, c) = (pos(e, t), pos(e, u));
-                let d2: f32 = (0..npos).map(|k| (a[k] - c[k]).powi(2)).sum();
-                d2.sqrt() * self.cfg.td_scale as f32
+            .map(|(a, &(e, u))| {
+                dist2(a, &self.position(eps, e, u)).sqrt() * self.cfg.td_scale as f32
             })
             .collect();
         let moved = Tensor::from_vec(moved, b, &Device::Cpu)?;
@@ -683,12 +677,9 @@ impl Ctx<'_> {
         // nearest to it in position, which spends the latent's room where it matters to a
         // planner: nearby states that no short path joins (the other side of a wall) end up
         // far apart, nearby states on the same side stay held together by their steps.
-        let here: Vec<Vec<f32>> = items.iter().map(|&(e, t)| pos(e, t)).collect();
         let near: Vec<u32> = (0..b)
             .map(|i| {
-                let d2 = |j: usize| -> f32 {
-                    (0..npos).map(|k| (here[i][k] - here[j][k]).powi(2)).sum()
-                };
+                let d2 = |j: usize| dist2(&here[i], &here[j]);
                 (0..b)
                     .filter(|&j| j != i)
                     .min_by(|&j, &k| d2(j).total_cmp(&d2(k)))
@@ -705,6 +696,15 @@ impl Ctx<'_> {
         };
         let spread = (hinge(next_item)? + hinge(near)?)?;
         Ok((step + spread)?)
+    }
+
+    /// The normalized position part (first two dimensions) of frame `t`'s proprio.
+    fn position(&self, eps: &[Episode], e: usize, t: usize) -> Vec<f32> {
+        let pd = self.cfg.model.proprio_dim;
+        let pr = &eps[e].proprio[t * pd..(t + 1) * pd];
+        let mut p = self.data.norm.normalize_proprio(pr);
+        p.truncate(pd.min(2));
+        p
     }
 
     /// Append frame `u` of episode `e`: its latent tokens, its normalized proprio and, with
