@@ -12,6 +12,10 @@
 //   qmatvec     f32 activations, M <= 8 on GPUs: one workgroup per output column; its lanes
 //               split the row's 8-code units (adjacent lanes read adjacent words, so the weight
 //               reads coalesce) and reduce in workgroup memory. Needs WG a power of two <= 64.
+//   qmatmul_tiled  f32 activations, token batches on GPUs: a 64 x 64 tile of Y per workgroup
+//               staged through workgroup memory, each weight decoded once per workgroup. With
+//               BITS = 32 it reads a plain f32 weight [N, K] through `codes` (the float
+//               baseline of the same tiling, used by ops::matmul on request).
 //   qmatmul_a8  activations already quantized to u8 codes (quant_act.wgsl): integer dot products
 //               per group, dot4U8Packed when INT_DOT, shifts and masks otherwise.
 //   dequant     writes the dequantized weight (for tests: must equal the CPU bit for bit).
@@ -229,6 +233,86 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     if (li == 0u) {
         for (var r = 0u; r < ROWS; r++) {
             store_out(r, n, part[r * WG]);
+        }
+    }
+}
+
+// --- qmatmul_tiled ------------------------------------------------------------------------
+// 256 lanes own a 64 x 64 tile of Y, 4 x 4 outputs each. Per step of 32 inputs every lane
+// stages 8 activations of one X row and decodes one 8-code unit of one W row (64 rows x 4
+// units = 256 units), so decoding costs one unit per lane per step whatever the tile's reuse;
+// the FMAs then read both operands from workgroup memory as vec4s. Groups are multiples of 32,
+// so a step never straddles two.
+const TILE: u32 = 64u;
+const TK: u32 = 32u;
+var<workgroup> xs: array<vec4<f32>, 512>; // [TK][TILE / 4]: X transposed, 4 rows per vec4
+var<workgroup> ws: array<vec4<f32>, 512>; // [TK][TILE / 4]: W transposed, 4 columns per vec4
+
+// W[n, k0 .. k0 + 8] as f32 (k0 < K); past K the values are finite and meet zero activations.
+fn weights8(n: u32, k0: u32, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
+    if (BITS == 32u) {
+        let last = n * p.K + p.K - 1u;
+        let b = n * p.K + k0;
+        for (var i = 0u; i < 4u; i++) {
+            (*lo)[i] = bitcast<f32>(codes[min(b + i, last)]);
+            (*hi)[i] = bitcast<f32>(codes[min(b + 4u + i, last)]);
+        }
+        return;
+    }
+    let c = decode8(n, k0);
+    let g = k0 / p.group;
+    let sc = f16_at(false, n * p.groups + g);
+    let zp = zero_point(n, g);
+    *lo = (vec4<f32>(c.lo) - zp) * sc;
+    *hi = (vec4<f32>(c.hi) - zp) * sc;
+}
+
+@compute @workgroup_size(256)
+fn qmatmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n_base = wid.x * TILE;
+    let m_base = wid.y * TILE;
+    // Staging role: row sr of the tile's X and of its W, inputs su .. su + 8 of the step.
+    let sr = li / 4u;
+    let su = (li % 4u) * 8u;
+    let xrow = min(m_base + sr, p.M - 1u);
+    let wrow = min(n_base + sr, p.N - 1u);
+    // Compute role: rows 4 ty .. 4 ty + 3 and columns 4 tx .. 4 tx + 3 of the tile.
+    let tx = li % 16u;
+    let ty = li / 16u;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var kt = 0u; kt < p.K; kt += TK) {
+        let k0 = kt + su;
+        var xlo = vec4<f32>(0.0);
+        var xhi = vec4<f32>(0.0);
+        var wlo = vec4<f32>(0.0);
+        var whi = vec4<f32>(0.0);
+        if (k0 < p.K) {
+            load_x8(xrow, k0, &xlo, &xhi);
+            weights8(wrow, k0, &wlo, &whi);
+        }
+        for (var i = 0u; i < 4u; i++) {
+            xs[(su + i) * 16u + sr / 4u][sr % 4u] = xlo[i];
+            xs[(su + 4u + i) * 16u + sr / 4u][sr % 4u] = xhi[i];
+            ws[(su + i) * 16u + sr / 4u][sr % 4u] = wlo[i];
+            ws[(su + 4u + i) * 16u + sr / 4u][sr % 4u] = whi[i];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a = xs[kk * 16u + ty];
+            let b = ws[kk * 16u + tx];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store_out(m_base + ty * 4u + i, n_base + tx * 4u + j, acc[i][j]);
         }
     }
 }

@@ -77,6 +77,40 @@ fn matmul_matches_cpu() {
 }
 
 #[test]
+fn tiled_matmul_matches_cpu() {
+    // The 64 x 64 workgroup tiles with f32 weights: partial row and column tiles, K past the
+    // last 32-wide step, odd K (scalar loads), several tiles in each direction.
+    let Some(ctx) = gpu() else { return };
+    for (i, &(m, n, k)) in [
+        (1, 1, 1),
+        (7, 13, 5),
+        (65, 64, 33),
+        (130, 97, 404),
+        (70, 130, 403),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = 100 + i as u64 * 10;
+        let x = t(&[m, k], 1.0, s);
+        let w = t(&[n, k], 0.1, s + 1);
+        let b = t(&[n], 0.5, s + 2);
+        for bias in [false, true] {
+            let got = run(ctx, |r| {
+                ops::matmul_tiled(r, &x.g(ctx), &w.g(ctx), bias.then(|| b.g(ctx)).as_ref())
+            });
+            let cb = b.c();
+            let want = cvec(&cpu::matmul(&x.c(), &w.c(), bias.then_some(&cb)).unwrap());
+            check(
+                got,
+                want,
+                &format!("tiled matmul {m}x{k} by {n} bias={bias}"),
+            );
+        }
+    }
+}
+
+#[test]
 fn matmul_accepts_batched_input() {
     let Some(ctx) = gpu() else { return };
     let (n, k) = (45, 28);

@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, gpu};
 use qwm::cpu;
-use qwm::gpu::qops::{self, GpuQuantWeight};
+use qwm::gpu::qops::{self, GpuQuantWeight, QKernel};
 use qwm::gpu::Recorder;
 use qwm::quant::{
     self, act, ActParams, ActSpec, PackedWeight, QuantContext, QuantSpec, WeightSpec,
@@ -304,19 +304,63 @@ fn gpu_qmatmul_matches_cpu_fake_quant() {
                     let x = randn(m * k, 1.0, 30 + m as u64);
                     let gx = ctx.upload(&x, &[m, k]).unwrap();
                     let mut rec = Recorder::new(ctx);
-                    let y = qops::qmatmul(&mut rec, &gx, &g, Some(&gb)).unwrap();
+                    let y =
+                        qops::qmatmul_with(&mut rec, &gx, &g, Some(&gb), QKernel::Lanes).unwrap();
                     // The split-K mat-vec that GPUs take for M <= 8, on this adapter too.
-                    let ys = (m <= 8)
-                        .then(|| qops::qmatvec_split(&mut rec, &gx, &g, Some(&gb)).unwrap());
+                    let ys = (m <= 8).then(|| {
+                        qops::qmatmul_with(&mut rec, &gx, &g, Some(&gb), QKernel::Split).unwrap()
+                    });
                     rec.submit().unwrap();
                     let want = cpu_ref(&x, m, &pw, Some(&b));
-                    for (path, y) in [("qmatmul", Some(&y)), ("qmatvec_split", ys.as_ref())] {
+                    for (path, y) in [("lanes", Some(&y)), ("split", ys.as_ref())] {
                         let Some(y) = y else { continue };
                         assert_close(
                             &ctx.read(y).unwrap(),
                             &want,
                             Q_TOL,
                             &format!("{path} K={k} w{bits} g{group:?} M={m}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_tiled_qmatmul_matches_cpu_fake_quant() {
+    // The workgroup-memory kernel GPUs take for token batches, on this adapter too: N = 97 (a
+    // full and a partial 64-column tile), M = 130 (three row tiles), K = 404 (the last 32-wide
+    // step passes K), K = 70 (scalar activation loads, a group of 64 cut by K).
+    let Some(ctx) = gpu() else { return };
+    for (n, k, groups) in [
+        (97usize, 404usize, vec![None, Some(32), Some(128)]),
+        (37, 70, vec![None, Some(64)]),
+    ] {
+        let w = randn(n * k, 0.05, 22);
+        let b = randn(n, 0.1, 23);
+        let gb = ctx.upload(&b, &[n]).unwrap();
+        for bits in [2u8, 3, 4, 6, 8] {
+            for &group in &groups {
+                for asym in [false, true] {
+                    let pw = if asym {
+                        quant::rtn_asymmetric(&w, n, k, &WeightSpec { bits, group }).unwrap()
+                    } else {
+                        quantize("omse", &w, n, k, bits, group)
+                    };
+                    let g = GpuQuantWeight::upload(ctx, &pw).unwrap();
+                    for m in [1usize, 13, 70, 130] {
+                        let x = randn(m * k, 1.0, 50 + m as u64);
+                        let gx = ctx.upload(&x, &[m, k]).unwrap();
+                        let mut rec = Recorder::new(ctx);
+                        let y = qops::qmatmul_with(&mut rec, &gx, &g, Some(&gb), QKernel::Tiled)
+                            .unwrap();
+                        rec.submit().unwrap();
+                        assert_close(
+                            &ctx.read(&y).unwrap(),
+                            &cpu_ref(&x, m, &pw, Some(&b)),
+                            Q_TOL,
+                            &format!("qmatmul_tiled K={k} w{bits} g{group:?} asym {asym} M={m}"),
                         );
                     }
                 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::kernels::{time_gpu, AdapterId};
-use crate::gpu::qops::{self, GpuQuantWeight};
+use crate::gpu::qops::{self, GpuQuantWeight, QKernel};
 use crate::gpu::{ops, GpuContext};
 use crate::quant::{self, QuantContext, WeightSpec};
 use crate::tensor::randn;
@@ -23,6 +23,11 @@ pub struct QuantResult {
     pub bits: Option<u8>,
     pub group: Option<usize>,
     pub batch: usize,
+    /// The kernel: "copy", "f32" (ops::matmul's register tiles), "f32 tiled" (the quantized
+    /// kernels' workgroup tiling with f32 weights) or a [`QKernel`] name.
+    pub kernel: String,
+    /// Whether the planner's matmul takes this kernel on this adapter for this shape.
+    pub default: bool,
     pub seconds_median: f64,
     /// Weight bytes streamed per second (mat-vec), or read + written bytes (copy).
     pub gbps: Option<f64>,
@@ -53,18 +58,23 @@ impl QuantReport {
             self.token_shape
         );
         s += &format!(
-            "{:<22} {:>5} {:>10} {:>12} {:>10} {:>10} {:>9}\n",
-            "kernel", "batch", "median ms", "weight GB/s", "x copy", "GFLOP/s", "x f32"
+            "{:<16} {:<10} {:>5} {:>10} {:>12} {:>10} {:>10} {:>9}\n",
+            "weights", "kernel", "batch", "median ms", "weight GB/s", "x copy", "GFLOP/s", "x f32"
         );
-        let f32_tok = self
-            .results
-            .iter()
-            .find(|r| r.bits == Some(32) && r.batch > 8)
-            .and_then(|r| r.gflops);
+        // Token batches compare with the f32 weights under the same tiling (register tiles
+        // for "lanes", workgroup tiles for "tiled").
+        let f32_tok = |tiled: bool| {
+            self.results
+                .iter()
+                .find(|r| r.bits == Some(32) && r.batch > 8 && r.kernel.ends_with("tiled") == tiled)
+                .and_then(|r| r.gflops)
+        };
         for r in &self.results {
+            let f = f32_tok(r.kernel.ends_with("tiled"));
             s += &format!(
-                "{:<22} {:>5} {:>10.3} {:>12} {:>10} {:>10} {:>9}\n",
+                "{:<16} {:<10} {:>5} {:>10.3} {:>12} {:>10} {:>10} {:>9}\n",
                 r.name,
+                format!("{}{}", r.kernel, if r.default { "*" } else { "" }),
                 r.batch,
                 r.seconds_median * 1e3,
                 r.gbps.map(|g| format!("{g:.2}")).unwrap_or_default(),
@@ -73,13 +83,13 @@ impl QuantReport {
                     .map(|g| format!("{:.2}", g / self.copy_gbps))
                     .unwrap_or_default(),
                 r.gflops.map(|g| format!("{g:.2}")).unwrap_or_default(),
-                match (r.gflops, f32_tok) {
+                match (r.gflops, f) {
                     (Some(g), Some(f)) if r.batch > 8 => format!("{:.2}", g / f),
                     _ => String::new(),
                 },
             );
         }
-        s
+        s + "* the kernel the planner takes on this adapter\n"
     }
 }
 
@@ -104,6 +114,8 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
         bits: None,
         group: None,
         batch: 0,
+        kernel: "copy".into(),
+        default: true,
         seconds_median: copy_s,
         gbps: Some(copy_gbps),
         gflops: None,
@@ -123,29 +135,39 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
             })?
             .0;
             results.push(QuantResult {
-                name: "f32 matvec".into(),
+                name: "f32".into(),
                 bits: Some(32),
                 group: None,
                 batch: b,
+                kernel: "f32".into(),
+                default: true,
                 seconds_median: s,
                 gbps: Some((mn * mk * 4) as f64 / s / 1e9),
                 gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
             });
         }
         let gwt = ctx.upload(&wt, &[tn, tk])?;
-        let s = time_gpu(&ctx, reps, |rec| {
-            ops::matmul(rec, &xt, &gwt, None).map(|_| ())
-        })?
-        .0;
-        results.push(QuantResult {
-            name: "f32 tokens".into(),
-            bits: Some(32),
-            group: None,
-            batch: tm,
-            seconds_median: s,
-            gbps: None,
-            gflops: Some(2.0 * (tm * tn * tk) as f64 / s / 1e9),
-        });
+        for tiled in [false, true] {
+            let s = time_gpu(&ctx, reps, |rec| {
+                if tiled {
+                    ops::matmul_tiled(rec, &xt, &gwt, None).map(|_| ())
+                } else {
+                    ops::matmul(rec, &xt, &gwt, None).map(|_| ())
+                }
+            })?
+            .0;
+            results.push(QuantResult {
+                name: "f32".into(),
+                bits: Some(32),
+                group: None,
+                batch: tm,
+                kernel: if tiled { "f32 tiled" } else { "f32" }.into(),
+                default: tiled == (std::env::var("QWM_MATMUL").as_deref() == Ok("tiled")),
+                seconds_median: s,
+                gbps: None,
+                gflops: Some(2.0 * (tm * tn * tk) as f64 / s / 1e9),
+            });
+        }
     }
 
     let bit_list: &[u8] = if opts.quick {
@@ -165,36 +187,46 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
             let gm = GpuQuantWeight::upload(&ctx, &pm)?;
             for &b in batches {
                 let x = ctx.upload(&randn(b * mk, 1.0, 4), &[b, mk])?;
-                let s = time_gpu(&ctx, reps, |rec| {
-                    qops::qmatmul(rec, &x, &gm, None).map(|_| ())
-                })?
-                .0;
-                results.push(QuantResult {
-                    name: format!("{label} matvec"),
-                    bits: Some(bits),
-                    group,
-                    batch: b,
-                    seconds_median: s,
-                    gbps: Some(gm.bytes() as f64 / s / 1e9),
-                    gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
-                });
+                let chosen = QKernel::choose(&ctx, b, mn);
+                for kernel in [QKernel::Lanes, QKernel::Split] {
+                    let s = time_gpu(&ctx, reps, |rec| {
+                        qops::qmatmul_with(rec, &x, &gm, None, kernel).map(|_| ())
+                    })?
+                    .0;
+                    results.push(QuantResult {
+                        name: label.clone(),
+                        bits: Some(bits),
+                        group,
+                        batch: b,
+                        kernel: kernel.name().into(),
+                        default: kernel == chosen,
+                        seconds_median: s,
+                        gbps: Some(gm.bytes() as f64 / s / 1e9),
+                        gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
+                    });
+                }
             }
             drop(gm);
             let pt = q.quantize(&wt, tn, tk, &spec, &QuantContext::default())?;
             let gt = GpuQuantWeight::upload(&ctx, &pt)?;
-            let s = time_gpu(&ctx, reps, |rec| {
-                qops::qmatmul(rec, &xt, &gt, None).map(|_| ())
-            })?
-            .0;
-            results.push(QuantResult {
-                name: format!("{label} tokens"),
-                bits: Some(bits),
-                group,
-                batch: tm,
-                seconds_median: s,
-                gbps: None,
-                gflops: Some(2.0 * (tm * tn * tk) as f64 / s / 1e9),
-            });
+            let chosen = QKernel::choose(&ctx, tm, tn);
+            for kernel in [QKernel::Lanes, QKernel::Tiled] {
+                let s = time_gpu(&ctx, reps, |rec| {
+                    qops::qmatmul_with(rec, &xt, &gt, None, kernel).map(|_| ())
+                })?
+                .0;
+                results.push(QuantResult {
+                    name: label.clone(),
+                    bits: Some(bits),
+                    group,
+                    batch: tm,
+                    kernel: kernel.name().into(),
+                    default: kernel == chosen,
+                    seconds_median: s,
+                    gbps: None,
+                    gflops: Some(2.0 * (tm * tn * tk) as f64 / s / 1e9),
+                });
+            }
         }
     }
     Ok(QuantReport {

@@ -60,13 +60,12 @@ struct MatmulParams {
     has_bias: u32,
 }
 
-/// `Y[.., N] = X[.., K] W^T + b` with `W` stored `[N, K]` (K contiguous, as PyTorch's Linear).
-pub fn matmul(
-    rec: &mut Recorder,
+/// Checked shapes of `X[.., K] W^T + b`: (M, N, K) and the output shape.
+fn matmul_shapes(
     x: &GpuTensor,
     w: &GpuTensor,
     b: Option<&GpuTensor>,
-) -> Result<GpuTensor> {
+) -> Result<(usize, usize, usize, Vec<usize>)> {
     let (m, k) = rows_cols(x.shape(), "matmul input")?;
     let (n, wk) = match w.shape() {
         &[n, k] => (n, k),
@@ -93,8 +92,48 @@ pub fn matmul(
     }
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap() = n;
+    Ok((m, n, k, out_shape))
+}
+
+/// The same product through the tiled kernel of the quantized matmuls with an f32 weight
+/// (`qmatmul_tiled`, BITS = 32): the float baseline of that tiling. `matmul` takes it when
+/// `QWM_MATMUL=tiled` (opt-in until measured on GPUs); public for tests and benchmarks. Errors
+/// where the adapter cannot run it (256 lanes, 16 KiB of workgroup memory).
+pub fn matmul_tiled(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    b: Option<&GpuTensor>,
+) -> Result<GpuTensor> {
+    let (m, n, k, out_shape) = matmul_shapes(x, w, b)?;
+    let y = rec.ctx().alloc(&out_shape)?;
+    if m == 0 || n == 0 || super::qops::matmul_tiled_f32(rec, x, w, b, (m, n, k), &y)? {
+        return Ok(y);
+    }
+    Err(Error::Gpu(
+        "the tiled matmul needs 256 lanes and 16 KiB of workgroup memory per workgroup; \
+         this adapter has less (use matmul)"
+            .into(),
+    ))
+}
+
+/// `Y[.., N] = X[.., K] W^T + b` with `W` stored `[N, K]` (K contiguous, as PyTorch's Linear).
+pub fn matmul(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    b: Option<&GpuTensor>,
+) -> Result<GpuTensor> {
+    let (m, n, k, out_shape) = matmul_shapes(x, w, b)?;
     let y = rec.ctx().alloc(&out_shape)?;
     if m == 0 || n == 0 {
+        return Ok(y);
+    }
+    // Opt-in (until measured on GPUs): the quantized kernels' tiling with f32 weights.
+    if m > 8
+        && std::env::var("QWM_MATMUL").as_deref() == Ok("tiled")
+        && super::qops::matmul_tiled_f32(rec, x, w, b, (m, n, k), &y)?
+    {
         return Ok(y);
     }
     let p = MatmulParams {

@@ -157,27 +157,6 @@ fn split_k(ctx: &GpuContext, m: usize, n: usize) -> bool {
     }
 }
 
-/// The split-K mat-vec (`qmatvec` in qmatmul.wgsl) for `M <= 8` rows of X: one workgroup per
-/// output column. [`qmatmul`] picks it on GPUs; public so that tests run it on any adapter.
-#[doc(hidden)]
-pub fn qmatvec_split(
-    rec: &mut Recorder,
-    x: &GpuTensor,
-    w: &GpuQuantWeight,
-    b: Option<&GpuTensor>,
-) -> Result<GpuTensor> {
-    let (m, out_shape) = check_x(w, x, b)?;
-    if m > 8 {
-        return Err(Error::Shape(format!(
-            "the split-K mat-vec takes at most 8 rows, got {m}"
-        )));
-    }
-    if m == 0 || w.n == 0 {
-        return rec.ctx().alloc(&out_shape);
-    }
-    record_split(rec, x, w, b, (m, &out_shape))
-}
-
 /// Record the split-K mat-vec on checked inputs (`1 <= m <= 8`).
 fn record_split(
     rec: &mut Recorder,
@@ -206,38 +185,180 @@ fn record_split(
     )
 }
 
-/// `Y = X W^T + b` with f32 activations and the packed weight dequantized on the fly.
+/// Whether the tiled kernel (`qmatmul_tiled`: workgroup memory, 256 lanes) can run here for M
+/// rows of X. It needs 256 lanes per workgroup and 16 KiB of workgroup memory (the WebGPU
+/// defaults) and at most the grid limit of 64-row tiles.
+fn tiled_fits(ctx: &GpuContext, m: usize) -> bool {
+    let l = &ctx.limits;
+    l.max_compute_invocations_per_workgroup >= 256
+        && l.max_compute_workgroup_storage_size >= 16384
+        && m.div_ceil(64) <= l.max_compute_workgroups_per_dimension as usize
+}
+
+/// Whether a token batch (M > 8) takes the tiled kernel: on GPUs, where workgroup memory is
+/// cheap and the per-lane decode of the register-tiled kernel is the bottleneck; CPU drivers,
+/// where barriers are expensive, keep the register-tiled path. `QWM_QTOKENS=tiled|lanes`
+/// overrides (for tuning).
+fn use_tiled(ctx: &GpuContext, m: usize) -> bool {
+    if m <= 8 || !tiled_fits(ctx, m) {
+        return false;
+    }
+    match std::env::var("QWM_QTOKENS").as_deref() {
+        Ok("tiled") => true,
+        Ok("lanes") => false,
+        _ => ctx.report.device_type != "cpu",
+    }
+}
+
+fn tiled_grid(m: usize, n: usize) -> [u32; 3] {
+    [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
+}
+
+/// `Y = X W^T + b` for an f32 weight `[N, K]` through the tiled kernel (`qmatmul_tiled` with
+/// BITS = 32): the float baseline with the quantized kernel's tiling. `ops::matmul` calls it when
+/// `QWM_MATMUL=tiled`; it needs [`tiled_fits`] and checked shapes.
+pub(crate) fn matmul_tiled_f32(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    b: Option<&GpuTensor>,
+    (m, n, k): (usize, usize, usize),
+    y: &GpuTensor,
+) -> Result<bool> {
+    if !tiled_fits(rec.ctx(), m) {
+        return Ok(false);
+    }
+    let ctx = rec.ctx();
+    let mut consts = constants(32, 1, 1, true, 256).to_vec();
+    consts[3] = ("X_VEC4", k.is_multiple_of(4) as u32 as f64);
+    let pl = ctx
+        .pipelines
+        .get(&ctx.device, "qmatmul", "qmatmul_tiled", &consts)?;
+    let p = QParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        k_pad: k as u32,
+        group: k as u32,
+        groups: 1,
+        has_bias: b.is_some() as u32,
+        asym: 0,
+        plane1_off: 0,
+        _p: [0; 3],
+    };
+    let bias = b.unwrap_or(x);
+    let bufs = [
+        (1, x.buffer()),
+        (9, x.buffer()),
+        (2, w.buffer()),
+        (3, w.buffer()),
+        (4, w.buffer()),
+        (5, bias.buffer()),
+        (6, y.buffer()),
+    ];
+    rec.dispatch_at(
+        "qmatmul_tiled",
+        &pl,
+        Some(bytemuck::bytes_of(&p)),
+        &bufs,
+        tiled_grid(m, n),
+    )?;
+    Ok(true)
+}
+
+/// The kernel behind a quantized matmul with f32 activations (all in qmatmul.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QKernel {
+    /// `qmatmul`: per-lane register tiles with uniform activation loads (CPU drivers; any M).
+    Lanes,
+    /// `qmatvec`: split-K mat-vec, one workgroup per output column (GPUs; M <= 8).
+    Split,
+    /// `qmatmul_tiled`: 64 x 64 tiles staged in workgroup memory (GPUs; token batches).
+    Tiled,
+}
+
+impl QKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            QKernel::Lanes => "lanes",
+            QKernel::Split => "split",
+            QKernel::Tiled => "tiled",
+        }
+    }
+
+    /// The kernel [`qmatmul`] takes on this adapter for M rows of X and N outputs.
+    pub fn choose(ctx: &GpuContext, m: usize, n: usize) -> QKernel {
+        if split_k(ctx, m, n) {
+            QKernel::Split
+        } else if use_tiled(ctx, m) {
+            QKernel::Tiled
+        } else {
+            QKernel::Lanes
+        }
+    }
+}
+
+/// `Y = X W^T + b` with f32 activations and the packed weight dequantized on the fly, by the
+/// kernel that suits this adapter and shape ([`QKernel::choose`]).
 pub fn qmatmul(
     rec: &mut Recorder,
     x: &GpuTensor,
     w: &GpuQuantWeight,
     b: Option<&GpuTensor>,
 ) -> Result<GpuTensor> {
+    let m = x.len() / w.k.max(1);
+    let kernel = QKernel::choose(rec.ctx(), m, w.n);
+    qmatmul_with(rec, x, w, b, kernel)
+}
+
+/// [`qmatmul`] through a given kernel (tests and benchmarks run every kernel on any adapter).
+/// Errors where the kernel cannot take the shape or the adapter.
+pub fn qmatmul_with(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &GpuQuantWeight,
+    b: Option<&GpuTensor>,
+    kernel: QKernel,
+) -> Result<GpuTensor> {
     let (m, out_shape) = check_x(w, x, b)?;
     if m == 0 || w.n == 0 {
         return rec.ctx().alloc(&out_shape);
     }
-    if split_k(rec.ctx(), m, w.n) {
-        return record_split(rec, x, w, b, (m, &out_shape));
+    let shape = (m, out_shape.as_slice());
+    match kernel {
+        QKernel::Split => {
+            if m > 8 || w.n > rec.ctx().limits.max_compute_workgroups_per_dimension as usize {
+                return Err(Error::Shape(format!(
+                    "the split-K mat-vec takes at most 8 rows and one workgroup per output \
+                     column; got M = {m}, N = {}",
+                    w.n
+                )));
+            }
+            record_split(rec, x, w, b, shape)
+        }
+        QKernel::Tiled => {
+            if !tiled_fits(rec.ctx(), m) {
+                return Err(Error::Gpu(format!(
+                    "the tiled matmul needs 256 lanes and 16 KiB of workgroup memory per \
+                     workgroup and at most {} tiles of 64 rows; this adapter or M = {m} does \
+                     not fit (use the lanes kernel)",
+                    rec.ctx().limits.max_compute_workgroups_per_dimension
+                )));
+            }
+            let grid = tiled_grid(m, w.n);
+            record_f32(rec, x, w, b, shape, "qmatmul_tiled", (1, 1), 256, grid)
+        }
+        QKernel::Lanes => {
+            let (rows, cols) = tile(rec.ctx(), m);
+            let wg = rec.ctx().lanes_per_workgroup();
+            let grid = [
+                w.n.div_ceil(wg * cols as usize) as u32,
+                m.div_ceil(rows as usize) as u32,
+                1,
+            ];
+            record_f32(rec, x, w, b, shape, "qmatmul", (rows, cols), wg, grid)
+        }
     }
-    let (rows, cols) = tile(rec.ctx(), m);
-    let wg = rec.ctx().lanes_per_workgroup();
-    let grid = [
-        w.n.div_ceil(wg * cols as usize) as u32,
-        m.div_ceil(rows as usize) as u32,
-        1,
-    ];
-    record_f32(
-        rec,
-        x,
-        w,
-        b,
-        (m, &out_shape),
-        "qmatmul",
-        (rows, cols),
-        wg,
-        grid,
-    )
 }
 
 /// Record one f32-activation entry point of qmatmul.wgsl (`qmatmul` or `qmatvec`) into a new
