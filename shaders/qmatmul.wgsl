@@ -174,12 +174,33 @@ fn qmatmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
                 wlo[j] = (vec4<f32>(c.lo) - zp[j]) * sc[j];
                 whi[j] = (vec4<f32>(c.hi) - zp[j]) * sc[j];
             }
-            for (var r = 0u; r < ROWS; r++) {
-                var xlo: vec4<f32>;
-                var xhi: vec4<f32>;
-                load_x8(min(m0 + r, p.M - 1u), k0, &xlo, &xhi);
-                for (var j = 0u; j < COLS; j++) {
-                    acc[r][j] += dot(xlo, wlo[j]) + dot(xhi, whi[j]);
+            if (COLS == 4u) {
+                // Column-major: wk[i] holds input k0 + i of the 4 columns, so each product is
+                // one FMA (a dot costs a multiply and an add per term, plus the reduction).
+                var wk: array<vec4<f32>, 8>;
+                for (var i = 0u; i < 4u; i++) {
+                    wk[i] = vec4<f32>(wlo[0][i], wlo[1][i], wlo[2][i], wlo[3][i]);
+                    wk[i + 4u] = vec4<f32>(whi[0][i], whi[1][i], whi[2][i], whi[3][i]);
+                }
+                for (var r = 0u; r < ROWS; r++) {
+                    var xlo: vec4<f32>;
+                    var xhi: vec4<f32>;
+                    load_x8(min(m0 + r, p.M - 1u), k0, &xlo, &xhi);
+                    var a = acc[r];
+                    for (var i = 0u; i < 4u; i++) {
+                        a = fma(vec4<f32>(xlo[i]), wk[i], a);
+                        a = fma(vec4<f32>(xhi[i]), wk[i + 4u], a);
+                    }
+                    acc[r] = a;
+                }
+            } else {
+                for (var r = 0u; r < ROWS; r++) {
+                    var xlo: vec4<f32>;
+                    var xhi: vec4<f32>;
+                    load_x8(min(m0 + r, p.M - 1u), k0, &xlo, &xhi);
+                    for (var j = 0u; j < COLS; j++) {
+                        acc[r][j] += dot(xlo, wlo[j]) + dot(xhi, whi[j]);
+                    }
                 }
             }
         }

@@ -27,6 +27,12 @@ step() { # name seconds cmd...
 date -u +%FT%TZ >"$OUT/date.txt"
 step info 30 "$Q" info
 step smoke 40 "$Q" plan --env wall --model random --max-iter 1 --opt-steps 2 --backend gpu --out "$OUT/smoke"
+# Benchmarks first (short, and what the speed targets need), then the evaluations.
+step bench_quant 120 "$Q" bench quant --json "$OUT/quant.json"
+step bench_kernels 60 "$Q" bench kernels --json "$OUT/kernels.json"
+step bench_plan_wall 45 "$Q" bench plan --model assets/wall.safetensors --json "$OUT/plan_wall.json"
+QWM_MATMUL=tiled step bench_plan_wall_f32tiled 45 "$Q" bench plan --model assets/wall.safetensors --json "$OUT/plan_wall_f32tiled.json"
+step bench_model_dinowm 90 "$Q" bench model --config dinowm --no-cpu --batches 1,32,300 --reps 1 --json "$OUT/model_dinowm.json"
 # Float results for both shipped models and the Wall quantization grid (RTN), in parallel.
 JOBLIST="pointmaze:fp wall:fp wall:w8 wall:w8g128 wall:w8g32 wall:w6 wall:w6g128 wall:w6g32 \
 wall:w4 wall:w4g128 wall:w4g32 wall:w3 wall:w3g128 wall:w3g32 wall:w2 wall:w2g128 wall:w2g32 \
@@ -36,7 +42,3 @@ printf '%s\n' $JOBLIST | xargs -P "$JOBS" -I{} sh -c 'e=${1%%:*}; q=${1#*:}; \
     timeout '"$EVAL_S"' '"$Q"' eval --env $e --backend gpu --quant $q --episodes '"$EPISODES"' \
     --json '"$OUT"'/eval/${e}_$q.json > '"$OUT"'/eval/${e}_$q.log 2>&1' _ {}
 echo "eval: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.txt"
-step bench_plan_wall 45 "$Q" bench plan --model assets/wall.safetensors --json "$OUT/plan_wall.json"
-step bench_kernels 60 "$Q" bench kernels --json "$OUT/kernels.json"
-step bench_quant 60 "$Q" bench quant --json "$OUT/quant.json"
-step bench_model_dinowm 90 "$Q" bench model --config dinowm --no-cpu --batches 1,32,300 --reps 1 --json "$OUT/model_dinowm.json"

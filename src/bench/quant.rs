@@ -23,6 +23,8 @@ pub struct QuantResult {
     pub bits: Option<u8>,
     pub group: Option<usize>,
     pub batch: usize,
+    /// The weight's [N, K] (the copy kernel: [elements, 1]).
+    pub shape: [usize; 2],
     /// The kernel: "copy", "f32" (ops::matmul's register tiles), "f32 tiled" (the quantized
     /// kernels' workgroup tiling with f32 weights) or a [`QKernel`] name.
     pub kernel: String,
@@ -38,7 +40,7 @@ pub struct QuantResult {
 pub struct QuantReport {
     pub adapter: AdapterId,
     pub date: String,
-    pub matvec_shape: [usize; 2],
+    pub matvec_shapes: Vec<[usize; 2]>,
     pub token_shape: [usize; 3],
     pub copy_gbps: f64,
     pub results: Vec<QuantResult>,
@@ -48,32 +50,52 @@ impl QuantReport {
     pub fn table(&self) -> String {
         let mut s = format!(
             "adapter: {} ({}, {})   date: {}   copy: {:.2} GB/s (read + write)\n\
-             mat-vec weight [N, K] = {:?}; token batch [M, K] x [N, K]^T = {:?}\n",
+             mat-vec weights [N, K] = {:?}; token batch [M, K] x [N, K]^T = {:?}\n",
             self.adapter.name,
             self.adapter.backend,
             self.adapter.device_type,
             self.date,
             self.copy_gbps,
-            self.matvec_shape,
+            self.matvec_shapes,
             self.token_shape
         );
         s += &format!(
-            "{:<16} {:<10} {:>5} {:>10} {:>12} {:>10} {:>10} {:>9}\n",
-            "weights", "kernel", "batch", "median ms", "weight GB/s", "x copy", "GFLOP/s", "x f32"
+            "{:<8} {:<11} {:<10} {:>5} {:>10} {:>12} {:>10} {:>10} {:>9}\n",
+            "weights",
+            "[N, K]",
+            "kernel",
+            "batch",
+            "median ms",
+            "weight GB/s",
+            "x copy",
+            "GFLOP/s",
+            "x f32"
         );
-        // Token batches compare with the f32 weights under the same tiling (register tiles
-        // for "lanes", workgroup tiles for "tiled").
-        let f32_tok = |tiled: bool| {
+        // "x f32": the f32 weight's time over this kernel's at the same shape and batch (a
+        // speed-up); token batches compare under the same tiling (register tiles for "lanes",
+        // workgroup tiles for "tiled").
+        let f32_of = |q: &QuantResult| {
             self.results
                 .iter()
-                .find(|r| r.bits == Some(32) && r.batch > 8 && r.kernel.ends_with("tiled") == tiled)
+                .find(|r| {
+                    r.bits == Some(32)
+                        && r.batch == q.batch
+                        && r.shape == q.shape
+                        && (q.batch <= 8
+                            || r.kernel.ends_with("tiled") == q.kernel.ends_with("tiled"))
+                })
                 .and_then(|r| r.gflops)
         };
         for r in &self.results {
-            let f = f32_tok(r.kernel.ends_with("tiled"));
+            let f = f32_of(r).filter(|_| r.bits.is_some());
             s += &format!(
-                "{:<16} {:<10} {:>5} {:>10.3} {:>12} {:>10} {:>10} {:>9}\n",
+                "{:<8} {:<11} {:<10} {:>5} {:>10.3} {:>12} {:>10} {:>10} {:>9}\n",
                 r.name,
+                if r.bits.is_some() {
+                    format!("{}x{}", r.shape[0], r.shape[1])
+                } else {
+                    String::new()
+                },
                 format!("{}{}", r.kernel, if r.default { "*" } else { "" }),
                 r.batch,
                 r.seconds_median * 1e3,
@@ -84,7 +106,7 @@ impl QuantReport {
                     .unwrap_or_default(),
                 r.gflops.map(|g| format!("{g:.2}")).unwrap_or_default(),
                 match (r.gflops, f) {
-                    (Some(g), Some(f)) if r.batch > 8 => format!("{:.2}", g / f),
+                    (Some(g), Some(f)) => format!("{:.2}", g / f),
                     _ => String::new(),
                 },
             );
@@ -96,9 +118,14 @@ impl QuantReport {
 pub fn run(opts: &Options) -> Result<QuantReport> {
     let ctx = GpuContext::new()?;
     let reps = opts.reps;
-    // Mat-vec: a square-ish weight big enough to stream; token batch: predictor fc1
-    // (588 tokens of width 404 -> 2048).
-    let (mn, mk) = (2048usize, 2048usize);
+    // Mat-vec shapes: [2048, 2048] (DINO-WM-sized: a few MiB, so on most adapters the launch
+    // dominates), and a streaming shape whose f32 weight fills the binding limit up to 256 MiB
+    // (its W4 copy is 16-32 MiB), where the time is the weight traffic. Token batch: predictor
+    // fc1 (588 tokens of width 404 -> 2048).
+    let big_k = 8192usize;
+    let big_n =
+        (ctx.limits.max_storage_buffer_binding_size as usize / (4 * big_k)).clamp(256, 8192);
+    let mv_shapes = [[2048usize, 2048usize], [big_n, big_k]];
     let (tm, tn, tk) = (588usize, 2048usize, 404usize);
     let batches: &[usize] = if opts.quick { &[1, 8] } else { &[1, 2, 4, 8] };
     let mut results = Vec::new();
@@ -114,6 +141,7 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
         bits: None,
         group: None,
         batch: 0,
+        shape: [cn, 1],
         kernel: "copy".into(),
         default: true,
         seconds_median: copy_s,
@@ -121,13 +149,17 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
         gflops: None,
     });
 
-    let wm = randn(mn * mk, 0.02, 1);
+    let wms: Vec<Vec<f32>> = mv_shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &[n, k])| randn(n * k, 0.02, 1 + 10 * i as u64))
+        .collect();
     let wt = randn(tn * tk, 0.02, 2);
     let xt = ctx.upload(&randn(tm * tk, 1.0, 3), &[tm, tk])?;
 
     // f32 baseline.
-    {
-        let gw = ctx.upload(&wm, &[mn, mk])?;
+    for (&[mn, mk], wm) in mv_shapes.iter().zip(&wms) {
+        let gw = ctx.upload(wm, &[mn, mk])?;
         for &b in batches {
             let x = ctx.upload(&randn(b * mk, 1.0, 4), &[b, mk])?;
             let s = time_gpu(&ctx, reps, |rec| {
@@ -139,6 +171,7 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
                 bits: Some(32),
                 group: None,
                 batch: b,
+                shape: [mn, mk],
                 kernel: "f32".into(),
                 default: true,
                 seconds_median: s,
@@ -146,6 +179,8 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
                 gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
             });
         }
+    }
+    {
         let gwt = ctx.upload(&wt, &[tn, tk])?;
         for tiled in [false, true] {
             let s = time_gpu(&ctx, reps, |rec| {
@@ -161,6 +196,7 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
                 bits: Some(32),
                 group: None,
                 batch: tm,
+                shape: [tn, tk],
                 kernel: if tiled { "f32 tiled" } else { "f32" }.into(),
                 default: tiled == (std::env::var("QWM_MATMUL").as_deref() == Ok("tiled")),
                 seconds_median: s,
@@ -183,30 +219,32 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
                 None => format!("w{bits}"),
                 Some(g) => format!("w{bits}g{g}"),
             };
-            let pm = q.quantize(&wm, mn, mk, &spec, &QuantContext::default())?;
-            let gm = GpuQuantWeight::upload(&ctx, &pm)?;
-            for &b in batches {
-                let x = ctx.upload(&randn(b * mk, 1.0, 4), &[b, mk])?;
-                let chosen = QKernel::choose(&ctx, b, mn);
-                for kernel in [QKernel::Lanes, QKernel::Split] {
-                    let s = time_gpu(&ctx, reps, |rec| {
-                        qops::qmatmul_with(rec, &x, &gm, None, kernel).map(|_| ())
-                    })?
-                    .0;
-                    results.push(QuantResult {
-                        name: label.clone(),
-                        bits: Some(bits),
-                        group,
-                        batch: b,
-                        kernel: kernel.name().into(),
-                        default: kernel == chosen,
-                        seconds_median: s,
-                        gbps: Some(gm.bytes() as f64 / s / 1e9),
-                        gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
-                    });
+            for (&[mn, mk], wm) in mv_shapes.iter().zip(&wms) {
+                let pm = q.quantize(wm, mn, mk, &spec, &QuantContext::default())?;
+                let gm = GpuQuantWeight::upload(&ctx, &pm)?;
+                for &b in batches {
+                    let x = ctx.upload(&randn(b * mk, 1.0, 4), &[b, mk])?;
+                    let chosen = QKernel::choose(&ctx, b, mn);
+                    for kernel in [QKernel::Lanes, QKernel::Split] {
+                        let s = time_gpu(&ctx, reps, |rec| {
+                            qops::qmatmul_with(rec, &x, &gm, None, kernel).map(|_| ())
+                        })?
+                        .0;
+                        results.push(QuantResult {
+                            name: label.clone(),
+                            bits: Some(bits),
+                            group,
+                            batch: b,
+                            shape: [mn, mk],
+                            kernel: kernel.name().into(),
+                            default: kernel == chosen,
+                            seconds_median: s,
+                            gbps: Some(gm.bytes() as f64 / s / 1e9),
+                            gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
+                        });
+                    }
                 }
             }
-            drop(gm);
             let pt = q.quantize(&wt, tn, tk, &spec, &QuantContext::default())?;
             let gt = GpuQuantWeight::upload(&ctx, &pt)?;
             let chosen = QKernel::choose(&ctx, tm, tn);
@@ -220,6 +258,7 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
                     bits: Some(bits),
                     group,
                     batch: tm,
+                    shape: [tn, tk],
                     kernel: kernel.name().into(),
                     default: kernel == chosen,
                     seconds_median: s,
@@ -232,7 +271,7 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
     Ok(QuantReport {
         adapter: AdapterId::of(&ctx),
         date: super::kernels::today(),
-        matvec_shape: [mn, mk],
+        matvec_shapes: mv_shapes.to_vec(),
         token_shape: [tm, tk, tn],
         copy_gbps,
         results,
