@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::kernels::{time_gpu, AdapterId};
 use crate::gpu::qops::{self, GpuQuantWeight, QKernel};
-use crate::gpu::{ops, GpuContext};
+use crate::gpu::{ops, GpuContext, GpuTensor};
 use crate::quant::{self, QuantContext, WeightSpec};
 use crate::tensor::randn;
 use crate::Result;
@@ -226,22 +226,15 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
                     let x = ctx.upload(&randn(b * mk, 1.0, 4), &[b, mk])?;
                     let chosen = QKernel::choose(&ctx, b, mn);
                     for kernel in [QKernel::Lanes, QKernel::Split] {
-                        let s = time_gpu(&ctx, reps, |rec| {
-                            qops::qmatmul_with(rec, &x, &gm, None, kernel).map(|_| ())
-                        })?
-                        .0;
-                        results.push(QuantResult {
-                            name: label.clone(),
-                            bits: Some(bits),
-                            group,
-                            batch: b,
-                            shape: [mn, mk],
-                            kernel: kernel.name().into(),
-                            default: kernel == chosen,
-                            seconds_median: s,
-                            gbps: Some(gm.bytes() as f64 / s / 1e9),
-                            gflops: Some(2.0 * (b * mn * mk) as f64 / s / 1e9),
-                        });
+                        results.push(time_kernel(
+                            &ctx,
+                            reps,
+                            (&label, &spec),
+                            &x,
+                            &gm,
+                            kernel,
+                            chosen,
+                        )?);
                     }
                 }
             }
@@ -249,22 +242,15 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
             let gt = GpuQuantWeight::upload(&ctx, &pt)?;
             let chosen = QKernel::choose(&ctx, tm, tn);
             for kernel in [QKernel::Lanes, QKernel::Tiled] {
-                let s = time_gpu(&ctx, reps, |rec| {
-                    qops::qmatmul_with(rec, &xt, &gt, None, kernel).map(|_| ())
-                })?
-                .0;
-                results.push(QuantResult {
-                    name: label.clone(),
-                    bits: Some(bits),
-                    group,
-                    batch: tm,
-                    shape: [tn, tk],
-                    kernel: kernel.name().into(),
-                    default: kernel == chosen,
-                    seconds_median: s,
-                    gbps: None,
-                    gflops: Some(2.0 * (tm * tn * tk) as f64 / s / 1e9),
-                });
+                results.push(time_kernel(
+                    &ctx,
+                    reps,
+                    (&label, &spec),
+                    &xt,
+                    &gt,
+                    kernel,
+                    chosen,
+                )?);
             }
         }
     }
@@ -275,5 +261,35 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
         token_shape: [tm, tk, tn],
         copy_gbps,
         results,
+    })
+}
+
+/// One quantized kernel timed on `x [B, K]`: its result row (weight bytes streamed per second
+/// for mat-vecs, B <= 8).
+fn time_kernel(
+    ctx: &GpuContext,
+    reps: usize,
+    (label, spec): (&str, &WeightSpec),
+    x: &GpuTensor,
+    w: &GpuQuantWeight,
+    kernel: QKernel,
+    chosen: QKernel,
+) -> Result<QuantResult> {
+    let s = time_gpu(ctx, reps, |rec| {
+        qops::qmatmul_with(rec, x, w, None, kernel).map(|_| ())
+    })?
+    .0;
+    let b = x.shape()[0];
+    Ok(QuantResult {
+        name: label.into(),
+        bits: Some(spec.bits),
+        group: spec.group,
+        batch: b,
+        shape: [w.n, w.k],
+        kernel: kernel.name().into(),
+        default: kernel == chosen,
+        seconds_median: s,
+        gbps: (b <= 8).then(|| w.bytes() as f64 / s / 1e9),
+        gflops: Some(2.0 * (b * w.n * w.k) as f64 / s / 1e9),
     })
 }
