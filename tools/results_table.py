@@ -52,7 +52,7 @@ def main(paths):
             f"| {fmt(r['mean_state_dist'], '{:.2f}')} "
             f"| {fmt(r.get('spearman_objective_vs_distance'), '{:.2f}')} "
             f"| {fmt(r.get('latent_divergence'), '{:.2e}')} "
-            f"| {'1.000' if ratio is None else f'{ratio:.3f}'} "
+            f"| {('1.000' if r['config']['quant'] == 'fp' else '-') if ratio is None else f'{ratio:.3f}'} "
             f"| {fmt(r.get('plan_seconds_median'), '{:.3f}')} "
             f"| {r['config']['backend']} |"
         )
