@@ -198,7 +198,7 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
                 batch: tm,
                 shape: [tn, tk],
                 kernel: if tiled { "f32 tiled" } else { "f32" }.into(),
-                default: tiled == (std::env::var("QWM_MATMUL").as_deref() == Ok("tiled")),
+                default: tiled == (crate::gpu::tuning("QWM_MATMUL") == Some("tiled")),
                 seconds_median: s,
                 gbps: None,
                 gflops: Some(2.0 * (tm * tn * tk) as f64 / s / 1e9),

@@ -131,7 +131,7 @@ pub fn matmul(
     }
     // Opt-in (until measured on GPUs): the quantized kernels' tiling with f32 weights.
     if m > 8
-        && std::env::var("QWM_MATMUL").as_deref() == Ok("tiled")
+        && super::tuning("QWM_MATMUL") == Some("tiled")
         && super::qops::matmul_tiled_f32(rec, x, w, b, (m, n, k), &y)?
     {
         return Ok(y);

@@ -84,8 +84,7 @@ struct QParams {
 fn tile(ctx: &GpuContext, m: usize) -> (u32, u32) {
     // Mat-vec shapes: one output column per lane keeps GPUs busy; CPU drivers gain more from
     // amortizing each activation load over 4 columns (QWM_QCOLS overrides, for tuning).
-    let cols = std::env::var("QWM_QCOLS")
-        .ok()
+    let cols = super::tuning("QWM_QCOLS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(if ctx.report.device_type == "cpu" {
             4
@@ -150,9 +149,9 @@ fn split_k(ctx: &GpuContext, m: usize, n: usize) -> bool {
     if m > 8 || n > ctx.limits.max_compute_workgroups_per_dimension as usize {
         return false;
     }
-    match std::env::var("QWM_QMATVEC").as_deref() {
-        Ok("split") => true,
-        Ok("lanes") => false,
+    match super::tuning("QWM_QMATVEC") {
+        Some("split") => true,
+        Some("lanes") => false,
         _ => ctx.report.device_type != "cpu",
     }
 }
@@ -203,9 +202,9 @@ fn use_tiled(ctx: &GpuContext, m: usize) -> bool {
     if m <= 8 || !tiled_fits(ctx, m) {
         return false;
     }
-    match std::env::var("QWM_QTOKENS").as_deref() {
-        Ok("tiled") => true,
-        Ok("lanes") => false,
+    match super::tuning("QWM_QTOKENS") {
+        Some("tiled") => true,
+        Some("lanes") => false,
         _ => ctx.report.device_type != "cpu",
     }
 }
