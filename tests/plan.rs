@@ -327,5 +327,31 @@ fn eval_writes_json_per_episode_and_resumes() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("different settings"), "{e}");
+    assert!(e.to_string().contains("model_crc32"), "{e}");
+    // The same file (same CRC-32) under another path resumes; another method does not.
+    let json2 = dir.join("moved.json");
+    cfg.episodes = 1;
+    cfg.model = "assets/wall.safetensors (w4 rtn)".into();
+    let run = |cfg: &EvalConfig, model: &mut OracleWall, ran: &mut usize| {
+        run_eval(
+            cfg,
+            &pc,
+            &mpc,
+            model,
+            Some(&json2),
+            &mut |_, _| *ran += 1,
+            &mut |_, _| {},
+        )
+    };
+    let mut ran = 0;
+    run(&cfg, &mut model, &mut ran).unwrap();
+    cfg.episodes = 2;
+    cfg.model = "/elsewhere/assets/wall.safetensors (w4 rtn)".into();
+    let mut ran = 0;
+    let r3 = run(&cfg, &mut model, &mut ran).unwrap();
+    assert_eq!((ran, r3.finished), (1, 2));
+    cfg.model = "/elsewhere/assets/wall.safetensors (w4 omse)".into();
+    let e = run(&cfg, &mut model, &mut ran).unwrap_err();
+    assert!(e.to_string().contains("model: "), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -168,21 +168,50 @@ fn resume(path: &Path, config: &EvalConfig) -> Result<Vec<EpisodeRecord>> {
         ))
     })?;
     // The episode count may grow between runs; everything else must match.
-    let same = EvalConfig {
-        episodes: config.episodes,
-        ..old.config.clone()
-    } == *config;
-    if !same {
+    let diffs = config_differences(&old.config, config);
+    if !diffs.is_empty() {
         return Err(Error::Invalid(format!(
-            "{} holds an evaluation with different settings ({:?}); pick another --json path \
+            "{} holds an evaluation with different settings ({}); pick another --json path \
              or delete it to start over",
             path.display(),
-            old.config
+            diffs.join("; ")
         )));
     }
     let mut eps = old.episodes;
     eps.truncate(config.episodes);
     Ok(eps)
+}
+
+/// The settings that differ between a stored report's config and this run's, as
+/// "field: old -> new". The episode count may differ. A model file that moved is the same
+/// model when its CRC-32 matches: the label's path may differ, its quantization suffix not.
+fn config_differences(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
+    fn suffix(label: &str) -> &str {
+        label.rfind(" (").map_or("", |i| &label[i..])
+    }
+    let same_file = old.model_crc32.is_some() && old.model_crc32 == new.model_crc32;
+    let norm = |c: &EvalConfig| {
+        let mut c = c.clone();
+        c.episodes = 0;
+        if same_file {
+            c.model = suffix(&c.model).to_string();
+        }
+        serde_json::to_value(c).unwrap_or_default()
+    };
+    let (a, b) = (norm(old), norm(new));
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&serde_json::Value>| v.map_or("none".to_string(), |v| v.to_string());
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k))))
+        .collect()
 }
 
 /// Run (or resume) an evaluation, rewriting `json` after every episode.
