@@ -243,3 +243,34 @@ fn planning_is_deterministic_for_a_seed() {
         "same seed, model and adapter must give the same numbers"
     );
 }
+
+/// `bench plan --skip-gpu` times the CPU backend only, and says so in its JSON.
+#[test]
+fn bench_plan_can_skip_the_gpu() {
+    let dir = std::env::temp_dir().join(format!("qwm_bench_plan_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("p.json");
+    let (ok, out, err) = qwm(&[
+        "bench",
+        "plan",
+        "--samples",
+        "16",
+        "--horizon",
+        "2",
+        "--reps",
+        "1",
+        "--skip-gpu",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["gpu_seconds_per_cem_step"].is_null(), "{out}");
+    assert!(v["adapter"].is_null(), "{out}");
+    assert!(
+        v["cpu_seconds_per_cem_step"].as_f64().unwrap() > 0.0,
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -20,6 +20,7 @@ pub struct Options {
     pub horizon: usize,
     pub reps: usize,
     pub skip_cpu: bool,
+    pub skip_gpu: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -78,14 +79,18 @@ pub fn run(w: &Weights, name: &str, o: &Options) -> Result<PlanBench> {
         cpu_seconds_per_cem_step: None,
         gpu_peak_bytes: None,
     };
-    match GpuContext::new() {
-        Ok(ctx) => {
-            let m = GpuModel::new(&ctx, w)?;
-            out.gpu_seconds_per_cem_step = Some(time_steps(&m, w, o)?);
-            out.gpu_peak_bytes = Some(ctx.pool_stats().peak_bytes);
-            out.adapter = Some(AdapterId::of(&ctx));
-        }
-        Err(e) => eprintln!("no GPU adapter ({e}); timing the CPU backend only"),
+    let ctx = if o.skip_gpu {
+        None
+    } else {
+        GpuContext::new()
+            .map_err(|e| eprintln!("no GPU adapter ({e}); timing the CPU backend only"))
+            .ok()
+    };
+    if let Some(ctx) = ctx {
+        let m = GpuModel::new(&ctx, w)?;
+        out.gpu_seconds_per_cem_step = Some(time_steps(&m, w, o)?);
+        out.gpu_peak_bytes = Some(ctx.pool_stats().peak_bytes);
+        out.adapter = Some(AdapterId::of(&ctx));
     }
     if !o.skip_cpu {
         let m = CpuModel::new(w)?;

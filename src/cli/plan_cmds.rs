@@ -593,6 +593,9 @@ pub struct BenchPlanArgs {
     /// Skip the CPU backend.
     #[arg(long)]
     pub skip_cpu: bool,
+    /// Skip the GPU backend (on a software adapter it takes minutes for large models).
+    #[arg(long)]
+    pub skip_gpu: bool,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -610,6 +613,7 @@ pub fn run_bench_plan(a: BenchPlanArgs) -> anyhow::Result<()> {
             horizon: a.horizon,
             reps: a.reps.max(1),
             skip_cpu: a.skip_cpu,
+            skip_gpu: a.skip_gpu,
         },
     )?;
     println!(

@@ -26,6 +26,19 @@ pub fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
+/// Calls `f` on a tensor's f32 values in row-major order without copying them when it is a
+/// contiguous f32 CPU tensor (the inference ops' inputs always are); copies otherwise.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if t.dtype() == DType::F32 && t.is_contiguous() {
+        let (storage, layout) = t.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            let start = layout.start_offset();
+            return Ok(f(&cpu.as_slice::<f32>()?[start..start + t.elem_count()]));
+        }
+    }
+    Ok(f(&to_vec(t)?))
+}
+
 /// `Y[.., N] = X[.., K] W^T + b` with `W[N, K]`.
 pub fn matmul(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let dims = x.dims().to_vec();
@@ -77,15 +90,19 @@ fn layernorm_rows(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result
             b.len()
         )));
     }
-    let mut v = to_vec(x)?;
-    v.par_chunks_mut(n.max(1)).for_each(|row| {
-        let mean = row.iter().sum::<f32>() / n as f32;
-        let var = row.iter().map(|a| (a - mean) * (a - mean)).sum::<f32>() / n as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for ((a, g), b) in row.iter_mut().zip(&g).zip(&b) {
-            *a = (*a - mean) * inv * g + b;
-        }
-    });
+    let mut v = vec![0f32; x.elem_count()];
+    with_f32(x, |xs| {
+        v.par_chunks_mut(n.max(1))
+            .zip(xs.par_chunks(n.max(1)))
+            .for_each(|(row, xr)| {
+                let mean = xr.iter().sum::<f32>() / n as f32;
+                let var = xr.iter().map(|a| (a - mean) * (a - mean)).sum::<f32>() / n as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for (((y, a), g), b) in row.iter_mut().zip(xr).zip(&g).zip(&b) {
+                    *y = (*a - mean) * inv * g + b;
+                }
+            })
+    })?;
     Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
 }
 
@@ -96,14 +113,12 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     if x.track_op() {
         return gelu_exact(x);
     }
-    let mut v = to_vec(x)?;
-    v.par_chunks_mut(1 << 14).for_each(|c| {
-        wide(|| {
-            for a in c {
-                *a = gelu_erfc(*a);
-            }
-        })
-    });
+    let mut v = vec![0f32; x.elem_count()];
+    with_f32(x, |xs| {
+        v.par_chunks_mut(1 << 14)
+            .zip(xs.par_chunks(1 << 14))
+            .for_each(|(c, xc)| gelu_slice(c, xc))
+    })?;
     Ok(Tensor::from_vec(v, x.dims(), &Device::Cpu)?)
 }
 
@@ -112,7 +127,35 @@ pub fn gelu_exact(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
 }
 
+/// `y = gelu(x)` elementwise, compiled for AVX2 when the CPU has it. The release build targets
+/// baseline x86-64 (SSE2, 4 lanes), and the elementwise loops of this module were a third of a
+/// CPU planning step. The compiler contracts no multiply-add into an FMA either way, so both
+/// paths give the same bits. (The body is a separate `#[inline(always)]` function: a closure
+/// passed into a `#[target_feature]` function is not reliably inlined, and then runs on SSE2.)
+fn gelu_slice(y: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn avx2(y: &mut [f32], x: &[f32]) {
+            gelu_slice_body(y, x)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(y, x) };
+        }
+    }
+    gelu_slice_body(y, x)
+}
+
+#[inline(always)]
+fn gelu_slice_body(y: &mut [f32], x: &[f32]) {
+    for (y, a) in y.iter_mut().zip(x) {
+        *y = gelu_erfc(*a);
+    }
+}
+
 /// `0.5 x erfc(-x / sqrt 2)` with Numerical Recipes' erfcc, as in shaders/elementwise.wgsl.
+#[inline(always)]
 fn gelu_erfc(x: f32) -> f32 {
     let u = -x * std::f32::consts::FRAC_1_SQRT_2;
     let z = u.abs();
@@ -229,7 +272,6 @@ fn attention_rows(qkv: &Tensor, heads: usize, frame_tokens: Option<usize>) -> Re
     let d = w / (3 * heads);
     let hd = heads * d;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
-    let x = to_vec(qkv)?;
     let mut out = vec![0f32; b * t * hd];
     let shape = AttnShape {
         t,
@@ -239,9 +281,11 @@ fn attention_rows(qkv: &Tensor, heads: usize, frame_tokens: Option<usize>) -> Re
         scale,
         frame_tokens,
     };
-    out.par_chunks_mut((t * hd).max(1))
-        .zip(x.par_chunks(t * w))
-        .for_each(|(ob, xb)| attention_item(ob, xb, &shape));
+    with_f32(qkv, |x| {
+        out.par_chunks_mut((t * hd).max(1))
+            .zip(x.par_chunks(t * w))
+            .for_each(|(ob, xb)| attention_item(ob, xb, &shape))
+    })?;
     Ok(Tensor::from_vec(out, (b, t, hd), &Device::Cpu)?)
 }
 
@@ -255,7 +299,7 @@ struct AttnShape {
 }
 
 /// One batch item's attention: `xb[t, 3 * heads * d]` -> `ob[t, heads * d]`, compiled for
-/// AVX2 when the CPU has it (see `wide`).
+/// AVX2 when the CPU has it (see `gelu_slice`).
 fn attention_item(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -350,25 +394,6 @@ pub fn exp_fast(x: f32) -> f32 {
     // SAFETY: the clamp keeps n finite and within [-126, 127].
     let n: i32 = unsafe { n.to_int_unchecked() };
     e * f32::from_bits(((n + 127) as u32) << 23)
-}
-
-/// Runs `f` compiled for AVX2 when the CPU has it: the release build targets baseline x86-64
-/// (SSE2, 4 lanes), and the elementwise loops here are a third of a CPU planning step. The
-/// compiler contracts no multiply-add into an FMA either way, so both paths give the same bits.
-#[inline(always)]
-fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
 }
 
 /// A sum with eight partial accumulators, so that it vectorises.
