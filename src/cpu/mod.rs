@@ -271,14 +271,12 @@ fn attention_rows(qkv: &Tensor, heads: usize, frame_tokens: Option<usize>) -> Re
     }
     let d = w / (3 * heads);
     let hd = heads * d;
-    let scale = (1.0 / (d as f64).sqrt()) as f32;
     let mut out = vec![0f32; b * t * hd];
     let shape = AttnShape {
         t,
         w,
         heads,
         d,
-        scale,
         frame_tokens,
     };
     with_f32(qkv, |x| {
@@ -294,7 +292,6 @@ struct AttnShape {
     w: usize,
     heads: usize,
     d: usize,
-    scale: f32,
     frame_tokens: Option<usize>,
 }
 
@@ -322,10 +319,10 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
         w,
         heads,
         d,
-        scale,
         frame_tokens,
     } = *shape;
     let hd = heads * d;
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
     let mut s = vec![0f32; t];
     // One head's keys transposed to [d, t]: a query's scores then accumulate as contiguous,
     // vectorised rows, in the same order (c = 0..d) as a plain dot product.
@@ -375,7 +372,7 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
 /// |r| <= ln2/2, Cephes' degree-6 polynomial (about 1 ulp), and 2^n built from exponent bits.
 /// Inputs are clamped to the finite range, so it returns a tiny normal instead of 0 below -87.
 #[inline(always)]
-pub fn exp_fast(x: f32) -> f32 {
+fn exp_fast(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
