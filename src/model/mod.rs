@@ -1,6 +1,7 @@
-//! The DINO-WM world model (see docs/MODEL_FORMAT.md): config, weights file, and the same
-//! forward pass on two backends, [`GpuModel`] (wgpu) and [`CpuModel`] (candle reference),
-//! behind the [`WorldModel`] trait.
+//! The DINO-WM world model (see docs/MODEL_FORMAT.md): config, weights file, the parameter
+//! tree ([`params`]), and one forward pass ([`Model`]) written over an op backend
+//! ([`backend`]); [`GpuModel`] (wgpu) and [`CpuModel`] (candle reference) are that model on
+//! the two backends, behind the [`WorldModel`] trait.
 //!
 //! Conventions shared by both backends:
 //! - frames are RGB u8, `[B, image_size, image_size, 3]` (HWC); [`preprocess`] scales them to
@@ -11,16 +12,20 @@
 //! - actions and proprio passed to the model are already z-normalized
 //!   ([`Normalization::normalize_actions`]); actions are `[B, T, frameskip * action_dim]`.
 
+pub mod backend;
 pub mod config;
 mod cpu_model;
 pub mod format;
+mod forward;
 mod gpu_model;
+pub mod params;
 pub mod quantized;
 pub mod weights;
 
 pub use config::{DecoderConfig, EncoderConfig, ModelConfig, Normalization, PredictorConfig};
-pub use cpu_model::{CpuLinear, CpuModel};
-pub use gpu_model::{GpuModel, Linear};
+pub use cpu_model::{Cpu, CpuLinear, CpuModel, CpuOps};
+pub use forward::Model;
+pub use gpu_model::{Gpu, GpuModel, GpuOps, Linear, LinearWeight};
 pub use quantized::QuantizedModel;
 pub use weights::{expected_tensors, HostTensor, Weights};
 
@@ -199,6 +204,21 @@ pub fn preprocess(frames: &Frames, cfg: &ModelConfig) -> Result<Vec<f32>> {
         }
     }
     Ok(out)
+}
+
+/// The inverse of [`preprocess`] for one decoded image: f32 `[3, h, w]` in [-1, 1] to RGB
+/// u8 HWC (`(x + 1) * 127.5`, rounded and clamped).
+pub fn postprocess(px: &[f32], h: usize, w: usize) -> Vec<u8> {
+    let mut data = vec![0u8; h * w * 3];
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..3 {
+                let v = px[(ch * h + y) * w + x];
+                data[(y * w + x) * 3 + ch] = ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    data
 }
 
 /// Check `[B, T, A]` actions against the config; returns (B, T).
