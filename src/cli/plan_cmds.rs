@@ -12,7 +12,7 @@ use crate::plan::calibrate::calibrate;
 use crate::plan::eval::{run_eval, EvalConfig};
 use crate::plan::mpc::MpcIter;
 use crate::plan::world::WorldPlanModel;
-use crate::plan::{self, run_episode, MpcConfig, PlanConfig};
+use crate::plan::{self, run_episode, CemStd, MpcConfig, PlanConfig};
 use crate::quant::model::{quantize_model, QuantizedModel};
 use crate::quant::QuantSpec;
 
@@ -72,6 +72,10 @@ pub struct PlanOpts {
     pub var_scale: f32,
     #[arg(long, default_value_t = 0.5)]
     pub temperature: f32,
+    /// CEM's refitted std over the top-k: sample (divisor k - 1, DINO-WM's torch.std) or
+    /// population (divisor k, qwm before 2026-12-02).
+    #[arg(long, default_value = "sample")]
+    pub cem_std: String,
 }
 
 fn env_defaults(env: &str) -> (usize, usize) {
@@ -84,9 +88,9 @@ fn env_defaults(env: &str) -> (usize, usize) {
 }
 
 impl PlanOpts {
-    fn configs(&self, step_dim: usize, seed: u64) -> (PlanConfig, MpcConfig) {
+    fn configs(&self, step_dim: usize, seed: u64) -> crate::Result<(PlanConfig, MpcConfig)> {
         let (os, mi) = env_defaults(&self.env);
-        (
+        Ok((
             PlanConfig {
                 horizon: self.horizon,
                 step_dim,
@@ -96,12 +100,13 @@ impl PlanOpts {
                 var_scale: self.var_scale,
                 temperature: self.temperature,
                 seed,
+                cem_std: CemStd::parse(&self.cem_std)?,
             },
             MpcConfig {
                 max_iters: self.max_iter.unwrap_or(mi),
                 n_taken: self.n_taken,
             },
-        )
+        ))
     }
 }
 
@@ -164,7 +169,7 @@ fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
             opts.calib_episodes
         );
         let step = w.config.frameskip * w.config.action_dim;
-        let (pc, _) = opts.configs(step, 0);
+        let (pc, _) = opts.configs(step, 0)?;
         Some(calibrate(
             &w,
             env.spec().name,
@@ -290,10 +295,10 @@ pub fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
     let env = env::make(&a.opts.env)?;
     let step_of = |w: &Weights| w.config.frameskip * w.config.action_dim;
     // Validate the planner settings before loading or calibrating anything.
-    plan::make(&a.opts.planner, a.opts.configs(10, a.seed).0)?;
+    plan::make(&a.opts.planner, a.opts.configs(10, a.seed)?.0)?;
     let l = load_model(&a.opts, env.as_ref())?;
     let w = &l.weights;
-    let (pc, mpc) = a.opts.configs(step_of(w), a.seed);
+    let (pc, mpc) = a.opts.configs(step_of(w), a.seed)?;
     std::fs::create_dir_all(&a.out).map_err(|e| crate::Error::io(&a.out, e))?;
     eprintln!("model: {} ({})", l.name, w.config.name);
     match open_backend(a.opts.backend)? {
@@ -451,11 +456,11 @@ pub struct EvalArgs {
 
 pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     let env = env::make(&a.opts.env)?;
-    plan::make(&a.opts.planner, a.opts.configs(10, 0).0)?;
+    plan::make(&a.opts.planner, a.opts.configs(10, 0)?.0)?;
     let l = load_model(&a.opts, env.as_ref())?;
     let w = &l.weights;
     let step = w.config.frameskip * w.config.action_dim;
-    let (pc, mpc) = a.opts.configs(step, 0);
+    let (pc, mpc) = a.opts.configs(step, 0)?;
     let name = l.name.clone();
     let backend = open_backend(a.opts.backend)?;
     let cfg = EvalConfig {

@@ -7,6 +7,7 @@ mod pipeline;
 mod pool;
 pub mod qops;
 mod recorder;
+pub mod resize;
 
 pub use context::{
     backend_name, device_type_name, list_adapters, AdapterChoice, AdapterReport, GpuContext,
