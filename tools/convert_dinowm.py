@@ -229,7 +229,16 @@ def class_of(obj):
 
 
 def attr(obj, name, default=None):
-    return obj.__dict__.get(name, default) if hasattr(obj, "__dict__") else default
+    """An attribute of a real module or a placeholder (submodules live in _modules)."""
+    d = getattr(obj, "__dict__", None)
+    if not isinstance(d, dict):
+        return default
+    if name in d:
+        return d[name]
+    for store in ("_modules", "_parameters", "_buffers"):
+        if name in (d.get(store) or {}):
+            return d[store][name]
+    return default
 
 
 def state_dict(obj, prefix=""):
@@ -298,7 +307,7 @@ def encoder_weights(ckpt, settings, dinov2_path):
             raise ConvertError("checkpoint: the encoder has no base_model (DINOv2 ViT)")
         if attr(base, "num_register_tokens", 0):
             raise ConvertError("checkpoint: DINOv2 with register tokens is not supported")
-        norm = (attr(base, "_modules") or {}).get("norm")
+        norm = attr(base, "norm")
         eps = attr(norm, "eps", 1e-6) if norm is not None else 1e-6
         return (state_dict(base), attr(base, "num_heads", DINOV2_HEADS[name]),
                 attr(base, "interpolate_offset", 0.1), attr(base, "interpolate_antialias", False), eps,
