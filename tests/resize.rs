@@ -31,6 +31,24 @@ fn random_frames(batch: usize, side: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn matches_torchvision_and_pytorch() {
+    torchvision_cases(false);
+}
+
+#[test]
+fn gpu_kernel_matches_torchvision_and_pytorch() {
+    torchvision_cases(true);
+}
+
+/// Every case of the torchvision fixture, on the CPU reference or the WGSL kernel.
+fn torchvision_cases(on_gpu: bool) {
+    let ctx = if on_gpu {
+        match gpu() {
+            Some(c) => Some(c),
+            None => return,
+        }
+    } else {
+        None
+    };
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/resize_torchvision.safetensors");
     let bytes = std::fs::read(&p).unwrap();
@@ -60,9 +78,20 @@ fn matches_torchvision_and_pytorch() {
             (ResizeFilter::BilinearAntialias, "aa"),
             (ResizeFilter::Bilinear, "plain"),
         ] {
-            let got = preprocess(&f, &cfg(a, b, filter)).unwrap();
+            let got = match ctx {
+                None => preprocess(&f, &cfg(a, b, filter)).unwrap(),
+                Some(ctx) => {
+                    let up = resize::upload_frames(ctx, input.data()).unwrap();
+                    let mut rec = Recorder::new(ctx);
+                    let anti = filter == ResizeFilter::BilinearAntialias;
+                    let y = resize::preprocess(&mut rec, &up, batch, a, a, b, anti).unwrap();
+                    rec.submit().unwrap();
+                    ctx.read(&y).unwrap()
+                }
+            };
             let want = f32s(&format!("{key}_{a}_{b}"));
-            assert_close(&got, &want, F32_TOL, &format!("{key} {a} -> {b}"));
+            let what = format!("{} {key} {a} -> {b}", if on_gpu { "gpu" } else { "cpu" });
+            assert_close(&got, &want, F32_TOL, &what);
         }
         cases += 1;
     }
