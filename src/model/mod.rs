@@ -17,6 +17,7 @@ mod cpu_model;
 pub mod format;
 mod gpu_model;
 pub mod preprocess;
+pub mod quantized;
 pub mod weights;
 
 pub use config::{
@@ -25,6 +26,7 @@ pub use config::{
 pub use cpu_model::{CpuLinear, CpuModel};
 pub use gpu_model::{GpuModel, Linear};
 pub use preprocess::{preprocess, resize_taps};
+pub use quantized::QuantizedModel;
 pub use weights::{expected_tensors, HostTensor, Weights};
 
 use crate::{Error, Result};
