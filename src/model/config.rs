@@ -89,7 +89,8 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     /// The real DINO-WM: DINOv2 ViT-S/14 encoder on 224 px frames resized to 196 px (14 x 14
-    /// patches), predictor depth 6 x 16 heads of 64, MLP 2048, width 384 + 10 + 10 = 404.
+    /// patches, torchvision's antialiased resize), predictor depth 6 x 16 heads of 64, MLP
+    /// 2048, width 384 + 10 + 10 = 404.
     pub fn dinowm() -> Self {
         ModelConfig {
             name: "dinowm".into(),
@@ -104,7 +105,7 @@ impl ModelConfig {
                 layerscale: true,
                 cls_token: true,
                 eps: 1e-6,
-                resize_filter: ResizeFilter::Bilinear,
+                resize_filter: ResizeFilter::BilinearAntialias,
             },
             predictor: PredictorConfig {
                 depth: 6,
