@@ -9,6 +9,7 @@ mod pool;
 pub mod probe;
 pub mod qops;
 mod recorder;
+pub mod resize;
 
 pub use context::{
     backend_name, device_type_name, list_adapters, AdapterChoice, AdapterKind, AdapterReport,

@@ -26,7 +26,7 @@ pub(super) fn pipeline(
 
 /// Workgroups for `n` lanes of workgroup size `wg`, folded into 2-D when one dimension would
 /// exceed the adapter's limit. Returns (workgroups, lanes per dispatch row).
-pub(super) fn grid_1d(ctx: &GpuContext, n: usize, wg: u32) -> ([u32; 3], u32) {
+pub(crate) fn grid_1d(ctx: &GpuContext, n: usize, wg: u32) -> ([u32; 3], u32) {
     let groups = (n as u64).div_ceil(wg as u64).max(1);
     let max = ctx.limits.max_compute_workgroups_per_dimension as u64;
     if groups <= max {
