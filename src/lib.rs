@@ -11,6 +11,8 @@ pub mod cpu;
 pub mod env;
 pub mod error;
 pub mod gpu;
+pub mod io;
+pub mod limits;
 pub mod model;
 pub mod plan;
 pub mod quant;

@@ -9,7 +9,7 @@ use crate::env::{self, Env, Frame};
 use crate::gpu::GpuContext;
 use crate::model::{self, CpuModel, GpuModel, ModelConfig, Weights, WorldModel};
 use crate::plan::calibrate::calibrate;
-use crate::plan::eval::{run_eval, EvalConfig};
+use crate::plan::eval::{run_eval_into, EvalConfig, ReportFile};
 use crate::plan::mpc::MpcIter;
 use crate::plan::world::WorldPlanModel;
 use crate::plan::{self, run_episode, MpcConfig, PlanConfig};
@@ -158,6 +158,13 @@ fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
     let needs_calib = [spec.encoder, spec.predictor]
         .iter()
         .any(|m| m.act.is_some_and(|a| !a.dynamic));
+    if needs_calib && opts.calib_episodes == 0 {
+        anyhow::bail!(
+            "--calib-episodes 0: static activation quantization ({spec}) calibrates on at least \
+             1 episode; give --calib-episodes 1 or more (default 8), or a dynamic spec such as \
+             w8a8t that needs none"
+        );
+    }
     let stats = if needs_calib {
         eprintln!(
             "calibrating {spec}: float planner on {} calibration episodes",
@@ -431,8 +438,7 @@ fn plan_with<M: WorldModel>(
         "iterations": iters,
     });
     let json = a.out.join("plan.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&log)?)
-        .map_err(|e| crate::Error::io(&json, e))?;
+    crate::io::write_atomic(&json, serde_json::to_string_pretty(&log)?.as_bytes())?;
     eprintln!("wrote {} and {}", strip.display(), json.display());
     Ok(())
 }
@@ -450,6 +456,9 @@ pub struct EvalArgs {
 }
 
 pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
+    // The report's path and lock first: a bad path or a concurrent run fails before any work.
+    crate::limits::check_range("--episodes", a.episodes, 1, crate::limits::MAX_EPISODES)?;
+    let file = ReportFile::open(&a.json, "--json")?;
     let env = env::make(&a.opts.env)?;
     plan::make(&a.opts.planner, a.opts.configs(10, 0).0)?;
     let l = load_model(&a.opts, env.as_ref())?;
@@ -481,7 +490,7 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
                 None => GpuModel::new(ctx, w)?,
             };
             let mut pm = WorldPlanModel::new(&m, w.norm.clone(), pc.horizon, alpha);
-            eval_loop(&cfg, &pc, &mpc, &mut pm, &a.json)?
+            eval_loop(&cfg, &pc, &mpc, &mut pm, &file)?
         }
         None => {
             let m = match &l.quant {
@@ -489,7 +498,7 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
                 None => CpuModel::new(w)?,
             };
             let mut pm = WorldPlanModel::new(&m, w.norm.clone(), pc.horizon, alpha);
-            eval_loop(&cfg, &pc, &mpc, &mut pm, &a.json)?
+            eval_loop(&cfg, &pc, &mpc, &mut pm, &file)?
         }
     };
     let mut report = report;
@@ -523,8 +532,20 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         report.linear_bytes = Some([qb, fb]);
     }
     if report.latent_divergence.is_some() || report.linear_bytes.is_some() {
-        std::fs::write(&a.json, serde_json::to_string_pretty(&report)?)
-            .map_err(|e| crate::Error::io(&a.json, e))?;
+        let (d, b) = (report.latent_divergence, report.linear_bytes);
+        file.update(|r| {
+            r.latent_divergence = d;
+            r.linear_bytes = b;
+        })?;
+    }
+    let stored = file.read()?.map_or(0, |r| r.finished);
+    if stored > report.finished {
+        eprintln!(
+            "{} holds {stored} finished episodes; this summary covers the first {} (--episodes), \
+             the file keeps all {stored}",
+            a.json.display(),
+            report.finished
+        );
     }
     println!(
         "{}: success {:.3} (95% CI {:.3}-{:.3}) over {} episodes; mean final distance {:.3}; \
@@ -552,7 +573,7 @@ fn eval_loop(
     pc: &PlanConfig,
     mpc: &MpcConfig,
     pm: &mut dyn plan::PlanModel,
-    json: &Path,
+    json: &ReportFile,
 ) -> anyhow::Result<plan::eval::EvalReport> {
     let bar = indicatif::ProgressBar::new(cfg.episodes as u64);
     bar.set_style(
@@ -562,7 +583,7 @@ fn eval_loop(
         .expect("valid template"),
     );
     let mut ok = 0;
-    let r = run_eval(
+    let r = run_eval_into(
         cfg,
         pc,
         mpc,
@@ -638,8 +659,7 @@ pub fn run_bench_plan(a: BenchPlanArgs) -> anyhow::Result<()> {
         println!("gpu / cpu speed: {:.2}x", c / g);
     }
     if let Some(p) = a.json {
-        std::fs::write(&p, serde_json::to_string_pretty(&r)?)
-            .map_err(|e| crate::Error::io(&p, e))?;
+        crate::io::write_atomic(&p, serde_json::to_string_pretty(&r)?.as_bytes())?;
         println!("wrote {}", p.display());
     }
     Ok(())
@@ -657,6 +677,11 @@ pub struct QuantizeArgs {
 }
 
 pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
+    // A path that cannot be written as a regular file fails before calibration, not after.
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    }
+    crate::io::check_output(&a.out, "--out")?;
     if QuantSpec::default() == a.opts.quant.parse::<QuantSpec>()? {
         anyhow::bail!("--quant fp leaves nothing to quantize; give a spec such as w8 or w4g32a8");
     }

@@ -131,11 +131,13 @@ pub struct AdapterChoice {
 }
 
 impl AdapterChoice {
+    /// From `QWM_BACKEND` and `QWM_ADAPTER` (none if the overrides are invalid: opening a
+    /// context then fails with the error, see `tuning::check_env`).
     pub fn from_env() -> Self {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let t = super::tuning::current().ok();
         AdapterChoice {
-            backend: get("QWM_BACKEND"),
-            name_contains: get("QWM_ADAPTER"),
+            backend: t.and_then(|t| t.backend.clone()),
+            name_contains: t.and_then(|t| t.adapter.clone()),
         }
     }
 
@@ -150,8 +152,9 @@ impl AdapterChoice {
                     "gl" | "gles" | "opengl" => wgpu::Backends::GL,
                     other => {
                         return Err(Error::Invalid(format!(
-                        "QWM_BACKEND={other:?} is not a backend; use one of vulkan, metal, dx12, gl"
-                    )))
+                            "QWM_BACKEND={other:?} is an unknown backend; use one of vulkan, \
+                             metal, dx12, gl, or unset it"
+                        )))
                     }
                 },
             },
@@ -258,6 +261,8 @@ impl GpuContext {
     /// Open an adapter with the optional features limited to `mask` (e.g. all off, to run the
     /// paths that need none of SHADER_F16, SUBGROUP and TIMESTAMP_QUERY).
     pub fn with_options(choice: &AdapterChoice, mask: Option<GpuFeatures>) -> Result<Self> {
+        // Kernel launchers read the overrides later; refuse invalid ones before any work.
+        super::tuning::check_env()?;
         let backends = choice.backends()?;
         let instance = instance_for(backends);
         let adapters = pollster::block_on(instance.enumerate_adapters(backends));
@@ -349,7 +354,8 @@ impl GpuContext {
     /// 64 at 1024^3, docs/BENCHMARKS.md); GPUs need larger groups to fill their cores.
     /// `QWM_WG` overrides it.
     pub fn lanes_per_workgroup(&self) -> usize {
-        if let Some(v) = std::env::var("QWM_WG").ok().and_then(|v| v.parse().ok()) {
+        // Checked (a power of two, 1..=256) when the context was opened.
+        if let Some(v) = super::tuning::current().ok().and_then(|t| t.wg) {
             return v;
         }
         match self.report.device_type.as_str() {

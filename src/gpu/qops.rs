@@ -84,8 +84,9 @@ struct QParams {
 fn tile(ctx: &GpuContext, m: usize) -> (u32, u32) {
     // Mat-vec shapes: one output column per lane keeps GPUs busy; CPU drivers gain more from
     // amortizing each activation load over 4 columns (QWM_QCOLS overrides, for tuning).
-    let cols = super::tuning("QWM_QCOLS")
-        .and_then(|v| v.parse().ok())
+    let cols = super::tuning::current()
+        .ok()
+        .and_then(|t| t.qcols)
         .unwrap_or(if ctx.report.device_type == "cpu" {
             4
         } else {
