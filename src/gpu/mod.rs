@@ -10,8 +10,8 @@ mod recorder;
 pub mod tuning;
 
 pub use context::{
-    backend_name, device_type_name, list_adapters, AdapterChoice, AdapterReport, GpuContext,
-    GpuFeatures,
+    backend_name, device_type_name, list_adapters, AdapterChoice, AdapterKind, AdapterReport,
+    GpuContext, GpuFeatures,
 };
 pub use pipeline::{shader_source, SHADERS};
 pub use pool::{GpuTensor, PoolStats};

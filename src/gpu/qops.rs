@@ -87,11 +87,7 @@ fn tile(ctx: &GpuContext, m: usize) -> (u32, u32) {
     let cols = super::tuning::current()
         .ok()
         .and_then(|t| t.qcols)
-        .unwrap_or(if ctx.report.device_type == "cpu" {
-            4
-        } else {
-            1
-        });
+        .unwrap_or(if ctx.report.kind.is_software() { 4 } else { 1 });
     match m {
         0..=1 => (1, cols),
         2 => (2, cols),
@@ -153,7 +149,7 @@ fn split_k(ctx: &GpuContext, m: usize, n: usize) -> bool {
     match super::tuning("QWM_QMATVEC") {
         Some("split") => true,
         Some("lanes") => false,
-        _ => ctx.report.device_type != "cpu",
+        _ => !ctx.report.kind.is_software(),
     }
 }
 
@@ -206,7 +202,7 @@ fn use_tiled(ctx: &GpuContext, m: usize) -> bool {
     match super::tuning("QWM_QTOKENS") {
         Some("tiled") => true,
         Some("lanes") => false,
-        _ => ctx.report.device_type != "cpu",
+        _ => !ctx.report.kind.is_software(),
     }
 }
 

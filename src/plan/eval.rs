@@ -154,6 +154,15 @@ impl EvalReport {
     }
 }
 
+/// Write a report atomically (a per-process temporary renamed over `path`), so that an
+/// interrupted write never leaves a truncated report for the next run to resume from. A process
+/// that owns the report for a whole run writes through [`ReportFile`], which also holds the lock.
+pub fn write_report(path: &Path, report: &EvalReport) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)
+        .map_err(|e| Error::Invalid(format!("{}: cannot serialize: {e}", path.display())))?;
+    crate::io::write_atomic(path, text.as_bytes())
+}
+
 /// Read an eval report (a regular file of at most `io::MAX_JSON_BYTES`).
 pub fn read_report(path: &Path) -> Result<EvalReport> {
     let text = crate::io::read_text(path)?;

@@ -17,10 +17,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
+use qwm::model::quantized as qmodel;
 use qwm::model::{format, ModelConfig, Weights};
 use qwm::plan::eval::{EvalConfig, EvalReport};
 use qwm::plan::EpisodeRecord;
-use qwm::quant::{model as qmodel, ActStats, QuantSpec};
+use qwm::quant::{ActStats, QuantSpec};
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use serde_json::Value;
 
