@@ -79,7 +79,7 @@ fn edit_quant_meta(src: &Path, out: &Path, f: impl FnOnce(&mut Value, &mut Value
     f(&mut h, &mut q);
     h["__metadata__"]["qwm_quant"] = Value::String(q.to_string());
     let mut text = serde_json::to_vec(&h).unwrap();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut o = (text.len() as u64).to_le_bytes().to_vec();
@@ -209,7 +209,7 @@ fn memory_absurd_config_is_refused_before_allocation() {
         *c.pointer_mut(field).unwrap() = value.into();
         h["__metadata__"]["config"] = Value::String(c.to_string());
         let mut text = serde_json::to_vec(&h).unwrap();
-        while text.len() % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(b' ');
         }
         let mut o = (text.len() as u64).to_le_bytes().to_vec();
@@ -551,7 +551,8 @@ fn nonsense_spec_label_disagreeing_with_the_layers_is_refused() {
 fn nonsense_activation_parameters_and_methods_are_refused() {
     let d = dir("act");
     let src = quant_file(&d, "w8a8");
-    let cases: [(&str, fn(&mut Value, &str)); 5] = [
+    type Edit = fn(&mut Value, &str);
+    let cases: [(&str, Edit); 5] = [
         ("scale", |q, l| q["act"][l]["scale"] = 0.0.into()),
         ("40 bits", |q, l| q["act"][l]["bits"] = 40.into()),
         ("zero point", |q, l| q["act"][l]["zero"] = 1e9.into()),

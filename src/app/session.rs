@@ -449,7 +449,10 @@ fn build_strip(
         }
         rows.push(Frame::hstack(&row, 2, WHITE));
     }
-    let last = env.render_state(states.last().expect("the start state"), SIZE)?;
+    let last = states
+        .last()
+        .ok_or_else(|| Error::Invalid("an episode without states".into()))?;
+    let last = env.render_state(last, SIZE)?;
     rows.push(Frame::hstack(
         &[last, goal_frame.resize(SIZE, SIZE)],
         2,

@@ -168,7 +168,9 @@ pub fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
         session.env_spec().success_threshold
     );
     let strip = a.out.join("strip.png");
-    run.strip.as_ref().expect("asked for").save_png(&strip)?;
+    if let Some(s) = &run.strip {
+        s.save_png(&strip)?;
+    }
     let json = a.out.join("plan.json");
     crate::io::write_atomic(
         &json,
@@ -206,7 +208,7 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} episodes {msg} [{elapsed} < {eta}]",
         )
-        .expect("valid template"),
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut ok = 0;
     let report = session.evaluate(a.episodes, Some(&a.json), &mut |e: &Event| {
@@ -332,7 +334,10 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let o = a.opts.session_options();
     let env = crate::env::make(&o.env)?;
     let l = LoadedModel::open(&o.model, env.as_ref(), &o.plan, &mut print_notices)?;
-    let q = l.quant.as_ref().expect("a non-fp spec quantizes");
+    let q = l
+        .quant
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--quant {}: nothing was quantized", a.opts.quant))?;
     crate::model::quantized::save(q, &a.out)?;
     let (qb, fb) = q.linear_bytes();
     println!(

@@ -303,7 +303,7 @@ impl GpuContext {
         let adapter = adapters
             .into_iter()
             .nth(idx)
-            .expect("index from pick_adapter");
+            .ok_or_else(|| Error::NoAdapter(no_adapter_help()))?;
         Self::open(adapter, mask)
     }
 
@@ -332,11 +332,17 @@ impl GpuContext {
         {
             let s = sink.clone();
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                s.errors.lock().unwrap().push(describe(&e));
+                s.errors
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(describe(&e));
             }));
             let s = sink.clone();
             device.set_device_lost_callback(move |reason, msg| {
-                *s.lost.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+                *s.lost
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(format!("{reason:?}: {msg}"));
             });
         }
         let mut report = AdapterReport::new(&adapter, true);
@@ -357,12 +363,22 @@ impl GpuContext {
 
     /// Fails if the device was lost or an earlier operation raised an error.
     pub fn check(&self) -> Result<()> {
-        if let Some(lost) = self.sink.lost.lock().unwrap().clone() {
+        if let Some(lost) = self
+            .sink
+            .lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
             return Err(Error::Gpu(format!(
                 "the GPU device was lost ({lost}); open a new context"
             )));
         }
-        let mut errs = self.sink.errors.lock().unwrap();
+        let mut errs = self
+            .sink
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !errs.is_empty() {
             let msg = errs.join("; ");
             errs.clear();

@@ -125,7 +125,9 @@ fn check_x(
     check_bias(w, b)?;
     let m = x.len() / k.max(1);
     let mut out = x.shape().to_vec();
-    *out.last_mut().unwrap() = w.n;
+    if let Some(l) = out.last_mut() {
+        *l = w.n;
+    }
     Ok((m, out))
 }
 
