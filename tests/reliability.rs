@@ -69,15 +69,14 @@ fn quant_file(d: &Path, spec: &str) -> PathBuf {
     p
 }
 
-/// Rewrite a safetensors file's header JSON (`qwm_quant` passed parsed) and write it to `out`.
-fn edit_quant_meta(src: &Path, out: &Path, f: impl FnOnce(&mut Value, &mut Value)) {
+/// Rewrite the JSON in a safetensors file's metadata entry `key` and write the file to `out`.
+fn edit_meta(src: &Path, out: &Path, key: &str, f: impl FnOnce(&mut Value)) {
     let b = std::fs::read(src).unwrap();
     let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
     let mut h: Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
-    let mut q: Value =
-        serde_json::from_str(h["__metadata__"]["qwm_quant"].as_str().unwrap()).unwrap();
-    f(&mut h, &mut q);
-    h["__metadata__"]["qwm_quant"] = Value::String(q.to_string());
+    let mut q: Value = serde_json::from_str(h["__metadata__"][key].as_str().unwrap()).unwrap();
+    f(&mut q);
+    h["__metadata__"][key] = Value::String(q.to_string());
     let mut text = serde_json::to_vec(&h).unwrap();
     while !text.len().is_multiple_of(8) {
         text.push(b' ');
@@ -86,6 +85,10 @@ fn edit_quant_meta(src: &Path, out: &Path, f: impl FnOnce(&mut Value, &mut Value
     o.extend_from_slice(&text);
     o.extend_from_slice(&b[8 + n..]);
     std::fs::write(out, o).unwrap();
+}
+
+fn edit_quant_meta(src: &Path, out: &Path, f: impl FnOnce(&mut Value)) {
+    edit_meta(src, out, "qwm_quant", f)
 }
 
 fn first_layer(q: &Value) -> String {
@@ -114,7 +117,7 @@ fn panic_quantized_group_zero_is_refused() {
     let d = dir("group0");
     let src = quant_file(&d, "w4g32");
     let p = d.join("g0.safetensors");
-    edit_quant_meta(&src, &p, |_, q| {
+    edit_quant_meta(&src, &p, |q| {
         let l = first_layer(q);
         q["layers"][&l]["group"] = 0.into();
     });
@@ -127,7 +130,7 @@ fn panic_quantized_huge_width_is_refused() {
     let src = quant_file(&d, "w4");
     for k in [u64::MAX, 1 << 62, u32::MAX as u64 + 1] {
         let p = d.join("k.safetensors");
-        edit_quant_meta(&src, &p, |_, q| {
+        edit_quant_meta(&src, &p, |q| {
             let l = first_layer(q);
             q["layers"][&l]["k"] = k.into();
         });
@@ -201,22 +204,10 @@ fn memory_absurd_config_is_refused_before_allocation() {
         ("/predictor/mlp", 1 << 40),
         ("/num_hist", 1 << 20),
     ] {
-        let b = std::fs::read(&good).unwrap();
-        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-        let mut h: Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
-        let mut c: Value =
-            serde_json::from_str(h["__metadata__"]["config"].as_str().unwrap()).unwrap();
-        *c.pointer_mut(field).unwrap() = value.into();
-        h["__metadata__"]["config"] = Value::String(c.to_string());
-        let mut text = serde_json::to_vec(&h).unwrap();
-        while !text.len().is_multiple_of(8) {
-            text.push(b' ');
-        }
-        let mut o = (text.len() as u64).to_le_bytes().to_vec();
-        o.extend_from_slice(&text);
-        o.extend_from_slice(&b[8 + n..]);
         let p = d.join("absurd.safetensors");
-        std::fs::write(&p, o).unwrap();
+        edit_meta(&good, &p, "config", |c| {
+            *c.pointer_mut(field).unwrap() = value.into()
+        });
         let t = std::time::Instant::now();
         let e = format::load(&p).unwrap_err().to_string();
         assert!(
@@ -543,7 +534,7 @@ fn nonsense_spec_label_disagreeing_with_the_layers_is_refused() {
     let d = dir("label");
     let src = quant_file(&d, "w4");
     let p = d.join("label.safetensors");
-    edit_quant_meta(&src, &p, |_, q| q["spec"] = "w8".into());
+    edit_quant_meta(&src, &p, |q| q["spec"] = "w8".into());
     quant_refused(&p, &["spec label says w8", "4-bit codes"]);
 }
 
@@ -563,7 +554,7 @@ fn nonsense_activation_parameters_and_methods_are_refused() {
     ];
     for (needle, f) in cases {
         let p = d.join("act.safetensors");
-        edit_quant_meta(&src, &p, |_, q| {
+        edit_quant_meta(&src, &p, |q| {
             let l = first_layer(q);
             f(q, &l);
         });
