@@ -23,7 +23,7 @@ pub mod model;
 pub mod plan;
 pub mod quant;
 pub mod tensor;
-// Two unwraps on latents computed a line above; the module is being split (docs/RELIABILITY.md).
+// Two unwraps on latents computed a line above (docs/RELIABILITY.md).
 #[allow(clippy::unwrap_used)]
 pub mod train;
 

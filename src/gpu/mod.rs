@@ -2,11 +2,14 @@
 //! the op launchers for every kernel in `shaders/`.
 
 mod context;
+pub mod matmul;
 pub mod ops;
 mod pipeline;
 mod pool;
+pub mod probe;
 pub mod qops;
 mod recorder;
+pub mod resize;
 pub mod tuning;
 
 pub use context::{
