@@ -163,6 +163,13 @@ impl LoadedModel {
         let needs_calib = [spec.encoder, spec.predictor]
             .iter()
             .any(|m| m.act.is_some_and(|a| !a.dynamic));
+        if needs_calib && req.calib_episodes == 0 {
+            return Err(Error::Invalid(format!(
+                "--calib-episodes 0: static activation quantization ({spec}) calibrates on at \
+                 least 1 episode; give --calib-episodes 1 or more (default 8), or a dynamic \
+                 spec such as w8a8t that needs none"
+            )));
+        }
         let stats = if needs_calib {
             observer(&Event::Notice(format!(
                 "calibrating {spec}: float planner on {} calibration episodes",

@@ -21,6 +21,12 @@ pub fn calibrate(
     plan_cfg: &PlanConfig,
     alpha: f32,
 ) -> Result<BTreeMap<String, ActStats>> {
+    if episodes == 0 {
+        return Err(crate::Error::Invalid(
+            "calibration needs at least 1 episode (--calib-episodes 0 was given)".into(),
+        ));
+    }
+    crate::limits::check_range("--calib-episodes", episodes, 1, crate::limits::MAX_EPISODES)?;
     let mut env = env::make(env_name)?;
     let m = CpuModel::new(w)?.observing();
     let mut pm = WorldPlanModel::new(&m, w.norm.clone(), plan_cfg.horizon, alpha);
