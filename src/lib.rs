@@ -15,6 +15,8 @@ pub mod model;
 pub mod plan;
 pub mod quant;
 pub mod tensor;
+pub mod trace;
 pub mod train;
+pub mod viewer;
 
 pub use error::{Error, Result};

@@ -84,7 +84,7 @@ fn env_defaults(env: &str) -> (usize, usize) {
 }
 
 impl PlanOpts {
-    fn configs(&self, step_dim: usize, seed: u64) -> (PlanConfig, MpcConfig) {
+    pub(crate) fn configs(&self, step_dim: usize, seed: u64) -> (PlanConfig, MpcConfig) {
         let (os, mi) = env_defaults(&self.env);
         (
             PlanConfig {
@@ -125,7 +125,7 @@ impl Loaded {
 }
 
 /// Load the model (quantizing it when asked) and check it fits the environment.
-fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
+pub(crate) fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
     let spec: QuantSpec = opts.quant.parse()?;
     crate::quant::method(&opts.method)?;
     if let Some(p) = opts.model.as_deref() {
@@ -240,7 +240,7 @@ fn load_float(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<(Weights, String
 }
 
 /// The GPU context, or `None` with a one-time notice when `--backend gpu` finds no adapter.
-fn open_backend(b: Backend) -> anyhow::Result<Option<GpuContext>> {
+pub(crate) fn open_backend(b: Backend) -> anyhow::Result<Option<GpuContext>> {
     match b {
         Backend::Cpu => Ok(None),
         Backend::Auto => match GpuContext::new() {
@@ -284,9 +284,18 @@ pub struct PlanArgs {
     /// Directory for strip.png (real vs imagined frames) and plan.json.
     #[arg(long, default_value = "out/plan")]
     pub out: PathBuf,
+    /// Record a trace for `qwm view` into this directory instead (docs/TRACE.md).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// With --trace: a second quantization of the model planning the same episode and seed.
+    #[arg(long, requires = "trace")]
+    pub compare: Option<String>,
 }
 
 pub fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &a.trace {
+        return super::view_cmds::plan_trace(&a.opts, a.seed, a.compare.as_deref(), dir);
+    }
     let env = env::make(&a.opts.env)?;
     let step_of = |w: &Weights| w.config.frameskip * w.config.action_dim;
     // Validate the planner settings before loading or calibrating anything.
@@ -447,9 +456,23 @@ pub struct EvalArgs {
     /// is resumed.
     #[arg(long)]
     pub json: PathBuf,
+    /// Record traces for `qwm view` of the episodes in --trace-episodes into DIR/episode<i>
+    /// (the same episodes and seeds the evaluation plans; docs/TRACE.md).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Comma-separated evaluation episode indices to trace (with --trace).
+    #[arg(long, value_delimiter = ',', requires = "trace", default_value = "0")]
+    pub trace_episodes: Vec<usize>,
 }
 
 pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &a.trace {
+        for &i in &a.trace_episodes {
+            let seed = crate::plan::eval::eval_seed(i);
+            super::view_cmds::plan_trace(&a.opts, seed, None, &dir.join(format!("episode{i}")))?;
+        }
+        return Ok(());
+    }
     let env = env::make(&a.opts.env)?;
     plan::make(&a.opts.planner, a.opts.configs(10, 0).0)?;
     let l = load_model(&a.opts, env.as_ref())?;

@@ -58,6 +58,14 @@ pub struct TrainArgs {
     /// forcing only, as DINO-WM); may change between runs, like the epoch counts.
     #[arg(long, default_value_t = 0)]
     pub rollout_steps: usize,
+    /// Start from this model file (its config and weights) instead of a seeded
+    /// initialisation; with --encoder-epochs 0 --predictor-epochs 0 only the decoder trains
+    /// (planning never reads the decoder, so a model's planning results stay valid).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Foreground weight of the decoder loss (0 = plain MSE; docs/MODELS.md).
+    #[arg(long, default_value_t = 0.0)]
+    pub decoder_fg_weight: f64,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -78,7 +86,16 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(p) = a.patch {
         model.encoder.patch = p;
     }
+    if let Some(p) = &a.init_from {
+        let w = crate::model::format::load(p)?;
+        if w.config.action_dim != spec.action_dim || w.config.proprio_dim != spec.proprio_dim {
+            anyhow::bail!("{}: not a model of {}", p.display(), spec.name);
+        }
+        model = w.config;
+    }
     let mut cfg = TrainConfig::new(model);
+    cfg.init_from = a.init_from.as_ref().map(|p| p.display().to_string());
+    cfg.decoder_fg_weight = a.decoder_fg_weight;
     cfg.seed = a.seed;
     cfg.batch = a.batch;
     cfg.encoder_epochs = a.encoder_epochs;

@@ -40,6 +40,13 @@ impl<'m, M: WorldModel> WorldPlanModel<'m, M> {
             .encode(&Frames::new(&f.data, 1, f.height, f.width)?)
     }
 
+    /// The visual latent `[N * De]` of one frame, on the host (traces compare it with the
+    /// imagined one).
+    pub fn encode_latent(&self, f: &Frame) -> Result<Vec<f32>> {
+        let z = self.encode_frame(f)?;
+        self.model.download(&z)
+    }
+
     /// Latents of the imagined trajectory for one normalized action sequence (for strips and
     /// divergence measures): `horizon + 1` frames, each flattened `[N * W]`.
     pub fn imagine(&mut self, actions: &[f32]) -> Result<Vec<Vec<f32>>> {

@@ -78,6 +78,18 @@ pub struct TrainConfig {
     /// from compounding over the horizon. May change between runs, like the epoch counts.
     #[serde(default)]
     pub rollout_steps: usize,
+    /// Start from this model file's weights instead of a seeded initialisation (its config
+    /// and normalization must be the run's). With zero encoder and predictor epochs only the
+    /// decoder trains: the way to give a finished model's decoder more epochs when its run
+    /// directory is gone (docs/MODELS.md).
+    #[serde(default)]
+    pub init_from: Option<String>,
+    /// Foreground weight of the decoder loss: each pixel's squared error is weighted by
+    /// `1 + k * |target - mean frame|` (mean over the colour channels, in [-1, 1] units) and
+    /// the sum divided by the sum of weights. The agent is a few pixels of a mostly static
+    /// scene, so plain MSE (k = 0) learns the rooms first and the agent last.
+    #[serde(default)]
+    pub decoder_fg_weight: f64,
 }
 
 impl TrainConfig {
@@ -102,6 +114,8 @@ impl TrainConfig {
             max_steps_per_epoch: None,
             val_fraction: 0.1,
             rollout_steps: 0,
+            init_from: None,
+            decoder_fg_weight: 0.0,
         }
     }
 }
@@ -576,6 +590,9 @@ struct Ctx<'a> {
     cfg: &'a TrainConfig,
     vars: &'a BTreeMap<String, Var>,
     data: &'a Data,
+    /// Mean training frame at the decoder's output size `[1, 3, S, S]`, for the decoder's
+    /// foreground weight (only when `decoder_fg_weight > 0`).
+    mean_frame: Option<Tensor>,
 }
 
 impl Ctx<'_> {
@@ -833,7 +850,16 @@ impl Ctx<'_> {
         let z = Tensor::from_vec(z, (items.len(), n, de), &Device::Cpu)?;
         let img = model.decode(&z)?;
         let target = batch_pixels(eps, items, mc, Some(16 * mc.grid()))?;
-        mse(&img, &target)
+        match &self.mean_frame {
+            None => mse(&img, &target),
+            Some(bg) => {
+                let w = ((target.broadcast_sub(bg)?.abs()?.mean_keepdim(1)?
+                    * self.cfg.decoder_fg_weight)?
+                    + 1.0)?;
+                let err = (&img - &target)?.sqr()?.broadcast_mul(&w)?.sum_all()?;
+                Ok((err / (w.sum_all()?.to_scalar::<f32>()? as f64 * 3.0))?)
+            }
+        }
     }
 }
 
@@ -861,6 +887,36 @@ fn encode_all(model: &CpuModel, data: &Data, cfg: &ModelConfig) -> Result<Latent
         }
     }
     Ok(Latents { per_episode: out })
+}
+
+/// Set every model parameter from the file `path` (the `aux.` heads keep their seeded values):
+/// its config must be the run's and its normalization the data's, or the decoder would learn
+/// from other latents than the planner's.
+fn init_from_model(
+    vars: &BTreeMap<String, Var>,
+    path: &str,
+    cfg: &TrainConfig,
+    data: &Data,
+) -> Result<()> {
+    let w = crate::model::format::load(path)?;
+    if w.config != cfg.model {
+        return Err(Error::Invalid(format!(
+            "{path}: its model config differs from the run's; pass the same --resize/--patch/--config"
+        )));
+    }
+    if w.norm != data.norm {
+        return Err(Error::Invalid(format!(
+            "{path}: its normalization statistics differ from the dataset's; regenerate the data \
+             with the command the model was trained on (docs/MODELS.md)"
+        )));
+    }
+    for (n, v) in vars.iter().filter(|(n, _)| !n.starts_with("aux.")) {
+        let t = w.tensors.get(n).ok_or_else(|| {
+            Error::Invalid(format!("{path}: lacks tensor {n}"))
+        })?;
+        v.set(&Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &Device::Cpu)?)?;
+    }
+    Ok(())
 }
 
 /// Train (or resume) a model on the dataset in `data_dir`; writes the model to `out` and the
@@ -920,10 +976,20 @@ pub fn train(
         };
     }
     let resumed_epochs = state.epochs.len();
+    if let (Some(p), 0) = (&cfg.init_from, resumed_epochs) {
+        init_from_model(&vars, p, cfg, &data)?;
+    }
+    let mean_frame = if cfg.decoder_fg_weight > 0.0 && cfg.model.decoder.is_some() {
+        let items = val_subset(&frame_items(&data.train), 4096);
+        Some(batch_pixels(&data.train, &items, &cfg.model, Some(16 * cfg.model.grid()))?.mean_keepdim(0)?)
+    } else {
+        None
+    };
     let ctx = Ctx {
         cfg,
         vars: &vars,
         data: &data,
+        mean_frame,
     };
     let mc = &cfg.model;
     let mut latents: Option<Latents> = None;
