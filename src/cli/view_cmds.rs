@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::plan_cmds::{load_model, open_backend, Backend, Loaded, PlanOpts};
+use super::plan_cmds::{Backend as BackendFlag, PlanOpts};
+use crate::app::{self, Backend, LoadedModel, ModelRequest};
 use crate::env::{self, Env};
-use crate::model::{CpuModel, GpuModel, WorldModel};
 use crate::plan;
-use crate::trace::record::{is_stopped, record_episode, Control, EpisodeSetup, Event, RunModels};
+use crate::plan::world::WorldPlan;
+use crate::trace::record::{is_stopped, record_episode, Control, EpisodeSetup, Event};
 use crate::trace::{RunMeta, TraceMeta, TraceWriter, FORMAT_NAME, FORMAT_VERSION};
 use crate::viewer::live::{JobFn, LiveRequest, Msg};
 use crate::viewer::{self, ViewerApp, WindowOptions};
@@ -39,7 +40,7 @@ pub struct ViewArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, value_enum, default_value = "auto")]
-    pub backend: Backend,
+    pub backend: BackendFlag,
     /// CEM samples per optimization step (live).
     #[arg(long, default_value_t = 300)]
     pub samples: usize,
@@ -109,9 +110,9 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
     if a.gif.is_some() {
         anyhow::bail!("--gif exports a recorded trace: `qwm view DIR --gif OUT.gif`");
     }
-    env::make(&env_name)?;
     let opts = a.plan_opts(&env_name);
-    plan::make(&opts.planner, opts.configs(10, a.seed).0)?;
+    // Refuse bad settings before the window opens.
+    opts.session_options().plan.validate(env::make(&env_name)?.spec())?;
     let job: JobFn = Arc::new(move |req: LiveRequest, control: Arc<Control>, tx: Sender<Msg>| {
         let mut o = opts.clone();
         o.quant = req.quant.clone();
@@ -187,7 +188,7 @@ pub fn plan_trace(opts: &PlanOpts, seed: u64, compare: Option<&str>, dir: &Path)
     Ok(())
 }
 
-fn run_meta(l: &Loaded, label: &str, backend: &str, adapter: &str, secs: f64) -> RunMeta {
+fn run_meta(l: &LoadedModel, label: &str, backend: &str, adapter: &str, secs: f64) -> RunMeta {
     let c = &l.weights.config;
     RunMeta {
         label: label.to_string(),
@@ -206,7 +207,8 @@ fn run_meta(l: &Loaded, label: &str, backend: &str, adapter: &str, secs: f64) ->
     }
 }
 
-/// Load the model(s), then record each run's episode, sending everything to `out`.
+/// Load the model(s) through the application layer, then record each run's episode, sending
+/// everything to `out`.
 pub fn record_trace(
     opts: &PlanOpts,
     seed: u64,
@@ -214,47 +216,49 @@ pub fn record_trace(
     control: Option<&Control>,
     out: &mut dyn FnMut(Msg) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut env = env::make(&opts.env)?;
-    let mut specs = vec![opts.quant.clone()];
+    let so = opts.session_options();
+    let env = env::make(&so.env)?;
+    so.plan.validate(env.spec())?;
+    let mut notice = |e: &app::Event| {
+        if let app::Event::Notice(m) = e {
+            eprintln!("{m}");
+        }
+    };
+    let mut specs = vec![so.model.quant.clone()];
     specs.extend(compare.map(str::to_string));
     let mut loaded = Vec::new();
     for s in &specs {
         let t = Instant::now();
-        let o = PlanOpts {
+        let req = ModelRequest {
             quant: s.clone(),
-            ..opts.clone()
+            ..so.model.clone()
         };
-        let l = load_model(&o, env.as_ref())?;
+        let l = LoadedModel::open(&req, env.as_ref(), &so.plan, &mut notice)?;
         loaded.push((l, t.elapsed().as_secs_f64()));
     }
     if loaded.len() == 2 && loaded[0].0.weights.config != loaded[1].0.weights.config {
         anyhow::bail!("--compare needs two quantizations of one model");
     }
-    let w = &loaded[0].0.weights;
-    let step = w.config.frameskip * w.config.action_dim;
-    let (pc, mpc) = opts.configs(step, seed);
+    let (pc, mpc) = so.plan.configs(env.spec(), loaded[0].0.step_dim(), seed);
     let (start, goal) = env.sample_start_goal(seed);
-    let size = w.config.image_size;
-    let ctx = open_backend(opts.backend)?;
-    let (backend, adapter) = match &ctx {
-        Some(c) => ("gpu", c.report.name.clone()),
-        None => ("cpu", String::new()),
-    };
+    let size = loaded[0].0.weights.config.image_size;
+    let backend = Backend::open(so.backend, &mut notice);
+    let adapter = backend.gpu().map_or(String::new(), |c| c.report.name.clone());
     let meta = TraceMeta {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
         env: env.spec().name.to_string(),
         seed,
-        planner: opts.planner.clone(),
+        planner: so.plan.planner.clone(),
         plan: pc.clone(),
-        mpc: mpc.clone(),
+        mpc,
         image_size: size,
         start: start.clone(),
         goal: goal.clone(),
         runs: loaded
             .iter()
             .zip(&specs)
-            .map(|((l, s), spec)| run_meta(l, spec, backend, &adapter, *s))
+            .map(|((l, s), spec)| run_meta(l, spec, backend.name(), &adapter, *s))
             .collect(),
     };
     out(Msg::Meta(Box::new(meta.clone()), env.render_state(&goal, size)?))?;
@@ -263,70 +267,70 @@ pub fn record_trace(
         start: &start,
         goal: &goal,
     };
-    match &ctx {
-        Some(c) => {
-            let models = loaded
-                .iter()
-                .map(|(l, _)| match &l.quant {
-                    Some(q) => GpuModel::new_quantized(c, q),
-                    None => GpuModel::new(c, &l.weights),
-                })
-                .collect::<crate::Result<Vec<_>>>()?;
-            record_runs(&models, &loaded, &meta, env.as_mut(), opts, task, control, out)
-        }
-        None => {
-            let models = loaded
-                .iter()
-                .map(|(l, _)| match &l.quant {
-                    Some(q) => CpuModel::new_quantized(q),
-                    None => CpuModel::new(&l.weights),
-                })
-                .collect::<crate::Result<Vec<_>>>()?;
-            record_runs(&models, &loaded, &meta, env.as_mut(), opts, task, control, out)
-        }
+    let rec = Recording {
+        meta: &meta,
+        planner: &so.plan.planner,
+        task,
+        control,
+    };
+    let alpha = env.spec().alpha;
+    let h = pc.horizon;
+    let mut env = env;
+    // The sink's own errors (a closed viewer, a full disk) pass through the backend call as
+    // this slot.
+    let mut failed: Option<anyhow::Error> = None;
+    let mut out = |m: Msg| -> crate::Result<()> {
+        out(m).map_err(|e| {
+            let msg = format!("{e:#}");
+            failed = Some(e);
+            crate::Error::Invalid(msg)
+        })
+    };
+    let res = backend.with_plan_model(&loaded[0].0, h, alpha, |pm0| match loaded.get(1) {
+        None => rec.run(0, env.as_mut(), pm0, None, &mut out).map(|_| ()),
+        Some((l1, _)) => backend.with_plan_model(l1, h, alpha, |pm1| {
+            if rec.run(0, env.as_mut(), &mut *pm0, Some(&mut *pm1), &mut out)? {
+                rec.run(1, env.as_mut(), &mut *pm1, Some(&mut *pm0), &mut out)?;
+            }
+            Ok(())
+        }),
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
+    Ok(res?)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record_runs<M: WorldModel>(
-    models: &[M],
-    loaded: &[(Loaded, f64)],
-    meta: &TraceMeta,
-    env: &mut dyn Env,
-    opts: &PlanOpts,
-    task: plan::Task,
-    control: Option<&Control>,
-    out: &mut dyn FnMut(Msg) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let alpha = env.spec().alpha;
-    for (r, m) in models.iter().enumerate() {
-        out(Msg::Run(r, Box::new(meta.runs[r].clone())))?;
-        let other = (models.len() == 2).then(|| (&models[1 - r], loaded[1 - r].0.weights.norm.clone()));
-        let rm = RunModels {
-            model: m,
-            norm: loaded[r].0.weights.norm.clone(),
-            other,
-        };
+/// What every run of one recording shares.
+struct Recording<'a> {
+    meta: &'a TraceMeta,
+    planner: &'a str,
+    task: plan::Task<'a>,
+    control: Option<&'a Control>,
+}
+
+impl Recording<'_> {
+    /// Record run `r`; false when it was stopped (no later run starts).
+    fn run<'d>(
+        &self,
+        r: usize,
+        env: &mut dyn Env,
+        pm: &mut dyn WorldPlan,
+        other: Option<&mut (dyn WorldPlan + 'd)>,
+        out: &mut dyn FnMut(Msg) -> crate::Result<()>,
+    ) -> crate::Result<bool> {
+        out(Msg::Run(r, Box::new(self.meta.runs[r].clone())))?;
         let setup = EpisodeSetup {
             run: r,
-            mpc: &meta.mpc,
-            task,
-            topk: meta.plan.topk,
-            horizon: meta.plan.horizon,
-            alpha,
+            mpc: &self.meta.mpc,
+            task: self.task,
+            topk: self.meta.plan.topk,
+            horizon: self.meta.plan.horizon,
         };
-        let mut planner = plan::make(&opts.planner, meta.plan.clone())?;
-        let mut sink_err = None;
-        let res = record_episode(env, &rm, planner.as_mut(), &setup, control, &mut |e| {
-            out(Msg::Event(e)).map_err(|err| {
-                let msg = format!("{err:#}");
-                sink_err = Some(err);
-                crate::Error::Invalid(msg)
-            })
+        let mut planner = plan::make(self.planner, self.meta.plan.clone())?;
+        let res = record_episode(env, pm, other, planner.as_mut(), &setup, self.control, &mut |e| {
+            out(Msg::Event(e))
         });
-        if let Some(e) = sink_err {
-            return Err(e);
-        }
         let stopped = matches!(&res, Err(e) if is_stopped(e));
         out(Msg::Done(
             r,
@@ -338,9 +342,6 @@ fn record_runs<M: WorldModel>(
                 }
             }),
         ))?;
-        if stopped {
-            break;
-        }
+        Ok(!stopped)
     }
-    Ok(())
 }

@@ -19,6 +19,8 @@ pub trait WorldPlan: PlanModel {
     fn imagine(&mut self, actions: &[f32]) -> Result<Vec<Vec<f32>>>;
     /// Decode every frame of an imagined rollout to RGB frames (needs a decoder).
     fn decode_rollout(&mut self, actions: &[f32]) -> Result<Vec<Frame>>;
+    /// The visual latent `[N * De]` of one frame, on the host.
+    fn encode_latent(&self, f: &Frame) -> Result<Vec<f32>>;
 }
 
 pub struct WorldPlanModel<'m, M: WorldModel> {
@@ -130,6 +132,10 @@ impl<M: WorldModel> WorldPlan for WorldPlanModel<'_, M> {
 
     fn decode_rollout(&mut self, actions: &[f32]) -> Result<Vec<Frame>> {
         WorldPlanModel::decode_rollout(self, actions)
+    }
+
+    fn encode_latent(&self, f: &Frame) -> Result<Vec<f32>> {
+        WorldPlanModel::encode_latent(self, f)
     }
 }
 

@@ -13,18 +13,14 @@ use std::time::Instant;
 
 use super::{opt_stat, IterMeta, IterTrace, OptStat};
 use crate::env::{Env, Frame};
-use crate::model::{Normalization, WorldModel};
 use crate::plan::mpc::{MpcIter, PlanModel};
-use crate::plan::world::WorldPlanModel;
+use crate::plan::world::WorldPlan;
 use crate::plan::{run_episode, EpisodeRecord, MpcConfig, Planner, Task};
 use crate::{Error, Result};
 
-/// The message of the error a stopped episode ends with (see [`is_stopped`]).
-const STOPPED: &str = "planning stopped by the viewer";
-
 /// Whether an error is the one [`Control::stop`] causes.
 pub fn is_stopped(e: &Error) -> bool {
-    matches!(e, Error::Invalid(m) if m == STOPPED)
+    matches!(e, Error::Cancelled)
 }
 
 /// What a recording reports as it goes.
@@ -98,7 +94,7 @@ impl Control {
             s = self.cv.wait(s).unwrap();
         }
         if s.stop {
-            return Err(Error::Invalid(STOPPED.into()));
+            return Err(Error::Cancelled);
         }
         Ok(s)
     }
@@ -127,14 +123,6 @@ impl Control {
     }
 }
 
-/// The models of a recorded run: the one that plans and, optionally, one to compare its
-/// imagination with on the same plans (for [`IterMeta::divergence`]).
-pub struct RunModels<'m, M: WorldModel> {
-    pub model: &'m M,
-    pub norm: Normalization,
-    pub other: Option<(&'m M, Normalization)>,
-}
-
 /// Everything an episode needs besides the models.
 pub struct EpisodeSetup<'a> {
     pub run: usize,
@@ -142,11 +130,10 @@ pub struct EpisodeSetup<'a> {
     pub task: Task<'a>,
     pub topk: usize,
     pub horizon: usize,
-    pub alpha: f32,
 }
 
-struct Shared<'m, M: WorldModel> {
-    pm: WorldPlanModel<'m, M>,
+struct Shared<'p> {
+    pm: &'p mut dyn WorldPlan,
     obs: Option<(Frame, Vec<f32>)>,
     steps: Vec<OptStat>,
     last: (Vec<f32>, Vec<f32>),
@@ -162,15 +149,15 @@ fn emit(sink: &Sink<'_>, e: Event) -> Result<()> {
     (*f)(e)
 }
 
-struct Hooked<'a, 's, 'm, M: WorldModel> {
-    sh: &'a RefCell<Shared<'m, M>>,
+struct Hooked<'a, 's, 'p> {
+    sh: &'a RefCell<Shared<'p>>,
     sink: &'a Sink<'s>,
     control: Option<&'a Control>,
     run: usize,
     topk: usize,
 }
 
-impl<M: WorldModel> Hooked<'_, '_, '_, M> {
+impl Hooked<'_, '_, '_> {
     fn failed(&self) -> Result<()> {
         match self.sh.borrow_mut().error.take() {
             Some(e) => Err(e),
@@ -179,7 +166,7 @@ impl<M: WorldModel> Hooked<'_, '_, '_, M> {
     }
 }
 
-impl<M: WorldModel> PlanModel for Hooked<'_, '_, '_, M> {
+impl PlanModel for Hooked<'_, '_, '_> {
     fn action_dim(&self) -> usize {
         self.sh.borrow().pm.action_dim()
     }
@@ -236,24 +223,26 @@ impl<M: WorldModel> PlanModel for Hooked<'_, '_, '_, M> {
     }
 }
 
-/// Run one traced MPC episode, sending every optimization step and analysed iteration to
-/// `sink`. Ends with the episode's record, or the error that stopped it ([`is_stopped`] when
-/// the control stopped it).
-pub fn record_episode<M: WorldModel>(
+/// Run one traced MPC episode with `pm`, sending every optimization step and analysed
+/// iteration to `sink`; `other` (a second model, e.g. another quantization) imagines each
+/// plan too, for [`IterMeta::divergence`]. Ends with the episode's record, or the error that
+/// stopped it ([`is_stopped`] when the control stopped it).
+pub fn record_episode<'d>(
     env: &mut dyn Env,
-    models: &RunModels<'_, M>,
+    pm: &mut dyn WorldPlan,
+    mut other: Option<&mut (dyn WorldPlan + 'd)>,
     planner: &mut dyn Planner,
     setup: &EpisodeSetup<'_>,
     control: Option<&Control>,
     sink: &mut dyn FnMut(Event) -> Result<()>,
 ) -> Result<EpisodeRecord> {
-    let cfg = models.model.config().clone();
+    let cfg = pm.model_config().clone();
     let goal = setup.task.goal.to_vec();
     let size = cfg.image_size;
     let goal_frame = env.render_state(&goal, size)?;
     let goal_proprio = env.proprio_of(&goal);
     let sh = RefCell::new(Shared {
-        pm: WorldPlanModel::new(models.model, models.norm.clone(), setup.horizon, setup.alpha),
+        pm,
         obs: None,
         steps: Vec::new(),
         last: (Vec::new(), Vec::new()),
@@ -261,10 +250,6 @@ pub fn record_episode<M: WorldModel>(
         iter: 0,
         error: None,
     });
-    let mut other = models
-        .other
-        .as_ref()
-        .map(|(m, n)| WorldPlanModel::new(*m, n.clone(), setup.horizon, setup.alpha));
     let sink: Sink = RefCell::new(sink);
     let mut hooked = Hooked {
         sh: &sh,
@@ -277,7 +262,7 @@ pub fn record_episode<M: WorldModel>(
     let mut on_iter = |it: &MpcIter, e: &dyn Env| {
         let res = analyse(
             &mut sh.borrow_mut(),
-            other.as_mut(),
+            other.as_deref_mut(),
             it,
             e,
             &before,
@@ -305,7 +290,8 @@ pub fn record_episode<M: WorldModel>(
         }
     };
     let rec = run_episode(env, &mut hooked, planner, setup.mpc, setup.task, &mut on_iter)?;
-    match sh.borrow_mut().error.take() {
+    let failed = sh.borrow_mut().error.take();
+    match failed {
         Some(e) => Err(e),
         None => Ok(rec),
     }
@@ -354,9 +340,9 @@ fn mse(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn analyse<M: WorldModel>(
-    s: &mut Shared<'_, M>,
-    other: Option<&mut WorldPlanModel<'_, M>>,
+fn analyse<'d>(
+    s: &mut Shared<'_>,
+    other: Option<&mut (dyn WorldPlan + 'd)>,
     it: &MpcIter,
     env: &dyn Env,
     before: &[f32],
@@ -366,7 +352,7 @@ fn analyse<M: WorldModel>(
 ) -> Result<IterTrace> {
     let env_seconds = s.plan_end.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let cfg = s.pm.model.config().clone();
+    let cfg = s.pm.model_config().clone();
     let (n, de, fs, h) = (cfg.patches(), cfg.visual_dim(), cfg.frameskip, setup.horizon);
     let (obs, proprio) = s
         .obs

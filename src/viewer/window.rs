@@ -55,7 +55,6 @@ pub fn run_window(
     };
     // Frame times are measured without waiting for a vertical blank.
     if opts.bench_frames.is_some() {
-        native.vsync = false;
         native.wgpu_options.surface.present_mode = wgpu::PresentMode::AutoNoVsync;
     }
     let result = eframe::run_native(
