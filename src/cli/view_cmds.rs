@@ -117,13 +117,23 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
         let mut o = opts.clone();
         o.quant = req.quant.clone();
         o.model = req.model.clone();
-        let r = record_trace(&o, req.seed, req.compare.as_deref(), Some(&*control), &mut |m| {
-            tx.send(m).map_err(|_| anyhow::anyhow!("the viewer closed"))
+        // With a compared model each run plans on its own thread, so the two columns advance
+        // together instead of one after the other.
+        let job = |only: usize, tx: Sender<Msg>| {
+            let r = record_trace(&o, req.seed, req.compare.as_deref(), Some(&*control), Some(only), &mut |m| {
+                tx.send(m).map_err(|_| anyhow::anyhow!("the viewer closed"))
+            });
+            if let Err(e) = r {
+                let _ = tx.send(Msg::Done(only, Err(format!("{e:#}"))));
+            }
+        };
+        std::thread::scope(|s| {
+            if req.compare.is_some() {
+                let tx1 = tx.clone();
+                s.spawn(|| job(1, tx1));
+            }
+            job(0, tx.clone());
         });
-        if let Err(e) = r {
-            // Before any run started (model loading): report it as run 0's end.
-            let _ = tx.send(Msg::Done(0, Err(format!("{e:#}"))));
-        }
     });
     let req = LiveRequest {
         env: env_name,
@@ -140,7 +150,7 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
 pub fn plan_trace(opts: &PlanOpts, seed: u64, compare: Option<&str>, dir: &Path) -> anyhow::Result<()> {
     let mut writer: Option<(TraceWriter, TraceMeta)> = None;
     let t0 = Instant::now();
-    record_trace(opts, seed, compare, None, &mut |m| {
+    record_trace(opts, seed, compare, None, None, &mut |m| {
         match m {
             Msg::Meta(meta, goal) => {
                 let w = TraceWriter::create(dir, &goal)?;
@@ -207,13 +217,15 @@ fn run_meta(l: &LoadedModel, label: &str, backend: &str, adapter: &str, secs: f6
     }
 }
 
-/// Load the model(s) through the application layer, then record each run's episode, sending
-/// everything to `out`.
+/// Load the model(s) through the application layer, then record each run's episode (or only
+/// run `only`, for a caller that runs them on threads of its own), sending everything to
+/// `out`.
 pub fn record_trace(
     opts: &PlanOpts,
     seed: u64,
     compare: Option<&str>,
     control: Option<&Control>,
+    only: Option<usize>,
     out: &mut dyn FnMut(Msg) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let so = opts.session_options();
@@ -286,10 +298,15 @@ pub fn record_trace(
             crate::Error::Invalid(msg)
         })
     };
+    let wants = |r: usize| only.is_none_or(|o| o == r);
     let res = backend.with_plan_model(&loaded[0].0, h, alpha, |pm0| match loaded.get(1) {
         None => rec.run(0, env.as_mut(), pm0, None, &mut out).map(|_| ()),
         Some((l1, _)) => backend.with_plan_model(l1, h, alpha, |pm1| {
-            if rec.run(0, env.as_mut(), &mut *pm0, Some(&mut *pm1), &mut out)? {
+            let mut go = true;
+            if wants(0) {
+                go = rec.run(0, env.as_mut(), &mut *pm0, Some(&mut *pm1), &mut out)?;
+            }
+            if wants(1) && go {
                 rec.run(1, env.as_mut(), &mut *pm1, Some(&mut *pm0), &mut out)?;
             }
             Ok(())

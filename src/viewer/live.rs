@@ -102,6 +102,8 @@ impl LiveSession {
     /// Apply one message (also used by tests to build a session's state by hand).
     pub fn apply(&mut self, m: Msg) {
         match m {
+            // Each run's thread sends the same episode; the first one sets it up.
+            Msg::Meta(_, _) if self.trace.is_some() => {}
             Msg::Meta(meta, goal) => {
                 let n = meta.runs.len();
                 self.trace = Some(Trace {

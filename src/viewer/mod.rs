@@ -316,13 +316,15 @@ impl ViewerApp {
         self.keyboard(&ctx);
         egui::Panel::top("qwm_top").show(ui, |ui| panels::top_bar(self, ui));
         egui::Panel::bottom("qwm_timeline").show(ui, |ui| panels::timeline(self, ui));
+        // Fixed widths: a panel sized to its first frame's content stays narrow when the live
+        // trace arrives later.
         egui::Panel::left("qwm_info")
-            .default_size(230.0)
+            .exact_size(230.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| panels::info(self, ui))
             });
         egui::Panel::right("qwm_plots")
-            .default_size(330.0)
+            .exact_size(330.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| panels::plots(self, ui))
             });

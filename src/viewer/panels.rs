@@ -144,8 +144,11 @@ pub(super) fn timeline(app: &mut ViewerApp, ui: &mut Ui) {
             app.follow = false;
             app.advance();
         }
-        ui.label("speed");
-        ui.add(egui::Slider::new(&mut app.speed, 1.0..=60.0).suffix(" steps/s"));
+        ui.add(
+            egui::Slider::new(&mut app.speed, 1.0..=60.0)
+                .suffix(" steps/s")
+                .text("speed"),
+        );
         ui.checkbox(&mut app.looping, "loop");
         if matches!(app.source, Source::Live { .. }) {
             ui.checkbox(&mut app.follow, "follow");
@@ -156,18 +159,16 @@ pub(super) fn timeline(app: &mut ViewerApp, ui: &mut Ui) {
         return;
     }
     ui.horizontal(|ui| {
-        ui.label("MPC iteration");
         let mut it = app.cursor.iter + 1;
-        let r = ui.add(egui::Slider::new(&mut it, 1..=n.max(1)).clamping(egui::SliderClamping::Always));
+        let r = ui.add(egui::Slider::new(&mut it, 1..=n.max(1)).text("MPC iteration"));
         if r.changed() {
             app.follow = false;
             app.select_iteration(it - 1);
         }
         let steps = app.steps_at(app.cursor.iter);
-        ui.label("opt step");
         let mut st = app.cursor.step + 1;
         if ui
-            .add(egui::Slider::new(&mut st, 1..=steps.max(1)))
+            .add(egui::Slider::new(&mut st, 1..=steps.max(1)).text("opt step"))
             .changed()
         {
             app.follow = false;
@@ -262,8 +263,9 @@ pub(super) fn info(app: &mut ViewerApp, ui: &mut Ui) {
             ));
         }
         ui.label(format!("load {:.2} s", rm.load_seconds));
+        // (+ 0.0: an empty float sum is -0.0.)
         let sum = |f: fn(&crate::trace::IterMeta) -> f64| -> f64 {
-            run.iters.iter().map(|i| f(&i.meta)).sum()
+            run.iters.iter().map(|i| f(&i.meta)).sum::<f64>() + 0.0
         };
         ui.label(format!(
             "total: plan {:.2} s, env {:.3} s, trace {:.2} s",
