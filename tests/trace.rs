@@ -26,9 +26,27 @@ fn tmp(name: &str) -> PathBuf {
 fn record(dir: &Path) {
     let d = dir.to_str().unwrap();
     let (ok, err) = qwm(&[
-        "plan", "--env", "wall", "--seed", "3", "--backend", "cpu", "--samples", "16",
-        "--topk", "4", "--opt-steps", "2", "--max-iter", "2", "--horizon", "3", "--trace", d,
-        "--compare", "w8",
+        "plan",
+        "--env",
+        "wall",
+        "--seed",
+        "3",
+        "--backend",
+        "cpu",
+        "--samples",
+        "16",
+        "--topk",
+        "4",
+        "--opt-steps",
+        "2",
+        "--max-iter",
+        "2",
+        "--horizon",
+        "3",
+        "--trace",
+        d,
+        "--compare",
+        "w8",
     ]);
     assert!(ok, "qwm plan --trace failed: {err}");
 }
@@ -55,7 +73,10 @@ fn plan_trace_records_what_the_viewer_shows_deterministically() {
     let m = &t.meta;
     assert_eq!((m.env.as_str(), m.seed, m.plan.horizon), ("wall", 3, 3));
     assert_eq!(t.runs.len(), 2, "the run and the compared run");
-    assert_eq!((t.runs[0].meta.label.as_str(), t.runs[1].meta.label.as_str()), ("fp", "w8"));
+    assert_eq!(
+        (t.runs[0].meta.label.as_str(), t.runs[1].meta.label.as_str()),
+        ("fp", "w8")
+    );
     assert!(t.runs[1].meta.linear_bytes.is_some());
     let env = qwm::env::make("wall").unwrap();
     for run in &t.runs {
@@ -75,7 +96,11 @@ fn plan_trace_records_what_the_viewer_shows_deterministically() {
             // Step 0 compares the observation's encoding with itself.
             assert!(im.latent_err[0] < 1e-8, "{:?}", im.latent_err);
             assert!(im.latent_err[1..].iter().all(|e| *e > 0.0));
-            assert_eq!(im.divergence.len(), 4, "a compared model gives a divergence");
+            assert_eq!(
+                im.divergence.len(),
+                4,
+                "a compared model gives a divergence"
+            );
             assert_eq!(it.elite_actions.len(), 4);
             assert_eq!(it.elite_states.len(), 4);
             // The path is continuous and replays in the environment.
@@ -89,7 +114,10 @@ fn plan_trace_records_what_the_viewer_shows_deterministically() {
             state = it.executed_states.last().unwrap().clone();
             assert!((env.state_distance(&state, &m.goal) - im.distance).abs() < 1e-5);
             // The real frames are the environment's renders of the recorded states.
-            assert_eq!(it.real[2], env.render_state(&it.real_states[2], 64).unwrap());
+            assert_eq!(
+                it.real[2],
+                env.render_state(&it.real_states[2], 64).unwrap()
+            );
         }
     }
     // Same seed, model and backend: the same arrays.
@@ -104,8 +132,21 @@ fn plan_trace_records_what_the_viewer_shows_deterministically() {
     }
     // A directory that holds a trace is not overwritten.
     let (ok, err) = qwm(&[
-        "plan", "--env", "wall", "--backend", "cpu", "--samples", "8", "--topk", "2",
-        "--opt-steps", "1", "--max-iter", "1", "--trace", a.to_str().unwrap(),
+        "plan",
+        "--env",
+        "wall",
+        "--backend",
+        "cpu",
+        "--samples",
+        "8",
+        "--topk",
+        "2",
+        "--opt-steps",
+        "1",
+        "--max-iter",
+        "1",
+        "--trace",
+        a.to_str().unwrap(),
     ]);
     assert!(!ok && err.contains("already holds a trace"), "{err}");
 
@@ -116,13 +157,19 @@ fn plan_trace_records_what_the_viewer_shows_deterministically() {
     let js = std::fs::read_to_string(&jp).unwrap();
     std::fs::write(&jp, js.replacen("\"version\": 1", "\"version\": 7", 1)).unwrap();
     let e = qwm::trace::load(&c).unwrap_err().to_string();
-    assert!(e.contains("version 7 is newer") && e.contains("trace.json"), "{e}");
+    assert!(
+        e.contains("version 7 is newer") && e.contains("trace.json"),
+        "{e}"
+    );
     // A missing iteration file.
     let c = tmp("missing");
     copy_dir(&a, &c);
     std::fs::remove_file(c.join("r1/iter0000.safetensors")).unwrap();
     let e = qwm::trace::load(&c).unwrap_err().to_string();
-    assert!(e.contains("truncated trace") && e.contains("iter0000"), "{e}");
+    assert!(
+        e.contains("truncated trace") && e.contains("iter0000"),
+        "{e}"
+    );
     // A truncated iteration file.
     let c = tmp("cut");
     copy_dir(&a, &c);
@@ -130,7 +177,10 @@ fn plan_trace_records_what_the_viewer_shows_deterministically() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = qwm::trace::load(&c).unwrap_err().to_string();
-    assert!(e.contains("iter0000.safetensors") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("iter0000.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
     // No trace at all.
     let e = qwm::trace::load(&tmp("none")).unwrap_err().to_string();
     assert!(e.contains("qwm plan") && e.contains("--trace"), "{e}");

@@ -100,21 +100,35 @@ fn play_advances_scrubbing_selects_and_compare_adds_a_column() {
     h.run_steps(1);
     h.drop_at(egui::pos2(SIZE[0] * 0.2, y));
     h.run_steps(2);
-    assert_eq!(h.state().cursor.iter, 0, "the click did not select iteration 1");
+    assert_eq!(
+        h.state().cursor.iter,
+        0,
+        "the click did not select iteration 1"
+    );
     h.drag_at(egui::pos2(SIZE[0] * 0.8, y));
     h.run_steps(1);
     h.drop_at(egui::pos2(SIZE[0] * 0.8, y));
     h.run_steps(2);
-    assert_eq!(h.state().cursor.iter, 1, "the click did not select iteration 2");
+    assert_eq!(
+        h.state().cursor.iter,
+        1,
+        "the click did not select iteration 2"
+    );
 
     // The compare toggle: off -> one column, on -> two.
     h.get_by_label("compare").click();
     h.run_steps(2);
     assert_eq!(h.state().columns(), 1);
-    assert!(h.query_all_by_label_contains("run 1: w4 (cpu)").next().is_none());
+    assert!(h
+        .query_all_by_label_contains("run 1: w4 (cpu)")
+        .next()
+        .is_none());
     h.snapshot_options("viewer_single_column", &snap_options());
     h.get_by_label("compare").click();
     h.run_steps(2);
     assert_eq!(h.state().columns(), 2);
-    assert!(h.query_all_by_label_contains("run 1: w4 (cpu)").next().is_some());
+    assert!(h
+        .query_all_by_label_contains("run 1: w4 (cpu)")
+        .next()
+        .is_some());
 }

@@ -20,7 +20,10 @@ fn out(name: &str) -> PathBuf {
 #[test]
 fn screenshot_under_xvfb_shows_the_scene() {
     if Command::new("xvfb-run").arg("--help").output().is_err() {
-        assert!(!in_ci(), "CI=true but xvfb-run is missing (.ci/install-deps.sh installs it)");
+        assert!(
+            !in_ci(),
+            "CI=true but xvfb-run is missing (.ci/install-deps.sh installs it)"
+        );
         eprintln!("SKIPPED: xvfb-run is not installed");
         return;
     }
@@ -38,19 +41,34 @@ fn screenshot_under_xvfb_shows_the_scene() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "qwm view --screenshot failed: {err}");
     let img = image::open(&png).expect("a PNG was written").to_rgb8();
-    assert!(img.width() >= 800 && img.height() >= 600, "{}x{}", img.width(), img.height());
+    assert!(
+        img.width() >= 800 && img.height() >= 600,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
     // Not blank: the pixel values vary.
     let n = (img.width() * img.height()) as f64;
     let mean = img.pixels().map(|p| p[1] as f64).sum::<f64>() / n;
-    let var = img.pixels().map(|p| (p[1] as f64 - mean).powi(2)).sum::<f64>() / n;
-    assert!(var.sqrt() > 20.0, "the screenshot is nearly uniform (std {})", var.sqrt());
+    let var = img
+        .pixels()
+        .map(|p| (p[1] as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    assert!(
+        var.sqrt() > 20.0,
+        "the screenshot is nearly uniform (std {})",
+        var.sqrt()
+    );
     // The scene: the Wall render's white floor and black walls (the dark UI theme has
     // neither), and run 0's path colour drawn over it.
     let count = |f: &dyn Fn(&image::Rgb<u8>) -> bool| img.pixels().filter(|p| f(p)).count();
     let white = count(&|p| p[0] == 255 && p[1] == 255 && p[2] == 255);
     let black = count(&|p| p[0] < 8 && p[1] < 8 && p[2] < 8);
     let path = count(&|p| {
-        (p[0] as i32 - 31).abs() < 12 && (p[1] as i32 - 119).abs() < 12 && (p[2] as i32 - 180).abs() < 12
+        (p[0] as i32 - 31).abs() < 12
+            && (p[1] as i32 - 119).abs() < 12
+            && (p[2] as i32 - 180).abs() < 12
     });
     assert!(white > 40_000, "too little of the white floor: {white} px");
     assert!(black > 4_000, "too little of the black walls: {black} px");
@@ -70,7 +88,10 @@ fn without_a_display_it_says_what_to_do() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("xvfb-run") && err.contains("qwm plan --trace"), "{err}");
+    assert!(
+        err.contains("xvfb-run") && err.contains("qwm plan --trace"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -106,5 +127,8 @@ fn missing_trace_is_a_clear_error() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("/nonexistent/trace-dir") && err.contains("--trace"), "{err}");
+    assert!(
+        err.contains("/nonexistent/trace-dir") && err.contains("--trace"),
+        "{err}"
+    );
 }

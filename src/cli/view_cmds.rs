@@ -94,7 +94,11 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
         let trace = crate::trace::load(dir)?;
         if let Some(gif) = &a.gif {
             viewer::export::episode_gif(&trace, gif)?;
-            eprintln!("wrote {} ({} MPC iterations)", gif.display(), trace.max_iters());
+            eprintln!(
+                "wrote {} ({} MPC iterations)",
+                gif.display(),
+                trace.max_iters()
+            );
             return Ok(());
         }
         let dir = dir.clone();
@@ -112,29 +116,38 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
     }
     let opts = a.plan_opts(&env_name);
     // Refuse bad settings before the window opens.
-    opts.session_options().plan.validate(env::make(&env_name)?.spec())?;
-    let job: JobFn = Arc::new(move |req: LiveRequest, control: Arc<Control>, tx: Sender<Msg>| {
-        let mut o = opts.clone();
-        o.quant = req.quant.clone();
-        o.model = req.model.clone();
-        // With a compared model each run plans on its own thread, so the two columns advance
-        // together instead of one after the other.
-        let job = |only: usize, tx: Sender<Msg>| {
-            let r = record_trace(&o, req.seed, req.compare.as_deref(), Some(&*control), Some(only), &mut |m| {
-                tx.send(m).map_err(|_| anyhow::anyhow!("the viewer closed"))
+    opts.session_options()
+        .plan
+        .validate(env::make(&env_name)?.spec())?;
+    let job: JobFn = Arc::new(
+        move |req: LiveRequest, control: Arc<Control>, tx: Sender<Msg>| {
+            let mut o = opts.clone();
+            o.quant = req.quant.clone();
+            o.model = req.model.clone();
+            // With a compared model each run plans on its own thread, so the two columns advance
+            // together instead of one after the other.
+            let job = |only: usize, tx: Sender<Msg>| {
+                let r = record_trace(
+                    &o,
+                    req.seed,
+                    req.compare.as_deref(),
+                    Some(&*control),
+                    Some(only),
+                    &mut |m| tx.send(m).map_err(|_| anyhow::anyhow!("the viewer closed")),
+                );
+                if let Err(e) = r {
+                    let _ = tx.send(Msg::Done(only, Err(format!("{e:#}"))));
+                }
+            };
+            std::thread::scope(|s| {
+                if req.compare.is_some() {
+                    let tx1 = tx.clone();
+                    s.spawn(|| job(1, tx1));
+                }
+                job(0, tx.clone());
             });
-            if let Err(e) = r {
-                let _ = tx.send(Msg::Done(only, Err(format!("{e:#}"))));
-            }
-        };
-        std::thread::scope(|s| {
-            if req.compare.is_some() {
-                let tx1 = tx.clone();
-                s.spawn(|| job(1, tx1));
-            }
-            job(0, tx.clone());
-        });
-    });
+        },
+    );
     let req = LiveRequest {
         env: env_name,
         model: a.model.clone(),
@@ -147,7 +160,12 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
 }
 
 /// `qwm plan --trace DIR`: record the episode (and the compared model's) into `dir`.
-pub fn plan_trace(opts: &PlanOpts, seed: u64, compare: Option<&str>, dir: &Path) -> anyhow::Result<()> {
+pub fn plan_trace(
+    opts: &PlanOpts,
+    seed: u64,
+    compare: Option<&str>,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let mut writer: Option<(TraceWriter, TraceMeta)> = None;
     let t0 = Instant::now();
     record_trace(opts, seed, compare, None, None, &mut |m| {
@@ -194,7 +212,12 @@ pub fn plan_trace(opts: &PlanOpts, seed: u64, compare: Option<&str>, dir: &Path)
         }
         Ok(())
     })?;
-    eprintln!("wrote trace {} in {:.1} s; view it with `qwm view {}`", dir.display(), t0.elapsed().as_secs_f64(), dir.display());
+    eprintln!(
+        "wrote trace {} in {:.1} s; view it with `qwm view {}`",
+        dir.display(),
+        t0.elapsed().as_secs_f64(),
+        dir.display()
+    );
     Ok(())
 }
 
@@ -211,7 +234,11 @@ fn run_meta(l: &LoadedModel, label: &str, backend: &str, adapter: &str, secs: f6
             (a as u64, b as u64)
         }),
         load_seconds: secs,
-        decoded_size: if c.decoder.is_some() { 16 * c.grid() } else { 0 },
+        decoded_size: if c.decoder.is_some() {
+            16 * c.grid()
+        } else {
+            0
+        },
         latent_shape: (c.patches(), c.visual_dim()),
         ..Default::default()
     }
@@ -255,7 +282,9 @@ pub fn record_trace(
     let (start, goal) = env.sample_start_goal(seed);
     let size = loaded[0].0.weights.config.image_size;
     let backend = Backend::open(so.backend, &mut notice);
-    let adapter = backend.gpu().map_or(String::new(), |c| c.report.name.clone());
+    let adapter = backend
+        .gpu()
+        .map_or(String::new(), |c| c.report.name.clone());
     let meta = TraceMeta {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
@@ -273,7 +302,10 @@ pub fn record_trace(
             .map(|((l, s), spec)| run_meta(l, spec, backend.name(), &adapter, *s))
             .collect(),
     };
-    out(Msg::Meta(Box::new(meta.clone()), env.render_state(&goal, size)?))?;
+    out(Msg::Meta(
+        Box::new(meta.clone()),
+        env.render_state(&goal, size)?,
+    ))?;
     let task = plan::Task {
         seed,
         start: &start,
@@ -345,9 +377,15 @@ impl Recording<'_> {
             horizon: self.meta.plan.horizon,
         };
         let mut planner = plan::make(self.planner, self.meta.plan.clone())?;
-        let res = record_episode(env, pm, other, planner.as_mut(), &setup, self.control, &mut |e| {
-            out(Msg::Event(e))
-        });
+        let res = record_episode(
+            env,
+            pm,
+            other,
+            planner.as_mut(),
+            &setup,
+            self.control,
+            &mut |e| out(Msg::Event(e)),
+        );
         let stopped = matches!(&res, Err(e) if is_stopped(e));
         out(Msg::Done(
             r,

@@ -218,7 +218,10 @@ impl Env for Wall {
 
     fn agent_uv(&self, state: &[f32]) -> [f32; 2] {
         // Pixel centres: column c covers [c, c + 1) of the native frame.
-        [(state[0] + 0.5) / SIZE as f32, (state[1] + 0.5) / SIZE as f32]
+        [
+            (state[0] + 0.5) / SIZE as f32,
+            (state[1] + 0.5) / SIZE as f32,
+        ]
     }
 
     fn sample_start_goal(&self, seed: u64) -> (Vec<f32>, Vec<f32>) {

@@ -289,7 +289,14 @@ pub fn record_episode<'d>(
             s.error = Some(err);
         }
     };
-    let rec = run_episode(env, &mut hooked, planner, setup.mpc, setup.task, &mut on_iter)?;
+    let rec = run_episode(
+        env,
+        &mut hooked,
+        planner,
+        setup.mpc,
+        setup.task,
+        &mut on_iter,
+    )?;
     let failed = sh.borrow_mut().error.take();
     match failed {
         Some(e) => Err(e),
@@ -353,7 +360,12 @@ fn analyse<'d>(
     let env_seconds = s.plan_end.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let cfg = s.pm.model_config().clone();
-    let (n, de, fs, h) = (cfg.patches(), cfg.visual_dim(), cfg.frameskip, setup.horizon);
+    let (n, de, fs, h) = (
+        cfg.patches(),
+        cfg.visual_dim(),
+        cfg.frameskip,
+        setup.horizon,
+    );
     let (obs, proprio) = s
         .obs
         .clone()
@@ -371,12 +383,11 @@ fn analyse<'d>(
     for f in &real {
         real_latent.push(s.pm.encode_latent(f)?);
     }
-    let pred_latent: Vec<Vec<f32>> = s
-        .pm
-        .imagine(actions)?
-        .iter()
-        .map(|t| visual(t, n, de))
-        .collect();
+    let pred_latent: Vec<Vec<f32>> =
+        s.pm.imagine(actions)?
+            .iter()
+            .map(|t| visual(t, n, de))
+            .collect();
     let latent_err = pred_latent
         .iter()
         .zip(&real_latent)

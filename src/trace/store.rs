@@ -18,7 +18,8 @@ use crate::{Error, Result};
 const MAX_ITER_FILE: u64 = 1 << 30;
 
 fn iter_path(dir: &Path, run: usize, iter: usize) -> PathBuf {
-    dir.join(format!("r{run}")).join(format!("iter{iter:04}.safetensors"))
+    dir.join(format!("r{run}"))
+        .join(format!("iter{iter:04}.safetensors"))
 }
 
 /// Writes a trace directory as the recording goes.
@@ -62,7 +63,10 @@ impl TraceWriter {
         t.push(f32_tensor("pred_latent", &it.pred_latent));
         t.push(f32_tensor("real_latent", &it.real_latent));
         t.push(f32_tensor("real_states", &it.real_states));
-        t.push(f32_tensor("plan_actions", std::slice::from_ref(&it.plan_actions)));
+        t.push(f32_tensor(
+            "plan_actions",
+            std::slice::from_ref(&it.plan_actions),
+        ));
         t.push(f32_tensor("executed_actions", &it.executed_actions));
         t.push(f32_tensor("executed_states", &it.executed_states));
         t.push(f32_tensor("elite_actions", &it.elite_actions));

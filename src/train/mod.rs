@@ -911,10 +911,15 @@ fn init_from_model(
         )));
     }
     for (n, v) in vars.iter().filter(|(n, _)| !n.starts_with("aux.")) {
-        let t = w.tensors.get(n).ok_or_else(|| {
-            Error::Invalid(format!("{path}: lacks tensor {n}"))
-        })?;
-        v.set(&Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &Device::Cpu)?)?;
+        let t = w
+            .tensors
+            .get(n)
+            .ok_or_else(|| Error::Invalid(format!("{path}: lacks tensor {n}")))?;
+        v.set(&Tensor::from_vec(
+            t.data.clone(),
+            t.shape.as_slice(),
+            &Device::Cpu,
+        )?)?;
     }
     Ok(())
 }
@@ -981,7 +986,10 @@ pub fn train(
     }
     let mean_frame = if cfg.decoder_fg_weight > 0.0 && cfg.model.decoder.is_some() {
         let items = val_subset(&frame_items(&data.train), 4096);
-        Some(batch_pixels(&data.train, &items, &cfg.model, Some(16 * cfg.model.grid()))?.mean_keepdim(0)?)
+        Some(
+            batch_pixels(&data.train, &items, &cfg.model, Some(16 * cfg.model.grid()))?
+                .mean_keepdim(0)?,
+        )
     } else {
         None
     };

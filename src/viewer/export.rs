@@ -83,9 +83,19 @@ pub fn compose(t: &Trace, r: usize, i: usize) -> Result<Frame> {
     for (k, f) in it.real.iter().enumerate() {
         blit(&mut out, &f.resize(TILE, TILE), k * (TILE + GAP), y0);
     }
-    blit(&mut out, &t.goal_frame.resize(TILE, TILE), (h + 1) * (TILE + GAP), y0);
+    blit(
+        &mut out,
+        &t.goal_frame.resize(TILE, TILE),
+        (h + 1) * (TILE + GAP),
+        y0,
+    );
     for (k, f) in it.imagined.iter().enumerate() {
-        blit(&mut out, &f.resize(TILE, TILE), k * (TILE + GAP), y0 + TILE + GAP);
+        blit(
+            &mut out,
+            &f.resize(TILE, TILE),
+            k * (TILE + GAP),
+            y0 + TILE + GAP,
+        );
     }
     Ok(out)
 }
@@ -94,7 +104,8 @@ fn blit(dst: &mut Frame, src: &Frame, x0: usize, y0: usize) {
     for y in 0..src.height.min(dst.height.saturating_sub(y0)) {
         let w = src.width.min(dst.width.saturating_sub(x0));
         let d = ((y0 + y) * dst.width + x0) * 3;
-        dst.data[d..d + w * 3].copy_from_slice(&src.data[y * src.width * 3..(y * src.width + w) * 3]);
+        dst.data[d..d + w * 3]
+            .copy_from_slice(&src.data[y * src.width * 3..(y * src.width + w) * 3]);
     }
 }
 
@@ -121,8 +132,7 @@ pub fn episode_gif(t: &Trace, path: &Path) -> Result<()> {
             .chunks(3)
             .flat_map(|p| [p[0], p[1], p[2], 255])
             .collect();
-        let img = RgbaImage::from_raw(f.width as u32, f.height as u32, rgba)
-            .expect("sizes match");
+        let img = RgbaImage::from_raw(f.width as u32, f.height as u32, rgba).expect("sizes match");
         let frame = image::Frame::from_parts(img, 0, 0, Delay::from_numer_denom_ms(500, 1));
         enc.encode_frame(frame)
             .map_err(|e| Error::Invalid(format!("{}: writing the GIF: {e}", path.display())))?;

@@ -33,7 +33,10 @@ pub const RUN_COLORS: [Color32; 2] = [
 
 /// Where the viewer's trace comes from.
 pub enum Source {
-    Replay { trace: Trace, dir: PathBuf },
+    Replay {
+        trace: Trace,
+        dir: PathBuf,
+    },
     Live {
         session: LiveSession,
         job: JobFn,
@@ -114,7 +117,9 @@ impl ViewerApp {
     /// The environment named `name` (cached).
     fn env(&mut self, name: &str) -> Option<Arc<Box<dyn crate::env::Env>>> {
         if self.env.as_ref().is_none_or(|(n, _)| n != name) {
-            self.env = crate::env::make(name).ok().map(|e| (name.to_string(), Arc::new(e)));
+            self.env = crate::env::make(name)
+                .ok()
+                .map(|e| (name.to_string(), Arc::new(e)));
         }
         self.env.as_ref().map(|(_, e)| e.clone())
     }

@@ -33,7 +33,10 @@ pub(super) fn top_bar(app: &mut ViewerApp, ui: &mut Ui) {
                 let running = session.running();
                 let paused = session.control.is_paused();
                 if ui
-                    .add_enabled(running, egui::Button::new(if paused { "Resume" } else { "Pause" }))
+                    .add_enabled(
+                        running,
+                        egui::Button::new(if paused { "Resume" } else { "Pause" }),
+                    )
                     .clicked()
                 {
                     if paused {
@@ -75,12 +78,20 @@ pub(super) fn top_bar(app: &mut ViewerApp, ui: &mut Ui) {
         let two = app.trace().is_some_and(|t| t.runs.len() > 1);
         ui.add_enabled(two, egui::Checkbox::new(&mut app.compare_shown, "compare"))
             .on_hover_text("show the second model's column");
-        if ui.button("PNG").on_hover_text("save the view as a PNG").clicked() {
+        if ui
+            .button("PNG")
+            .on_hover_text("save the view as a PNG")
+            .clicked()
+        {
             let p = super::export::next_free("qwm-view", "png");
             let ctx = ui.ctx().clone();
             app.request_png(&ctx, p, false);
         }
-        if ui.button("GIF").on_hover_text("save the episode as an animated GIF").clicked() {
+        if ui
+            .button("GIF")
+            .on_hover_text("save the episode as an animated GIF")
+            .clicked()
+        {
             let p = super::export::next_free("qwm-episode", "gif");
             app.status = match app.trace().map(|t| super::export::episode_gif(t, &p)) {
                 Some(Ok(())) => format!("saved {}", p.display()),
@@ -140,7 +151,11 @@ pub(super) fn timeline(app: &mut ViewerApp, ui: &mut Ui) {
             app.playing = !app.playing;
             app.follow = false;
         }
-        if ui.button("Step").on_hover_text("one optimization step (down arrow)").clicked() {
+        if ui
+            .button("Step")
+            .on_hover_text("one optimization step (down arrow)")
+            .clicked()
+        {
             app.follow = false;
             app.advance();
         }
@@ -246,7 +261,11 @@ pub(super) fn info(app: &mut ViewerApp, ui: &mut Ui) {
     for (r, run) in t.runs.iter().enumerate() {
         ui.separator();
         let rm = &run.meta;
-        ui.label(RichText::new(format!("run {r}: {}", rm.label)).color(RUN_COLORS[r % 2]).strong());
+        ui.label(
+            RichText::new(format!("run {r}: {}", rm.label))
+                .color(RUN_COLORS[r % 2])
+                .strong(),
+        );
         ui.label(format!("model {}", rm.model));
         ui.label(format!("quant {}", rm.quant));
         let be = if rm.adapter.is_empty() {
@@ -316,7 +335,10 @@ pub(super) fn plots(app: &mut ViewerApp, ui: &mut Ui) {
     };
     let Some(t) = app.trace() else { return };
     let h = 120.0;
-    ui.label(format!("objective per optimization step (iteration {})", cur.iter + 1));
+    ui.label(format!(
+        "objective per optimization step (iteration {})",
+        cur.iter + 1
+    ));
     Plot::new("objective")
         .height(h)
         .legend(Legend::default())
@@ -324,14 +346,33 @@ pub(super) fn plots(app: &mut ViewerApp, ui: &mut Ui) {
             for &r in &runs {
                 let steps = match live {
                     Some(s) => s.steps_of(r, cur.iter).map(|s| s.to_vec()),
-                    None => t.runs[r].iters.get(cur.iter).map(|i| i.meta.opt_steps.clone()),
+                    None => t.runs[r]
+                        .iters
+                        .get(cur.iter)
+                        .map(|i| i.meta.opt_steps.clone()),
                 };
                 let Some(steps) = steps else { continue };
                 let c = RUN_COLORS[r % 2];
                 let lbl = &t.runs[r].meta.label;
-                p.line(Line::new(format!("{lbl} best"), series(steps.iter().map(|s| s.best))).color(c).width(2.0));
-                p.line(Line::new(format!("{lbl} elite mean"), series(steps.iter().map(|s| s.elite_mean))).color(c.gamma_multiply(0.7)));
-                p.line(Line::new(format!("{lbl} elite max"), series(steps.iter().map(|s| s.elite_max))).color(c.gamma_multiply(0.4)));
+                p.line(
+                    Line::new(format!("{lbl} best"), series(steps.iter().map(|s| s.best)))
+                        .color(c)
+                        .width(2.0),
+                );
+                p.line(
+                    Line::new(
+                        format!("{lbl} elite mean"),
+                        series(steps.iter().map(|s| s.elite_mean)),
+                    )
+                    .color(c.gamma_multiply(0.7)),
+                );
+                p.line(
+                    Line::new(
+                        format!("{lbl} elite max"),
+                        series(steps.iter().map(|s| s.elite_max)),
+                    )
+                    .color(c.gamma_multiply(0.4)),
+                );
             }
             p.vline(VLine::new("step", (cur.step + 1) as f64).color(Color32::GRAY));
         });
@@ -343,14 +384,20 @@ pub(super) fn plots(app: &mut ViewerApp, ui: &mut Ui) {
             for &r in &runs {
                 let run = &t.runs[r];
                 p.line(
-                    Line::new(run.meta.label.clone(), series(run.iters.iter().map(|i| i.meta.distance)))
-                        .color(RUN_COLORS[r % 2])
-                        .width(2.0),
+                    Line::new(
+                        run.meta.label.clone(),
+                        series(run.iters.iter().map(|i| i.meta.distance)),
+                    )
+                    .color(RUN_COLORS[r % 2])
+                    .width(2.0),
                 );
             }
             p.vline(VLine::new("iteration", (cur.iter + 1) as f64).color(Color32::GRAY));
         });
-    ui.label(format!("imagination error per horizon step (iteration {})", cur.iter + 1));
+    ui.label(format!(
+        "imagination error per horizon step (iteration {})",
+        cur.iter + 1
+    ));
     Plot::new("imagination")
         .height(h)
         .legend(Legend::default())
@@ -364,7 +411,11 @@ pub(super) fn plots(app: &mut ViewerApp, ui: &mut Ui) {
                         .enumerate()
                         .map(|(k, e)| [k as f64, *e as f64])
                         .collect();
-                    p.line(Line::new(t.runs[r].meta.label.clone(), pts).color(RUN_COLORS[r % 2]).width(2.0));
+                    p.line(
+                        Line::new(t.runs[r].meta.label.clone(), pts)
+                            .color(RUN_COLORS[r % 2])
+                            .width(2.0),
+                    );
                 }
             }
         });
@@ -375,8 +426,16 @@ pub(super) fn plots(app: &mut ViewerApp, ui: &mut Ui) {
         .show(ui, |p| {
             for &r in &runs {
                 let run = &t.runs[r];
-                let pts = series(run.iters.iter().map(|i| mean_divergence(&i.meta).unwrap_or(f32::NAN)));
-                p.line(Line::new(format!("{} vs other", run.meta.label), pts).color(RUN_COLORS[r % 2]).width(2.0));
+                let pts = series(
+                    run.iters
+                        .iter()
+                        .map(|i| mean_divergence(&i.meta).unwrap_or(f32::NAN)),
+                );
+                p.line(
+                    Line::new(format!("{} vs other", run.meta.label), pts)
+                        .color(RUN_COLORS[r % 2])
+                        .width(2.0),
+                );
             }
             p.vline(VLine::new("iteration", (cur.iter + 1) as f64).color(Color32::GRAY));
         });
@@ -407,18 +466,26 @@ fn column(app: &mut ViewerApp, ui: &mut Ui, r: usize, w: f32) {
     let Some(t) = app.trace() else { return };
     let run = &t.runs[r];
     ui.label(
-        RichText::new(format!("run {r}: {} ({})", run.meta.label, run.meta.backend))
-            .color(RUN_COLORS[r % 2])
-            .strong(),
+        RichText::new(format!(
+            "run {r}: {} ({})",
+            run.meta.label, run.meta.backend
+        ))
+        .color(RUN_COLORS[r % 2])
+        .strong(),
     );
-    let Some(it) = run.iters.get(app.cursor.iter.min(run.iters.len().saturating_sub(1))) else {
+    let Some(it) = run
+        .iters
+        .get(app.cursor.iter.min(run.iters.len().saturating_sub(1)))
+    else {
         ui.label("no iteration yet");
         return;
     };
     let idx = it.meta.index;
     let state = it.executed_states[0].clone();
     let env_name = t.meta.env.clone();
-    let Some(env) = app.env(&env_name) else { return };
+    let Some(env) = app.env(&env_name) else {
+        return;
+    };
     let scene_px = 256;
     let key = format!("scene-{r}-{idx}");
     let frame = match app.textures.contains_key(&key) {
@@ -452,11 +519,16 @@ fn scene_overlay(ui: &Ui, env: &dyn crate::env::Env, t: &Trace, r: usize, cur: u
     };
     let p = ui.painter_at(rect);
     let run = &t.runs[r];
-    let Some(it) = run.iters.get(cur.min(run.iters.len().saturating_sub(1))) else { return };
+    let Some(it) = run.iters.get(cur.min(run.iters.len().saturating_sub(1))) else {
+        return;
+    };
     for (k, e) in it.elite_states.iter().enumerate().rev() {
         let a = if k == 0 { 160 } else { 60 };
         let pts: Vec<Pos2> = e.iter().map(|s| to(s)).collect();
-        p.add(Shape::line(pts, Stroke::new(1.0, Color32::from_rgba_unmultiplied(120, 120, 120, a))));
+        p.add(Shape::line(
+            pts,
+            Stroke::new(1.0, Color32::from_rgba_unmultiplied(120, 120, 120, a)),
+        ));
     }
     // Executed path up to the end of this iteration.
     let mut path = vec![to(&t.meta.start)];
@@ -465,24 +537,46 @@ fn scene_overlay(ui: &Ui, env: &dyn crate::env::Env, t: &Trace, r: usize, cur: u
     }
     p.add(Shape::line(path, Stroke::new(2.5, RUN_COLORS[r % 2])));
     let plan: Vec<Pos2> = it.real_states.iter().map(|s| to(s)).collect();
-    p.add(Shape::line(plan.clone(), Stroke::new(3.0, Color32::from_rgb(230, 170, 0))));
+    p.add(Shape::line(
+        plan.clone(),
+        Stroke::new(3.0, Color32::from_rgb(230, 170, 0)),
+    ));
     for q in plan {
         p.circle_filled(q, 2.5, Color32::from_rgb(230, 170, 0));
     }
-    p.circle_stroke(to(&t.meta.start), 6.0, Stroke::new(2.5, Color32::from_rgb(0, 170, 0)));
+    p.circle_stroke(
+        to(&t.meta.start),
+        6.0,
+        Stroke::new(2.5, Color32::from_rgb(0, 170, 0)),
+    );
     let g = to(&t.meta.goal);
     p.circle_stroke(g, 7.0, Stroke::new(2.5, Color32::from_rgb(220, 0, 0)));
-    p.line_segment([g - Vec2::splat(4.0), g + Vec2::splat(4.0)], Stroke::new(2.0, Color32::from_rgb(220, 0, 0)));
-    p.line_segment([g + Vec2::new(-4.0, 4.0), g + Vec2::new(4.0, -4.0)], Stroke::new(2.0, Color32::from_rgb(220, 0, 0)));
+    p.line_segment(
+        [g - Vec2::splat(4.0), g + Vec2::splat(4.0)],
+        Stroke::new(2.0, Color32::from_rgb(220, 0, 0)),
+    );
+    p.line_segment(
+        [g + Vec2::new(-4.0, 4.0), g + Vec2::new(4.0, -4.0)],
+        Stroke::new(2.0, Color32::from_rgb(220, 0, 0)),
+    );
 }
 
 fn imagination(app: &mut ViewerApp, ui: &mut Ui, r: usize, w: f32) {
     let ctx = ui.ctx().clone();
     let Some(t) = app.trace() else { return };
     let run = &t.runs[r];
-    let Some(it) = run.iters.get(app.cursor.iter.min(run.iters.len().saturating_sub(1))) else { return };
+    let Some(it) = run
+        .iters
+        .get(app.cursor.iter.min(run.iters.len().saturating_sub(1)))
+    else {
+        return;
+    };
     let idx = it.meta.index;
-    let (real, imag, errs) = (it.real.clone(), it.imagined.clone(), it.meta.latent_err.clone());
+    let (real, imag, errs) = (
+        it.real.clone(),
+        it.imagined.clone(),
+        it.meta.latent_err.clone(),
+    );
     let goal = t.goal_frame.clone();
     ui.label("imagination: real (top) vs decoded imagined (bottom) per horizon step");
     let n = real.len() + 1;
@@ -495,33 +589,39 @@ fn imagination(app: &mut ViewerApp, ui: &mut Ui, r: usize, w: f32) {
         texs.push((1, k, app.texture(&ctx, &format!("imag-{r}-{idx}-{k}"), f)));
     }
     let goal_tex = app.texture(&ctx, "goal", &goal);
-    egui::Grid::new(format!("imagination-{r}")).spacing([4.0, 2.0]).show(ui, |ui| {
-        for row in 0..2 {
-            for k in 0..real.len() {
-                match texs.iter().find(|(rw, kk, _)| *rw == row && *kk == k) {
-                    Some((_, _, t)) => {
-                        ui.image((t.id(), Vec2::splat(side)));
-                    }
-                    None => {
-                        ui.label(if row == 1 { "no decoder" } else { "" });
+    egui::Grid::new(format!("imagination-{r}"))
+        .spacing([4.0, 2.0])
+        .show(ui, |ui| {
+            for row in 0..2 {
+                for k in 0..real.len() {
+                    match texs.iter().find(|(rw, kk, _)| *rw == row && *kk == k) {
+                        Some((_, _, t)) => {
+                            ui.image((t.id(), Vec2::splat(side)));
+                        }
+                        None => {
+                            ui.label(if row == 1 { "no decoder" } else { "" });
+                        }
                     }
                 }
+                if row == 0 {
+                    ui.image((goal_tex.id(), Vec2::splat(side)));
+                } else {
+                    ui.label("goal");
+                }
+                ui.end_row();
             }
-            if row == 0 {
-                ui.image((goal_tex.id(), Vec2::splat(side)));
-            } else {
-                ui.label("goal");
+            for e in &errs {
+                ui.label(RichText::new(format!("{e:.3}")).small());
             }
             ui.end_row();
-        }
-        for e in &errs {
-            ui.label(RichText::new(format!("{e:.3}")).small());
-        }
-        ui.end_row();
-        for k in 0..errs.len() {
-            ui.label(RichText::new(format!("t={k}")).small().weak());
-        }
-        ui.end_row();
-    });
-    ui.label(RichText::new("latent MSE (imagined vs encoded real frame) under each step").small().weak());
+            for k in 0..errs.len() {
+                ui.label(RichText::new(format!("t={k}")).small().weak());
+            }
+            ui.end_row();
+        });
+    ui.label(
+        RichText::new("latent MSE (imagined vs encoded real frame) under each step")
+            .small()
+            .weak(),
+    );
 }
