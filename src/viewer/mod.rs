@@ -359,8 +359,17 @@ impl ViewerApp {
 
     fn screenshots(&mut self, ctx: &egui::Context) {
         if let Some((path, after)) = self.screenshot_after.clone() {
-            // Wait until the trace is there (live: the first iteration) and laid out.
-            let ready = self.iterations() > 0 || matches!(self.source, Source::Replay { .. });
+            // Wait until the trace is there (live: every run's first iteration, or its end)
+            // and laid out.
+            let ready = match &self.source {
+                Source::Replay { .. } => true,
+                Source::Live { session, .. } => session.trace.as_ref().is_some_and(|t| {
+                    t.runs
+                        .iter()
+                        .zip(&session.done)
+                        .all(|(r, d)| !r.iters.is_empty() || d.is_some())
+                }),
+            };
             if ready && self.frames >= after && self.shot.is_none() {
                 self.screenshot_after = None;
                 self.request_png(ctx, path, true);
