@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Mesa >= 25 lavapipe (Vulkan on the CPU) from
-# bookworm-backports, since Debian 12's Mesa 22 is 3-8x slower; plus the Vulkan loader and tools.
+# bookworm-backports, since Debian 12's Mesa 22 is 3-8x slower; plus the Vulkan loader and tools;
+# and Xvfb for the viewer's window test.
 set -euo pipefail
+# The viewer's window test runs `qwm view --screenshot` under xvfb-run (an X server in memory).
+if ! command -v xvfb-run >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth >/dev/null
+  echo "deps: installed xvfb"
+fi
 have_lvp_25() {
   local v
   v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)

@@ -23,8 +23,10 @@ pub mod model;
 pub mod plan;
 pub mod quant;
 pub mod tensor;
+pub mod trace;
 // Two unwraps on latents computed a line above (docs/RELIABILITY.md).
 #[allow(clippy::unwrap_used)]
 pub mod train;
+pub mod viewer;
 
 pub use error::{Error, Result};

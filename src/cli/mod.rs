@@ -7,6 +7,7 @@ pub mod gpu_cmds;
 pub mod model_cmds;
 pub mod plan_cmds;
 pub mod train_cmds;
+pub mod view_cmds;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,6 +40,8 @@ pub enum Command {
     Env(env_cmds::EnvCommand),
     /// Train a small world model on a `qwm data` dataset (CPU, resumable).
     Train(train_cmds::TrainArgs),
+    /// The desktop viewer: replay a trace (`qwm plan --trace DIR`) or plan live (`--env`).
+    View(view_cmds::ViewArgs),
     /// Model files: random initialisation, inspection.
     #[command(subcommand)]
     Model(model_cmds::ModelCommand),
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train_cmds::run_train(a),
         Command::Env(c) => env_cmds::run_env(c),
         Command::Model(c) => model_cmds::run_model(c),
+        Command::View(a) => view_cmds::run_view(a),
         Command::Bench(BenchCommand::Model(a)) => model_cmds::run_bench_model(a),
     }
 }

@@ -93,7 +93,7 @@ fn parse_cem_std(s: &str) -> Result<CemStd, String> {
 }
 
 impl PlanOpts {
-    fn session_options(&self) -> SessionOptions {
+    pub(crate) fn session_options(&self) -> SessionOptions {
         SessionOptions {
             env: self.env.clone(),
             model: ModelRequest {
@@ -138,9 +138,18 @@ pub struct PlanArgs {
     /// Directory for strip.png (real vs imagined frames) and plan.json.
     #[arg(long, default_value = "out/plan")]
     pub out: PathBuf,
+    /// Record a trace for `qwm view` into this directory instead (docs/TRACE.md).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// With --trace: a second quantization of the model planning the same episode and seed.
+    #[arg(long, requires = "trace")]
+    pub compare: Option<String>,
 }
 
 pub fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &a.trace {
+        return super::view_cmds::plan_trace(&a.opts, a.seed, a.compare.as_deref(), dir);
+    }
     let mut session = Session::open(&a.opts.session_options(), &mut print_notices)?;
     std::fs::create_dir_all(&a.out).map_err(|e| crate::Error::io(&a.out, e))?;
     let env_name = session.env_spec().name;
@@ -200,9 +209,23 @@ pub struct EvalArgs {
     /// is resumed.
     #[arg(long)]
     pub json: PathBuf,
+    /// Record traces for `qwm view` of the episodes in --trace-episodes into DIR/episode<i>
+    /// instead of evaluating (the same seeds the evaluation plans them with; docs/TRACE.md).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Comma-separated evaluation episode indices to trace (with --trace).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub trace_episodes: Vec<usize>,
 }
 
 pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &a.trace {
+        for &i in &a.trace_episodes {
+            let seed = crate::plan::eval::eval_seed(i);
+            super::view_cmds::plan_trace(&a.opts, seed, None, &dir.join(format!("episode{i}")))?;
+        }
+        return Ok(());
+    }
     // A bad --episodes or --json (missing directory, device node, a report another process is
     // writing) fails now, not after loading and calibrating; evaluate() takes the lock for good.
     crate::limits::check_range("--episodes", a.episodes, 1, crate::limits::MAX_EPISODES)?;

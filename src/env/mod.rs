@@ -119,6 +119,10 @@ pub trait Env: Send + Sync {
             .expect("the current state of an environment is always valid")
     }
 
+    /// Where the agent of `state` appears in a rendered frame, as fractions of its width and
+    /// height (0..1, from the top left), so viewers can draw paths over the picture.
+    fn agent_uv(&self, state: &[f32]) -> [f32; 2];
+
     /// A (start, goal) pair drawn from `seed` the way DINO-WM's evaluation does.
     fn sample_start_goal(&self, seed: u64) -> (Vec<f32>, Vec<f32>);
 

@@ -268,6 +268,11 @@ impl Env for PointMaze {
         Ok(f)
     }
 
+    fn agent_uv(&self, state: &[f32]) -> [f32; 2] {
+        let to_uv = |v: f32| (v - (VIEW_CENTER - VIEW_HALF)) / (2.0 * VIEW_HALF);
+        [to_uv(state[0]), to_uv(state[1])]
+    }
+
     fn sample_start_goal(&self, seed: u64) -> (Vec<f32>, Vec<f32>) {
         let mut rng = super::rng(seed);
         let start = sample_state(&mut rng);

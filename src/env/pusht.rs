@@ -351,6 +351,10 @@ impl Env for PushT {
         Ok(f)
     }
 
+    fn agent_uv(&self, state: &[f32]) -> [f32; 2] {
+        [state[0] / WORKSPACE, state[1] / WORKSPACE]
+    }
+
     fn sample_start_goal(&self, seed: u64) -> (Vec<f32>, Vec<f32>) {
         let mut rng = super::rng(seed);
         let start = sample_state(&mut rng);

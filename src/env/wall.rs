@@ -216,6 +216,14 @@ impl Env for Wall {
         Ok(render_native(state[0], state[1]).resize(size, size))
     }
 
+    fn agent_uv(&self, state: &[f32]) -> [f32; 2] {
+        // Pixel centres: column c covers [c, c + 1) of the native frame.
+        [
+            (state[0] + 0.5) / SIZE as f32,
+            (state[1] + 0.5) / SIZE as f32,
+        ]
+    }
+
     fn sample_start_goal(&self, seed: u64) -> (Vec<f32>, Vec<f32>) {
         // DINO-WM's generate_random_state: start left of the wall, goal right of it, a
         // 2-std padding from walls, order swapped half the time.

@@ -19,6 +19,8 @@ pub trait WorldPlan: PlanModel {
     fn imagine(&mut self, actions: &[f32]) -> Result<Vec<Vec<f32>>>;
     /// Decode every frame of an imagined rollout to RGB frames (needs a decoder).
     fn decode_rollout(&mut self, actions: &[f32]) -> Result<Vec<Frame>>;
+    /// The visual latent `[N * De]` of one frame, on the host.
+    fn encode_latent(&self, f: &Frame) -> Result<Vec<f32>>;
 }
 
 pub struct WorldPlanModel<'m, M: WorldModel> {
@@ -52,6 +54,13 @@ impl<'m, M: WorldModel> WorldPlanModel<'m, M> {
     fn encode_frame(&self, f: &Frame) -> Result<M::Tensor> {
         self.model
             .encode(&Frames::new(&f.data, 1, f.height, f.width)?)
+    }
+
+    /// The visual latent `[N * De]` of one frame, on the host (traces compare it with the
+    /// imagined one).
+    pub fn encode_latent(&self, f: &Frame) -> Result<Vec<f32>> {
+        let z = self.encode_frame(f)?;
+        self.model.download(&z)
     }
 
     /// Latents of the imagined trajectory for one normalized action sequence (for strips and
@@ -113,6 +122,10 @@ impl<M: WorldModel> WorldPlan for WorldPlanModel<'_, M> {
 
     fn decode_rollout(&mut self, actions: &[f32]) -> Result<Vec<Frame>> {
         WorldPlanModel::decode_rollout(self, actions)
+    }
+
+    fn encode_latent(&self, f: &Frame) -> Result<Vec<f32>> {
+        WorldPlanModel::encode_latent(self, f)
     }
 }
 

@@ -1,0 +1,134 @@
+//! The viewer rendered headless with egui_kittest on wgpu (lavapipe in CI), on the small
+//! committed trace `tests/fixtures/trace-wall` (Wall, fp and w4, 2 MPC iterations, horizon 3;
+//! regenerate with the command in tests/fixtures/README.md): every panel renders (snapshot
+//! images compared with a tolerance), and play, scrubbing and the compare toggle work.
+
+use std::path::PathBuf;
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, SnapshotOptions};
+use qwm::viewer::ViewerApp;
+
+mod common;
+
+const SIZE: [f32; 2] = [1400.0, 900.0];
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trace-wall")
+}
+
+fn app() -> ViewerApp {
+    let dir = fixture();
+    let t = qwm::trace::load(&dir).expect("the committed trace loads");
+    // A relative name in the top bar keeps the snapshots independent of the checkout's path.
+    ViewerApp::replay(t, PathBuf::from("tests/fixtures/trace-wall"))
+}
+
+fn harness(app: ViewerApp) -> Option<Harness<'static, ViewerApp>> {
+    // The same adapter rule as the GPU tests: skip visibly outside CI, fail in CI.
+    common::gpu()?;
+    let mut h = Harness::builder()
+        .with_size(SIZE)
+        .wgpu()
+        .build_ui_state(|ui, app: &mut ViewerApp| app.ui(ui), app);
+    h.run_steps(4);
+    Some(h)
+}
+
+fn snap_options() -> SnapshotOptions {
+    // Text antialiasing differs slightly between drivers; a few hundred pixels may move.
+    SnapshotOptions::new().threshold(2.0).max_failed_pixels(600)
+}
+
+#[test]
+fn every_panel_renders() {
+    let Some(mut h) = harness(app()) else { return };
+    for label in [
+        "Info",
+        "Plots",
+        "Play",
+        "compare",
+        "PNG",
+        "GIF",
+        "MPC iteration",
+        "objective per optimization step (iteration 1)",
+        "distance to goal per MPC iteration",
+        "imagination error per horizon step (iteration 1)",
+        "latent divergence of the compared model per MPC iteration",
+        "scene: start (green), goal (red), executed path, elites (thin), plan (thick)",
+        "imagination: real (top) vs decoded imagined (bottom) per horizon step",
+        "run 0: fp (cpu)",
+        "run 1: w4 (cpu)",
+    ] {
+        assert!(
+            h.query_all_by_label_contains(label).next().is_some(),
+            "no widget labelled {label:?}"
+        );
+    }
+    assert_eq!(h.state().columns(), 2);
+    h.snapshot_options("viewer_replay", &snap_options());
+}
+
+#[test]
+fn play_advances_scrubbing_selects_and_compare_adds_a_column() {
+    let Some(mut h) = harness(app()) else { return };
+    // Starts at the first iteration's first step.
+    h.state_mut().cursor = qwm::viewer::Cursor::default();
+    h.run_steps(2);
+    let before = h.state().cursor;
+    h.get_by_label("Play").click();
+    h.run_steps(20);
+    let after = h.state().cursor;
+    assert!(h.state().playing);
+    assert_ne!(before, after, "play did not advance the frame");
+    h.get_by_label("Pause").click();
+    h.run_steps(2);
+    assert!(!h.state().playing);
+
+    // Keyboard scrubbing: Home, then Right selects the second iteration.
+    h.key_press(egui::Key::Home);
+    h.run_steps(2);
+    assert_eq!(h.state().cursor.iter, 0);
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(h.state().cursor.iter, 1);
+
+    // Mouse scrubbing: a click on the left quarter of the iteration strip (the bottom row of
+    // the timeline, full width) selects the first of the two iterations.
+    let y = SIZE[1] - 21.0;
+    h.drag_at(egui::pos2(SIZE[0] * 0.2, y));
+    h.run_steps(1);
+    h.drop_at(egui::pos2(SIZE[0] * 0.2, y));
+    h.run_steps(2);
+    assert_eq!(
+        h.state().cursor.iter,
+        0,
+        "the click did not select iteration 1"
+    );
+    h.drag_at(egui::pos2(SIZE[0] * 0.8, y));
+    h.run_steps(1);
+    h.drop_at(egui::pos2(SIZE[0] * 0.8, y));
+    h.run_steps(2);
+    assert_eq!(
+        h.state().cursor.iter,
+        1,
+        "the click did not select iteration 2"
+    );
+
+    // The compare toggle: off -> one column, on -> two.
+    h.get_by_label("compare").click();
+    h.run_steps(2);
+    assert_eq!(h.state().columns(), 1);
+    assert!(h
+        .query_all_by_label_contains("run 1: w4 (cpu)")
+        .next()
+        .is_none());
+    h.snapshot_options("viewer_single_column", &snap_options());
+    h.get_by_label("compare").click();
+    h.run_steps(2);
+    assert_eq!(h.state().columns(), 2);
+    assert!(h
+        .query_all_by_label_contains("run 1: w4 (cpu)")
+        .next()
+        .is_some());
+}
