@@ -12,7 +12,10 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use super::{method, ActParams, ActStats, ModuleQuant, PackedWeight, QuantContext, QuantSpec};
+use super::layout::{Fold, Layout, Producer, QLinear, TensorStore};
+use super::{
+    method, ActParams, ActStats, CalibData, ModuleQuant, PackedWeight, QuantContext, QuantSpec,
+};
 use crate::model::{format, HostTensor, ModelConfig, Weights};
 use crate::{Error, Result};
 
@@ -40,6 +43,93 @@ pub fn quantized_linears(cfg: &ModelConfig) -> Vec<(String, Module)> {
         }
     }
     v
+}
+
+impl TensorStore for Weights {
+    fn tensor(&self, name: &str) -> Result<(Vec<usize>, &[f32])> {
+        let t = self.get(name)?;
+        Ok((t.shape.clone(), &t.data))
+    }
+
+    fn tensor_mut(&mut self, name: &str) -> Result<&mut [f32]> {
+        self.tensors
+            .get_mut(name)
+            .map(|t| t.data.as_mut_slice())
+            .ok_or_else(|| Error::Invalid(format!("missing tensor {name}")))
+    }
+}
+
+/// The quantized linears of `w` under `spec`, with the exact folds of their input scales
+/// (LayerNorm -> qkv, LayerNorm -> fc1, attention values -> output projection) and the MLPs.
+pub fn layout(w: &Weights, spec: &QuantSpec) -> Result<Layout> {
+    let mut l = Layout::default();
+    let mut push = |name: String, bias: Option<String>, m: ModuleQuant, qk: usize| -> Result<usize> {
+        let t = w.get(&name)?;
+        let (n, k) = match t.shape[..] {
+            [n, k] => (n, k),
+            _ => return Err(Error::Shape(format!("{name} is not a 2-D linear weight"))),
+        };
+        l.linears.push(QLinear {
+            name,
+            bias: bias.filter(|b| w.tensors.contains_key(b)),
+            n,
+            k,
+            spec: m,
+            qk_rows: qk,
+        });
+        Ok(l.linears.len() - 1)
+    };
+    let mut folds = Vec::new();
+    let mut mlps = Vec::new();
+    let blocks = (0..w.config.encoder.depth)
+        .map(|i| {
+            let p = format!("encoder.blocks.{i}");
+            (spec.encoder, [
+                format!("{p}.attn.qkv"),
+                format!("{p}.attn.proj"),
+                format!("{p}.mlp.fc1"),
+                format!("{p}.mlp.fc2"),
+            ], [format!("{p}.norm1"), format!("{p}.norm2")])
+        })
+        .chain((0..w.config.predictor.depth).map(|i| {
+            let p = format!("predictor.transformer.layers.{i}");
+            (spec.predictor, [
+                format!("{p}.0.to_qkv"),
+                format!("{p}.0.to_out.0"),
+                format!("{p}.1.net.1"),
+                format!("{p}.1.net.4"),
+            ], [format!("{p}.0.norm"), format!("{p}.1.net.0")])
+        }))
+        .collect::<Vec<_>>();
+    for (m, [qkv, proj, fc1, fc2], [n1, n2]) in blocks {
+        let inner = w.get(&format!("{proj}.weight"))?.shape[1];
+        let iq = push(format!("{qkv}.weight"), Some(format!("{qkv}.bias")), m, 2 * inner)?;
+        let ip = push(format!("{proj}.weight"), Some(format!("{proj}.bias")), m, 0)?;
+        let i1 = push(format!("{fc1}.weight"), Some(format!("{fc1}.bias")), m, 0)?;
+        let i2 = push(format!("{fc2}.weight"), Some(format!("{fc2}.bias")), m, 0)?;
+        let norm = |p: &str| Producer::Norm {
+            weight: format!("{p}.weight"),
+            bias: format!("{p}.bias"),
+        };
+        folds.push(Fold { linear: iq, producer: norm(&n1) });
+        folds.push(Fold {
+            linear: ip,
+            producer: Producer::ValueRows {
+                weight: format!("{qkv}.weight"),
+                bias: l_bias(w, &format!("{qkv}.bias")),
+                start: 2 * inner,
+            },
+        });
+        folds.push(Fold { linear: i1, producer: norm(&n2) });
+        mlps.push((i1, i2));
+    }
+    l.folds = folds;
+    l.mlps = mlps;
+    Ok(l)
+}
+
+fn l_bias(w: &Weights, name: &str) -> Option<String> {
+    w.tensors.contains_key(name).then(|| name.to_string())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,8 +195,38 @@ pub fn quantize_model(
     method_name: &str,
     calib: Option<&BTreeMap<String, ActStats>>,
 ) -> Result<QuantizedModel> {
+    Ok(quantize_model_with(w, spec, method_name, calib, None)?.0)
+}
+
+/// [`quantize_model`] with calibration inputs for the methods that need them (AWQ,
+/// SmoothQuant, OmniQuant, GPTQ): static activation ranges then come from `inputs` (after the
+/// method's equivalence transforms) unless `calib` is given. Also returns the inputs as the
+/// quantized model's linears see them (for reconstruction-error measures).
+pub fn quantize_model_with(
+    w: &Weights,
+    spec: &QuantSpec,
+    method_name: &str,
+    calib: Option<&BTreeMap<String, ActStats>>,
+    inputs: Option<&CalibData>,
+) -> Result<(QuantizedModel, Option<CalibData>)> {
     let q = method(method_name)?;
+    q.supports(spec)?;
+    let layout = layout(w, spec)?;
+    let mut inputs = inputs.cloned();
+    if let Some(c) = &inputs {
+        let widths: Vec<(String, usize)> =
+            layout.quantized().map(|(_, l)| (l.name.clone(), l.k)).collect();
+        c.check(&w.crc32(), &widths, "calibration inputs")?;
+    } else if q.needs_inputs() {
+        return Err(Error::Invalid(format!(
+            "method {method_name} needs calibration inputs of every quantized linear: `qwm \
+             quantize` and `--quant` runs capture them with the float planner (--calib-episodes)"
+        )));
+    }
     let mut weights = w.clone();
+    q.prepare(&mut weights, &layout, inputs.as_mut())?;
+    let derived = inputs.as_ref().map(|c| c.act_stats());
+    let calib = calib.or(derived.as_ref());
     let mut packed = BTreeMap::new();
     let mut act = BTreeMap::new();
     for (name, module) in quantized_linears(&w.config) {
@@ -127,7 +247,7 @@ pub fn quantize_model(
             }
         }
         let Some(ws) = mq.weight else { continue };
-        let t = w.get(&name)?;
+        let t = weights.get(&name)?;
         let (n, k) = match t.shape[..] {
             [n, k] => (n, k),
             _ => {
@@ -137,7 +257,10 @@ pub fn quantize_model(
                 )))
             }
         };
-        let cx = QuantContext { input_stats: stats };
+        let cx = QuantContext {
+            input_stats: stats,
+            inputs: inputs.as_ref().and_then(|c| c.layers.get(&name)),
+        };
         let pw = q
             .quantize(&t.data, n, k, &ws, &cx)
             .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
@@ -150,13 +273,16 @@ pub fn quantize_model(
         );
         packed.insert(name, pw);
     }
-    Ok(QuantizedModel {
-        weights,
-        spec: *spec,
-        method: q.name().to_string(),
-        packed,
-        act,
-    })
+    Ok((
+        QuantizedModel {
+            weights,
+            spec: *spec,
+            method: method_name.trim().to_ascii_lowercase(),
+            packed,
+            act,
+        },
+        inputs,
+    ))
 }
 
 fn u32_bytes(v: &[u32]) -> Vec<u8> {
