@@ -8,7 +8,7 @@ use super::world::WorldPlanModel;
 use super::{make, run_episode, MpcConfig, PlanConfig, Task};
 use crate::env;
 use crate::model::{CpuModel, Weights};
-use crate::quant::{calib, ActStats};
+use crate::quant::{calib, ActStats, CalibData, InputSampler};
 use crate::Result;
 
 /// Min/max statistics of every linear's inputs over `episodes` calibration episodes of `env`
@@ -53,4 +53,29 @@ pub fn calibrate(
     let stats = calib::finish();
     run?;
     Ok(stats)
+}
+
+/// Calibration inputs of every quantized linear (`tokens` sampled rows each, exact channel
+/// ranges) over `episodes` calibration episodes, stamped with the model's CRC-32.
+pub fn capture_inputs(
+    w: &Weights,
+    env_name: &str,
+    episodes: usize,
+    plan_cfg: &PlanConfig,
+    alpha: f32,
+    tokens: usize,
+) -> Result<CalibData> {
+    let linears: Vec<(String, usize)> = crate::quant::model::quantized_linears(&w.config)
+        .into_iter()
+        .map(|(n, _)| {
+            let k = w.get(&n).map(|t| t.shape[1]).unwrap_or(0);
+            (n, k)
+        })
+        .collect();
+    calib::set_sampler(InputSampler::new(&linears, tokens));
+    let run = calibrate(w, env_name, episodes, plan_cfg, alpha);
+    let sampler = calib::take_sampler();
+    run?;
+    let s = sampler.expect("set above");
+    Ok(s.finish(w.crc32(), episodes))
 }

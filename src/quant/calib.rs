@@ -5,10 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use super::ActStats;
+use super::{ActStats, InputSampler};
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static STATS: Mutex<BTreeMap<String, ActStats>> = Mutex::new(BTreeMap::new());
+static SAMPLER: Mutex<Option<InputSampler>> = Mutex::new(None);
+
+/// Also sample input rows into `s` until [`take_sampler`].
+pub fn set_sampler(s: InputSampler) {
+    *SAMPLER.lock().unwrap() = Some(s);
+}
+
+pub fn take_sampler() -> Option<InputSampler> {
+    SAMPLER.lock().unwrap().take()
+}
 
 pub fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
@@ -27,6 +37,9 @@ pub fn finish() -> BTreeMap<String, ActStats> {
 }
 
 pub fn observe(name: &str, x: &[f32]) {
+    if let Some(s) = SAMPLER.lock().unwrap().as_mut() {
+        s.observe(name, x);
+    }
     STATS
         .lock()
         .unwrap()

@@ -220,7 +220,11 @@ impl CalibData {
             model_crc32: self.model_crc32.clone(),
             episodes: self.episodes,
             tokens: self.tokens,
-            seen: self.layers.iter().map(|(n, l)| (n.clone(), l.seen)).collect(),
+            seen: self
+                .layers
+                .iter()
+                .map(|(n, l)| (n.clone(), l.seen))
+                .collect(),
         };
         let mut md = HashMap::new();
         md.insert(
@@ -374,11 +378,7 @@ impl InputSampler {
             model_crc32,
             episodes,
             tokens: self.budget,
-            layers: self
-                .layers
-                .into_iter()
-                .map(|(n, (l, _))| (n, l))
-                .collect(),
+            layers: self.layers.into_iter().map(|(n, (l, _))| (n, l)).collect(),
         }
     }
 }

@@ -165,7 +165,12 @@ impl Gptq {
         // update, as GPTQ fits a per-channel quantizer once up front.
         let fit = |wd: &[f64], r: usize, gi: usize| -> f64 {
             let lo = gi * g;
-            scale_of(wd[r * k + lo..r * k + ((gi + 1) * g).min(k)].iter().copied(), qmax)
+            scale_of(
+                wd[r * k + lo..r * k + ((gi + 1) * g).min(k)]
+                    .iter()
+                    .copied(),
+                qmax,
+            )
         };
         let mut scales = vec![0f64; n * gpr];
         let static_groups = self.act_order || spec.group.is_none();
@@ -225,8 +230,7 @@ impl Gptq {
                     // Group scales from the current (compensated) weights, as the group starts.
                     for r in 0..n {
                         let end = (col + g).min(k);
-                        scales[r * gpr + gi] =
-                            scale_of((col..end).map(|c| wp[r * k + c]), qmax);
+                        scales[r * gpr + gi] = scale_of((col..end).map(|c| wp[r * k + c]), qmax);
                     }
                 }
                 let d = u[i * k + i];

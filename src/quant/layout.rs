@@ -40,7 +40,10 @@ pub struct QLinear {
 /// What produces a linear's input and can absorb a per-channel scale of it.
 #[derive(Clone, Debug)]
 pub enum Producer {
-    Norm { weight: String, bias: String },
+    Norm {
+        weight: String,
+        bias: String,
+    },
     /// Rows `start..start + k` of a fused qkv linear (the values).
     ValueRows {
         weight: String,
@@ -59,8 +62,7 @@ pub struct Fold {
 impl Fold {
     /// Whether a shift of the input can be folded too (a LayerNorm producer, a consumer bias).
     pub fn can_shift(&self, layout: &Layout) -> bool {
-        matches!(self.producer, Producer::Norm { .. })
-            && layout.linears[self.linear].bias.is_some()
+        matches!(self.producer, Producer::Norm { .. }) && layout.linears[self.linear].bias.is_some()
     }
 }
 
@@ -186,8 +188,5 @@ pub fn linear_out(x: &[f32], w: &[f32], n: usize, k: usize) -> Vec<f32> {
 
 /// Sum of squared differences.
 pub fn sq_err(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum()
+    a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum()
 }

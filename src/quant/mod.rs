@@ -23,9 +23,9 @@ pub use gptq::Gptq;
 pub use layout::{Layout, TensorStore};
 pub use omni::OmniQuant;
 pub use omse::Omse;
-pub use smooth::SmoothQuant;
 pub use pack::PackedWeight;
 pub use rtn::{rtn_asymmetric, Rtn};
+pub use smooth::SmoothQuant;
 pub use spec::{ActSpec, ModuleQuant, QuantSpec, WeightSpec};
 
 use crate::{Error, Result};

@@ -63,47 +63,61 @@ impl TensorStore for Weights {
 /// (LayerNorm -> qkv, LayerNorm -> fc1, attention values -> output projection) and the MLPs.
 pub fn layout(w: &Weights, spec: &QuantSpec) -> Result<Layout> {
     let mut l = Layout::default();
-    let mut push = |name: String, bias: Option<String>, m: ModuleQuant, qk: usize| -> Result<usize> {
-        let t = w.get(&name)?;
-        let (n, k) = match t.shape[..] {
-            [n, k] => (n, k),
-            _ => return Err(Error::Shape(format!("{name} is not a 2-D linear weight"))),
+    let mut push =
+        |name: String, bias: Option<String>, m: ModuleQuant, qk: usize| -> Result<usize> {
+            let t = w.get(&name)?;
+            let (n, k) = match t.shape[..] {
+                [n, k] => (n, k),
+                _ => return Err(Error::Shape(format!("{name} is not a 2-D linear weight"))),
+            };
+            l.linears.push(QLinear {
+                name,
+                bias: bias.filter(|b| w.tensors.contains_key(b)),
+                n,
+                k,
+                spec: m,
+                qk_rows: qk,
+            });
+            Ok(l.linears.len() - 1)
         };
-        l.linears.push(QLinear {
-            name,
-            bias: bias.filter(|b| w.tensors.contains_key(b)),
-            n,
-            k,
-            spec: m,
-            qk_rows: qk,
-        });
-        Ok(l.linears.len() - 1)
-    };
     let mut folds = Vec::new();
     let mut mlps = Vec::new();
     let blocks = (0..w.config.encoder.depth)
         .map(|i| {
             let p = format!("encoder.blocks.{i}");
-            (spec.encoder, [
-                format!("{p}.attn.qkv"),
-                format!("{p}.attn.proj"),
-                format!("{p}.mlp.fc1"),
-                format!("{p}.mlp.fc2"),
-            ], [format!("{p}.norm1"), format!("{p}.norm2")])
+            (
+                spec.encoder,
+                [
+                    format!("{p}.attn.qkv"),
+                    format!("{p}.attn.proj"),
+                    format!("{p}.mlp.fc1"),
+                    format!("{p}.mlp.fc2"),
+                ],
+                [format!("{p}.norm1"), format!("{p}.norm2")],
+            )
         })
         .chain((0..w.config.predictor.depth).map(|i| {
             let p = format!("predictor.transformer.layers.{i}");
-            (spec.predictor, [
-                format!("{p}.0.to_qkv"),
-                format!("{p}.0.to_out.0"),
-                format!("{p}.1.net.1"),
-                format!("{p}.1.net.4"),
-            ], [format!("{p}.0.norm"), format!("{p}.1.net.0")])
+            (
+                spec.predictor,
+                [
+                    format!("{p}.0.to_qkv"),
+                    format!("{p}.0.to_out.0"),
+                    format!("{p}.1.net.1"),
+                    format!("{p}.1.net.4"),
+                ],
+                [format!("{p}.0.norm"), format!("{p}.1.net.0")],
+            )
         }))
         .collect::<Vec<_>>();
     for (m, [qkv, proj, fc1, fc2], [n1, n2]) in blocks {
         let inner = w.get(&format!("{proj}.weight"))?.shape[1];
-        let iq = push(format!("{qkv}.weight"), Some(format!("{qkv}.bias")), m, 2 * inner)?;
+        let iq = push(
+            format!("{qkv}.weight"),
+            Some(format!("{qkv}.bias")),
+            m,
+            2 * inner,
+        )?;
         let ip = push(format!("{proj}.weight"), Some(format!("{proj}.bias")), m, 0)?;
         let i1 = push(format!("{fc1}.weight"), Some(format!("{fc1}.bias")), m, 0)?;
         let i2 = push(format!("{fc2}.weight"), Some(format!("{fc2}.bias")), m, 0)?;
@@ -111,7 +125,10 @@ pub fn layout(w: &Weights, spec: &QuantSpec) -> Result<Layout> {
             weight: format!("{p}.weight"),
             bias: format!("{p}.bias"),
         };
-        folds.push(Fold { linear: iq, producer: norm(&n1) });
+        folds.push(Fold {
+            linear: iq,
+            producer: norm(&n1),
+        });
         folds.push(Fold {
             linear: ip,
             producer: Producer::ValueRows {
@@ -120,7 +137,10 @@ pub fn layout(w: &Weights, spec: &QuantSpec) -> Result<Layout> {
                 start: 2 * inner,
             },
         });
-        folds.push(Fold { linear: i1, producer: norm(&n2) });
+        folds.push(Fold {
+            linear: i1,
+            producer: norm(&n2),
+        });
         mlps.push((i1, i2));
     }
     l.folds = folds;
@@ -214,8 +234,10 @@ pub fn quantize_model_with(
     let layout = layout(w, spec)?;
     let mut inputs = inputs.cloned();
     if let Some(c) = &inputs {
-        let widths: Vec<(String, usize)> =
-            layout.quantized().map(|(_, l)| (l.name.clone(), l.k)).collect();
+        let widths: Vec<(String, usize)> = layout
+            .quantized()
+            .map(|(_, l)| (l.name.clone(), l.k))
+            .collect();
         c.check(&w.crc32(), &widths, "calibration inputs")?;
     } else if q.needs_inputs() {
         return Err(Error::Invalid(format!(

@@ -16,9 +16,9 @@
 //!   projection (its output error), and the MLP LayerNorm -> fc1 -> GELU -> fc2 (the MLP
 //!   branch's output error). Each part's inputs are the float model's (docs/QUANT.md).
 //! - Training: AdamW, LWC lr 1e-2 and LET lr 5e-3 as in the paper, 20 epochs over mini-batches
-//!   of 256 of the first `samples * 64` calibration rows (32 samples by default).
+//!   of 128 of the first `samples * 64` calibration rows (32 samples by default).
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use super::layout::{apply_fold, Layout, TensorStore};
@@ -41,7 +41,7 @@ impl Default for OmniQuant {
         OmniQuant {
             epochs: 20,
             samples: 32,
-            batch: 256,
+            batch: 128,
             lwc_lr: 1e-2,
             let_lr: 5e-3,
             seed: 0,
@@ -50,11 +50,13 @@ impl Default for OmniQuant {
 }
 
 /// Loss of one trained part: full-batch mean squared output error before training and after
-/// each epoch.
+/// each epoch; the parameters kept are those of the lowest.
 #[derive(Clone, Debug)]
 pub struct PartLoss {
     pub linears: Vec<String>,
     pub losses: Vec<f32>,
+    /// The learned LET, folded: index into [`Layout::folds`], scale, shift.
+    pub let_fold: Option<(usize, Vec<f32>, Option<Vec<f32>>)>,
 }
 
 struct Lwc {
@@ -120,7 +122,10 @@ impl Lwc {
     fn clip(&self, w: &Tensor, out: &mut [f32]) -> Result<()> {
         for gi in 0..self.k.div_ceil(self.g) {
             let (_, lo, hi) = self.bounds(w, gi)?;
-            let (lo, hi) = (lo.flatten_all()?.to_vec1::<f32>()?, hi.flatten_all()?.to_vec1()?);
+            let (lo, hi) = (
+                lo.flatten_all()?.to_vec1::<f32>()?,
+                hi.flatten_all()?.to_vec1()?,
+            );
             for r in 0..self.n {
                 let s = r * self.k + gi * self.g;
                 for v in &mut out[s..s + self.g.min(self.k - gi * self.g)] {
@@ -205,14 +210,20 @@ impl OmniQuant {
                 let ws = l.spec.weight.expect("quantized");
                 lwcs.push(Lwc::new(w, b.as_deref(), l.n, l.k, &ws)?);
             }
-            let fold = layout
-                .fold_for(li)
-                .filter(|f| matches!(f.producer, super::layout::Producer::Norm { .. }));
+            let fold_index = layout.folds.iter().position(|f| {
+                f.linear == li && matches!(f.producer, super::layout::Producer::Norm { .. })
+            });
+            let fold = fold_index.map(|i| &layout.folds[i]);
             let let_ = match fold {
                 None => None,
                 Some(f) => {
                     let xmax = x.absmax();
-                    let mid: Vec<f32> = x.min.iter().zip(&x.max).map(|(a, b)| (a + b) / 2.0).collect();
+                    let mid: Vec<f32> = x
+                        .min
+                        .iter()
+                        .zip(&x.max)
+                        .map(|(a, b)| (a + b) / 2.0)
+                        .collect();
                     let mut wmax = vec![0f32; lin.k];
                     for row in model.tensor(&lin.name)?.1.chunks_exact(lin.k) {
                         for (m, v) in wmax.iter_mut().zip(row) {
@@ -223,8 +234,14 @@ impl OmniQuant {
                     // Scales on the shifted range when a shift is learned.
                     let s: Vec<f32> = (0..lin.k)
                         .map(|j| {
-                            let a = if shift { (x.max[j] - mid[j]).abs() } else { xmax[j] };
-                            (a.max(1e-5).sqrt() / wmax[j].max(1e-5).sqrt()).max(1e-5).ln()
+                            let a = if shift {
+                                (x.max[j] - mid[j]).abs()
+                            } else {
+                                xmax[j]
+                            };
+                            (a.max(1e-5).sqrt() / wmax[j].max(1e-5).sqrt())
+                                .max(1e-5)
+                                .ln()
                         })
                         .collect();
                     Some(Let {
@@ -279,9 +296,27 @@ impl OmniQuant {
                 }
                 None => None,
             };
-            let full = |xt: &Tensor| -> Result<f32> { Ok(loss_of(xt, &target)?.to_scalar::<f32>()?) };
+            let full =
+                |xt: &Tensor| -> Result<f32> { Ok(loss_of(xt, &target)?.to_scalar::<f32>()?) };
             let mut losses = vec![full(&xt)?];
             let bs = self.batch.max(1).min(rows);
+            // Keep the parameters of the best epoch (Adam on straight-through rounding is not
+            // monotone).
+            let mut all_vars: Vec<Var> = Vec::new();
+            for l in &lwcs {
+                all_vars.extend([l.gamma.clone(), l.beta.clone()]);
+            }
+            if let Some(t) = &let_ {
+                all_vars.push(t.log_s.clone());
+                all_vars.extend(t.shift.clone());
+            }
+            let snapshot = |vs: &[Var]| -> Result<Vec<Tensor>> {
+                Ok(vs
+                    .iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?)
+            };
+            let mut best = (losses[0], snapshot(&all_vars)?);
             for _ in 0..self.epochs {
                 for start in (0..rows).step_by(bs) {
                     let len = bs.min(rows - start);
@@ -292,7 +327,14 @@ impl OmniQuant {
                         o.step(&grads)?;
                     }
                 }
-                losses.push(full(&xt)?);
+                let l = full(&xt)?;
+                losses.push(l);
+                if l < best.0 {
+                    best = (l, snapshot(&all_vars)?);
+                }
+            }
+            for (v, t) in all_vars.iter().zip(&best.1) {
+                v.set(t)?;
             }
             if losses.iter().any(|l| !l.is_finite()) {
                 return Err(Error::Invalid(format!(
@@ -301,11 +343,17 @@ impl OmniQuant {
                 )));
             }
             // Fold the LET into the model and the calibration inputs, then clip.
-            if let (Some(t), Some(f)) = (&let_, fold) {
+            let mut let_fold = None;
+            if let (Some(t), Some(f), Some(fi)) = (&let_, fold, fold_index) {
                 let s = t.scale()?.to_vec1::<f32>()?;
-                let d = t.shift.as_ref().map(|d| d.as_tensor().to_vec1::<f32>()).transpose()?;
+                let d = t
+                    .shift
+                    .as_ref()
+                    .map(|d| d.as_tensor().to_vec1::<f32>())
+                    .transpose()?;
                 apply_fold(model, layout, f, &s, d.as_deref())?;
                 inputs.layer_mut(&lin.name)?.transform(&s, d.as_deref());
+                let_fold = Some((fi, s, d));
             }
             for (l, &c) in lwcs.iter().zip(&chain) {
                 let name = &layout.linears[c].name;
@@ -315,11 +363,14 @@ impl OmniQuant {
                 l.clip(&wt, out)?;
             }
             report.push(PartLoss {
-                linears: chain.iter().map(|&c| layout.linears[c].name.clone()).collect(),
+                linears: chain
+                    .iter()
+                    .map(|&c| layout.linears[c].name.clone())
+                    .collect(),
                 losses,
+                let_fold,
             });
         }
-        let _ = DType::F32;
         Ok(report)
     }
 }

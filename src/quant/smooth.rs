@@ -100,7 +100,9 @@ impl Quantizer for SmoothQuant {
         for (li, s) in self.scales(model, layout, inputs)? {
             let fold = layout.fold_for(li).expect("scales come from folds");
             apply_fold(model, layout, fold, &s, None)?;
-            inputs.layer_mut(&layout.linears[li].name)?.transform(&s, None);
+            inputs
+                .layer_mut(&layout.linears[li].name)?
+                .transform(&s, None);
         }
         Ok(())
     }
