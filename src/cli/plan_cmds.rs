@@ -8,12 +8,12 @@ use clap::{Args, ValueEnum};
 use crate::env::{self, Env, Frame};
 use crate::gpu::GpuContext;
 use crate::model::{self, CpuModel, GpuModel, ModelConfig, Weights, WorldModel};
-use crate::plan::calibrate::calibrate;
+use crate::plan::calibrate::{default_inputs_path, load_or_capture_inputs};
 use crate::plan::eval::{run_eval, EvalConfig};
 use crate::plan::mpc::MpcIter;
 use crate::plan::world::WorldPlanModel;
 use crate::plan::{self, run_episode, MpcConfig, PlanConfig};
-use crate::quant::model::{quantize_model, QuantizedModel};
+use crate::quant::model::{quantize_model_with, QuantizedModel};
 use crate::quant::QuantSpec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -39,12 +39,21 @@ pub struct PlanOpts {
     /// Static activation specs are calibrated first. A quantized model file needs none.
     #[arg(long, default_value = "fp")]
     pub quant: String,
-    /// Quantization method for --quant: rtn or omse.
+    /// Quantization method for --quant: rtn, omse, awq, gptq, gptq:act-order, omniquant,
+    /// smoothquant[:alpha=A] (docs/QUANT.md).
     #[arg(long, default_value = "rtn")]
     pub method: String,
-    /// Calibration episodes for static activation quantization.
+    /// Calibration episodes (static activation ranges; inputs for awq, gptq, omniquant,
+    /// smoothquant).
     #[arg(long, default_value_t = 8)]
     pub calib_episodes: usize,
+    /// Sampled input rows kept per linear in the calibration inputs.
+    #[arg(long, default_value_t = crate::quant::calib_data::DEFAULT_TOKENS)]
+    pub calib_tokens: usize,
+    /// Calibration inputs file, read if it exists, else captured and written (default: next
+    /// to the model, NAME.calib.safetensors; none for --model random).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
     /// Planner: cem or mppi.
     #[arg(long, default_value = "cem")]
     pub planner: String,
@@ -155,27 +164,34 @@ fn load_model(opts: &PlanOpts, env: &dyn Env) -> anyhow::Result<Loaded> {
             file,
         });
     }
-    let needs_calib = [spec.encoder, spec.predictor]
-        .iter()
-        .any(|m| m.act.is_some_and(|a| !a.dynamic));
-    let stats = if needs_calib {
-        eprintln!(
-            "calibrating {spec}: float planner on {} calibration episodes",
-            opts.calib_episodes
-        );
+    let method = crate::quant::method(&opts.method)?;
+    method.supports(&spec)?;
+    let needs_calib = method.needs_inputs()
+        || [spec.encoder, spec.predictor]
+            .iter()
+            .any(|m| m.act.is_some_and(|a| !a.dynamic));
+    let inputs = if needs_calib {
         let step = w.config.frameskip * w.config.action_dim;
         let (pc, _) = opts.configs(step, 0);
-        Some(calibrate(
+        let path = opts
+            .calib
+            .clone()
+            .or_else(|| file.as_deref().map(|f| default_inputs_path(Path::new(f))));
+        Some(load_or_capture_inputs(
             &w,
+            path.as_deref(),
             env.spec().name,
             opts.calib_episodes,
             &pc,
             env.spec().alpha,
+            opts.calib_tokens,
         )?)
     } else {
         None
     };
-    let q = quantize_model(&w, &spec, &opts.method, stats.as_ref())?;
+    let t = std::time::Instant::now();
+    let (q, _) = quantize_model_with(&w, &spec, &opts.method, None, inputs.as_ref())?;
+    eprintln!("{} took {:.1} s", opts.method, t.elapsed().as_secs_f64());
     let (qb, fb) = q.linear_bytes();
     eprintln!(
         "quantized {spec} with {}: linear layers {:.2} MB ({:.3} of f32)",

@@ -2,6 +2,7 @@
 //! on calibration episodes with observers on the inputs of every linear, then quantize.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use super::eval::calib_seed;
 use super::world::WorldPlanModel;
@@ -9,7 +10,7 @@ use super::{make, run_episode, MpcConfig, PlanConfig, Task};
 use crate::env;
 use crate::model::{CpuModel, Weights};
 use crate::quant::{calib, ActStats, CalibData, InputSampler};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Min/max statistics of every linear's inputs over `episodes` calibration episodes of `env`
 /// (seeds `calib_seed(i)`, disjoint from evaluation), on the CPU backend.
@@ -65,17 +66,76 @@ pub fn capture_inputs(
     alpha: f32,
     tokens: usize,
 ) -> Result<CalibData> {
-    let linears: Vec<(String, usize)> = crate::quant::model::quantized_linears(&w.config)
-        .into_iter()
-        .map(|(n, _)| {
-            let k = w.get(&n).map(|t| t.shape[1]).unwrap_or(0);
-            (n, k)
-        })
-        .collect();
+    let linears = linear_widths(w);
     calib::set_sampler(InputSampler::new(&linears, tokens));
     let run = calibrate(w, env_name, episodes, plan_cfg, alpha);
     let sampler = calib::take_sampler();
     run?;
     let s = sampler.expect("set above");
     Ok(s.finish(w.crc32(), episodes))
+}
+
+/// Where calibration inputs of a model file are kept by default: next to it,
+/// `NAME.calib.safetensors`.
+pub fn default_inputs_path(model_file: &Path) -> PathBuf {
+    let stem = model_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    model_file.with_file_name(format!("{stem}.calib.safetensors"))
+}
+
+/// The calibration inputs of `w`: read from `path` when it exists (checked against the model
+/// and the requested episodes and tokens), else captured with the float planner and, when a
+/// path is given, written there so that every method and run reuses them.
+#[allow(clippy::too_many_arguments)]
+pub fn load_or_capture_inputs(
+    w: &Weights,
+    path: Option<&Path>,
+    env_name: &str,
+    episodes: usize,
+    plan_cfg: &PlanConfig,
+    alpha: f32,
+    tokens: usize,
+) -> Result<CalibData> {
+    if let Some(p) = path.filter(|p| p.exists()) {
+        let c = CalibData::load(p)?;
+        let linears = linear_widths(w);
+        c.check(&w.crc32(), &linears, &p.display().to_string())?;
+        if c.episodes != episodes || c.tokens != tokens {
+            return Err(Error::Invalid(format!(
+                "{}: calibration inputs hold {} episodes x {} tokens, this run asks for {} x \
+                 {}; pass --calib-episodes {} --calib-tokens {}, another --calib path, or \
+                 delete the file",
+                p.display(),
+                c.episodes,
+                c.tokens,
+                episodes,
+                tokens,
+                c.episodes,
+                c.tokens
+            )));
+        }
+        eprintln!("calibration inputs from {}", p.display());
+        return Ok(c);
+    }
+    eprintln!("capturing calibration inputs: float planner on {episodes} calibration episodes");
+    let t = std::time::Instant::now();
+    let c = capture_inputs(w, env_name, episodes, plan_cfg, alpha, tokens)?;
+    eprintln!("captured in {:.1} s", t.elapsed().as_secs_f64());
+    if let Some(p) = path {
+        c.save(p)?;
+        eprintln!("wrote calibration inputs to {}", p.display());
+    }
+    Ok(c)
+}
+
+fn linear_widths(w: &Weights) -> Vec<(String, usize)> {
+    crate::quant::model::quantized_linears(&w.config)
+        .into_iter()
+        .map(|(n, _)| {
+            let k = w.get(&n).map(|t| t.shape[1]).unwrap_or(0);
+            (n, k)
+        })
+        .collect()
 }

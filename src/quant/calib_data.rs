@@ -92,9 +92,9 @@ impl LayerInputs {
                 *v = (*v - sh(j)) / scale[j];
             }
         }
-        for j in 0..self.k {
-            self.min[j] = (self.min[j] - sh(j)) / scale[j];
-            self.max[j] = (self.max[j] - sh(j)) / scale[j];
+        for (j, s) in scale.iter().enumerate() {
+            self.min[j] = (self.min[j] - sh(j)) / s;
+            self.max[j] = (self.max[j] - sh(j)) / s;
         }
     }
 
@@ -104,7 +104,7 @@ impl LayerInputs {
                 "{file}: calibration inputs of {name} {m}; delete the file to capture them again"
             )))
         };
-        if self.k == 0 || self.x.len() % self.k != 0 || self.min.len() != self.k {
+        if self.k == 0 || !self.x.len().is_multiple_of(self.k) || self.min.len() != self.k {
             return bad(format!(
                 "have {} values and {} channel ranges, not rows of {}",
                 self.x.len(),
@@ -245,7 +245,7 @@ impl CalibData {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
         // Write then rename, so an interrupted save never leaves a truncated file behind.
-        let tmp = path.with_extension("tmp");
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }

@@ -57,7 +57,7 @@ pub(crate) fn cholesky(a: &mut [f64], n: usize) -> Result<()> {
         for p in 0..j {
             d -= a[j * n + p] * a[j * n + p];
         }
-        if !(d > 0.0) || !d.is_finite() {
+        if d.is_nan() || d <= 0.0 || !d.is_finite() {
             return Err(Error::Invalid(format!(
                 "Hessian is not positive definite at column {j}"
             )));
@@ -128,7 +128,7 @@ impl Gptq {
         let gpr = k.div_ceil(g);
         let qmax = ((1u32 << (spec.bits - 1)) - 1) as f64;
         let rows = x.len() / k;
-        if rows == 0 || x.len() % k != 0 {
+        if rows == 0 || !x.len().is_multiple_of(k) {
             return Err(Error::Shape(format!(
                 "GPTQ needs calibration inputs of width {k}, got {} values",
                 x.len()
@@ -226,7 +226,7 @@ impl Gptq {
             for i in i1..i2 {
                 let col = perm[i];
                 let gi = col / g;
-                if !static_groups && col % g == 0 {
+                if !static_groups && col.is_multiple_of(g) {
                     // Group scales from the current (compensated) weights, as the group starts.
                     for r in 0..n {
                         let end = (col + g).min(k);
