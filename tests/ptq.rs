@@ -12,11 +12,11 @@ use std::sync::OnceLock;
 use common::{assert_close, gpu};
 use qwm::gpu::qops::{self, GpuQuantWeight, QKernel};
 use qwm::gpu::Recorder;
+use qwm::model::quantized::{layout, quantize_model_with, quantized_linears, QuantizedModel};
 use qwm::model::{format, CpuModel, Weights, WorldModel};
 use qwm::plan::calibrate::capture_inputs;
 use qwm::plan::PlanConfig;
 use qwm::quant::layout::{apply_fold, linear_out, sq_err};
-use qwm::quant::model::{layout, quantize_model_with, quantized_linears, QuantizedModel};
 use qwm::quant::{self, act, Awq, CalibData, Gptq, OmniQuant, QuantSpec, WeightSpec};
 use qwm::tensor::randn;
 

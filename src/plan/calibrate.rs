@@ -1,5 +1,6 @@
 //! Calibration as in the QuantWM study: run the float planner (MPC around CEM, 2 iterations)
-//! on calibration episodes with observers on the inputs of every linear, then quantize.
+//! on calibration episodes with observers on the inputs of every linear, then quantize. The
+//! observer belongs to the calibrated model, so other forwards in the process do not count.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use super::world::WorldPlanModel;
 use super::{make, run_episode, MpcConfig, PlanConfig, Task};
 use crate::env;
 use crate::model::{CpuModel, Weights};
-use crate::quant::{calib, ActStats, CalibData, InputSampler};
+use crate::quant::{ActObserver, ActStats, CalibData, InputSampler};
 use crate::{Error, Result};
 
 /// Min/max statistics of every linear's inputs over `episodes` calibration episodes of `env`
@@ -21,39 +22,46 @@ pub fn calibrate(
     plan_cfg: &PlanConfig,
     alpha: f32,
 ) -> Result<BTreeMap<String, ActStats>> {
+    let m = CpuModel::new(w)?.observing();
+    run_calibration(&m, w, env_name, episodes, plan_cfg, alpha)?;
+    Ok(m.take_observed())
+}
+
+/// The float planner on the calibration episodes, with `m`'s observer on.
+fn run_calibration(
+    m: &CpuModel,
+    w: &Weights,
+    env_name: &str,
+    episodes: usize,
+    plan_cfg: &PlanConfig,
+    alpha: f32,
+) -> Result<()> {
     let mut env = env::make(env_name)?;
-    let m = CpuModel::new(w)?;
-    let mut pm = WorldPlanModel::new(&m, w.norm.clone(), plan_cfg.horizon, alpha);
+    let mut pm = WorldPlanModel::new(m, w.norm.clone(), plan_cfg.horizon, alpha);
     let mpc = MpcConfig {
         max_iters: 2,
         n_taken: 5,
     };
-    calib::start();
-    let run = (|| -> Result<()> {
-        for i in 0..episodes {
-            let seed = calib_seed(i);
-            let (start, goal) = env.sample_start_goal(seed);
-            let mut pc = plan_cfg.clone();
-            pc.seed ^= seed;
-            let mut planner = make("cem", pc)?;
-            run_episode(
-                env.as_mut(),
-                &mut pm,
-                planner.as_mut(),
-                &mpc,
-                Task {
-                    seed,
-                    start: &start,
-                    goal: &goal,
-                },
-                &mut |_, _| {},
-            )?;
-        }
-        Ok(())
-    })();
-    let stats = calib::finish();
-    run?;
-    Ok(stats)
+    for i in 0..episodes {
+        let seed = calib_seed(i);
+        let (start, goal) = env.sample_start_goal(seed);
+        let mut pc = plan_cfg.clone();
+        pc.seed ^= seed;
+        let mut planner = make("cem", pc)?;
+        run_episode(
+            env.as_mut(),
+            &mut pm,
+            planner.as_mut(),
+            &mpc,
+            Task {
+                seed,
+                start: &start,
+                goal: &goal,
+            },
+            &mut |_, _| {},
+        )?;
+    }
+    Ok(())
 }
 
 /// Calibration inputs of every quantized linear (`tokens` sampled rows each, exact channel
@@ -66,12 +74,10 @@ pub fn capture_inputs(
     alpha: f32,
     tokens: usize,
 ) -> Result<CalibData> {
-    let linears = linear_widths(w);
-    calib::set_sampler(InputSampler::new(&linears, tokens));
-    let run = calibrate(w, env_name, episodes, plan_cfg, alpha);
-    let sampler = calib::take_sampler();
-    run?;
-    let s = sampler.expect("set above");
+    let sampler = InputSampler::new(&linear_widths(w), tokens);
+    let m = CpuModel::new(w)?.observing_with(ActObserver::sampling(sampler));
+    run_calibration(&m, w, env_name, episodes, plan_cfg, alpha)?;
+    let s = m.take_inputs().expect("the observer samples");
     Ok(s.finish(w.crc32(), episodes))
 }
 
@@ -131,7 +137,7 @@ pub fn load_or_capture_inputs(
 }
 
 fn linear_widths(w: &Weights) -> Vec<(String, usize)> {
-    crate::quant::model::quantized_linears(&w.config)
+    crate::model::quantized::quantized_linears(&w.config)
         .into_iter()
         .map(|(n, _)| {
             let k = w.get(&n).map(|t| t.shape[1]).unwrap_or(0);

@@ -1,14 +1,14 @@
 //! Post-training quantization: the spec language, the packed weight format, the methods
-//! behind one [`Quantizer`] trait, and activation quantization. A new method is one new file
+//! behind one [`Quantizer`] trait, and activation quantization. This is a leaf module: it works
+//! on plain slices and knows nothing of the model (quantizing a whole model and its file are
+//! `model::quantized`). A new method is one new file
 //! implementing [`Quantizer`] plus one line in [`method`].
 
 pub mod act;
 mod awq;
-pub mod calib;
 pub mod calib_data;
 mod gptq;
 pub mod layout;
-pub mod model;
 mod omni;
 mod omse;
 pub mod pack;
@@ -16,7 +16,7 @@ mod rtn;
 mod smooth;
 pub mod spec;
 
-pub use act::{ActParams, ActStats};
+pub use act::{ActObserver, ActParams, ActStats};
 pub use awq::Awq;
 pub use calib_data::{CalibData, InputSampler, LayerInputs};
 pub use gptq::Gptq;

@@ -1,0 +1,278 @@
+//! Opening a model for planning: a shipped model, a file, a preset or an untrained one; a
+//! quantized file as it is; a float model quantized on load, after calibrating its static
+//! activation ranges with the float planner when the spec asks for them.
+
+use std::path::{Path, PathBuf};
+
+use super::events::Event;
+use super::settings::PlanSettings;
+use crate::env::Env;
+use crate::model::quantized::{self, quantize_model_with, QuantizedModel};
+use crate::model::{self, ModelConfig, Weights};
+use crate::plan::calibrate::{default_inputs_path, load_or_capture_inputs};
+use crate::quant::QuantSpec;
+use crate::{Error, Result};
+
+/// Where the model comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// `assets/<env>.safetensors`.
+    Shipped,
+    /// A float or quantized model file.
+    File(String),
+    /// An untrained tiny model built in memory (exercises the pipeline; not expected to
+    /// succeed).
+    Random,
+    /// A named config preset with random weights (`ModelConfig::preset`: tiny, dinowm), for
+    /// benchmarks.
+    Preset(String),
+}
+
+impl ModelSource {
+    /// The `--model` flag of `plan`/`eval`/`quantize`: absent = shipped, `random`, or a path.
+    pub fn from_flag(flag: Option<&str>) -> Self {
+        match flag {
+            None => ModelSource::Shipped,
+            Some("random") => ModelSource::Random,
+            Some(p) => ModelSource::File(p.to_string()),
+        }
+    }
+
+    /// The `--model` flag of the benchmarks: a preset name or a path.
+    pub fn preset_or_file(s: &str) -> Self {
+        match ModelConfig::preset(s) {
+            Some(_) => ModelSource::Preset(s.to_string()),
+            None => ModelSource::File(s.to_string()),
+        }
+    }
+}
+
+/// What to load and how to quantize it.
+#[derive(Clone, Debug)]
+pub struct ModelRequest {
+    pub source: ModelSource,
+    /// Quantization spec (docs/QUANT.md), `fp` for none.
+    pub quant: String,
+    /// Quantization method (`quant::METHODS`).
+    pub method: String,
+    /// Calibration episodes (static activation ranges, and the inputs of the calibrated
+    /// methods).
+    pub calib_episodes: usize,
+    /// Sampled input rows kept per linear in the calibration inputs.
+    pub calib_tokens: usize,
+    /// Calibration inputs file (read if it exists, else captured and written); `None`: next
+    /// to the model file, none for in-memory models.
+    pub calib: Option<PathBuf>,
+}
+
+impl Default for ModelRequest {
+    fn default() -> Self {
+        ModelRequest {
+            source: ModelSource::Shipped,
+            quant: "fp".into(),
+            method: "rtn".into(),
+            calib_episodes: 8,
+            calib_tokens: crate::quant::calib_data::DEFAULT_TOKENS,
+            calib: None,
+        }
+    }
+}
+
+/// A float model, or a quantized one (packed weights on the GPU, fake quant on the CPU).
+pub struct LoadedModel {
+    /// The weights the backends build from (dequantized when quantized).
+    pub weights: Weights,
+    /// The float model a spec was applied to on load (for divergence measures).
+    pub float: Option<Weights>,
+    pub quant: Option<QuantizedModel>,
+    /// Display name: the file (or a description) and the quantization.
+    pub name: String,
+    /// The file the model came from (`None` for in-memory models).
+    pub file: Option<String>,
+}
+
+impl LoadedModel {
+    /// The quantization spec, `fp` for float models.
+    pub fn spec(&self) -> String {
+        self.quant
+            .as_ref()
+            .map_or("fp".to_string(), |q| q.spec.to_string())
+    }
+
+    /// Numbers per planner step: frameskip x action_dim.
+    pub fn step_dim(&self) -> usize {
+        self.weights.config.frameskip * self.weights.config.action_dim
+    }
+
+    /// A model for benchmarks: a preset with random weights or a float file, no environment.
+    pub fn for_bench(source: &ModelSource) -> Result<Self> {
+        let (weights, file) = match source {
+            ModelSource::Preset(p) => {
+                let cfg = ModelConfig::preset(p).ok_or_else(|| {
+                    Error::Invalid(format!("unknown model preset {p:?}; presets: tiny, dinowm"))
+                })?;
+                (Weights::random(&cfg, 0)?, None)
+            }
+            ModelSource::File(p) => (model::format::load(p)?, Some(p.clone())),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "benchmarks take a preset or a model file, not {other:?}"
+                )))
+            }
+        };
+        Ok(LoadedModel {
+            name: weights.config.name.clone(),
+            weights,
+            float: None,
+            quant: None,
+            file,
+        })
+    }
+
+    /// Load the model for planning in `env` (quantizing it when asked; calibration runs the
+    /// float planner with `settings`) and check that it fits the environment.
+    pub fn open(
+        req: &ModelRequest,
+        env: &dyn Env,
+        settings: &PlanSettings,
+        observer: &mut dyn FnMut(&Event),
+    ) -> Result<Self> {
+        let spec: QuantSpec = req.quant.parse()?;
+        crate::quant::method(&req.method)?;
+        if let ModelSource::File(p) = &req.source {
+            if Path::new(p).exists() && quantized::is_quantized_file(p)? {
+                if spec != QuantSpec::default() {
+                    return Err(Error::Invalid(format!(
+                        "{p} is already quantized; drop --quant {spec}"
+                    )));
+                }
+                let q = quantized::load(p)?;
+                check_fits(&q.weights, p, env)?;
+                return Ok(LoadedModel {
+                    weights: q.weights.clone(),
+                    float: None,
+                    name: format!("{p} ({})", q.spec),
+                    quant: Some(q),
+                    file: Some(p.to_string()),
+                });
+            }
+        }
+        let (w, name, file) = load_float(&req.source, env)?;
+        check_fits(&w, &name, env)?;
+        if spec == QuantSpec::default() {
+            return Ok(LoadedModel {
+                weights: w,
+                float: None,
+                quant: None,
+                name,
+                file,
+            });
+        }
+        let method = crate::quant::method(&req.method)?;
+        method.supports(&spec)?;
+        let needs_calib = method.needs_inputs()
+            || [spec.encoder, spec.predictor]
+                .iter()
+                .any(|m| m.act.is_some_and(|a| !a.dynamic));
+        let inputs = if needs_calib {
+            let path = req
+                .calib
+                .clone()
+                .or_else(|| file.as_deref().map(|f| default_inputs_path(Path::new(f))));
+            observer(&Event::Notice(format!(
+                "calibrating {spec} ({}): inputs from {}",
+                req.method,
+                path.as_ref()
+                    .map_or("a fresh capture (not kept)".into(), |p| {
+                        format!("{} (captured first if missing)", p.display())
+                    })
+            )));
+            let step = w.config.frameskip * w.config.action_dim;
+            let (pc, _) = settings.configs(env.spec(), step, 0);
+            Some(load_or_capture_inputs(
+                &w,
+                path.as_deref(),
+                env.spec().name,
+                req.calib_episodes,
+                &pc,
+                env.spec().alpha,
+                req.calib_tokens,
+            )?)
+        } else {
+            None
+        };
+        let t = std::time::Instant::now();
+        let (q, _) = quantize_model_with(&w, &spec, &req.method, None, inputs.as_ref())?;
+        observer(&Event::Notice(format!(
+            "{} took {:.1} s",
+            req.method,
+            t.elapsed().as_secs_f64()
+        )));
+        let (qb, fb) = q.linear_bytes();
+        observer(&Event::Notice(format!(
+            "quantized {spec} with {}: linear layers {:.2} MB ({:.3} of f32)",
+            q.method,
+            qb as f64 / 1e6,
+            qb as f64 / fb.max(1) as f64
+        )));
+        Ok(LoadedModel {
+            weights: q.weights.clone(),
+            float: Some(w),
+            name: format!("{name} ({spec} {})", q.method),
+            quant: Some(q),
+            file,
+        })
+    }
+}
+
+fn check_fits(w: &Weights, name: &str, env: &dyn Env) -> Result<()> {
+    let c = &w.config;
+    let s = env.spec();
+    if c.action_dim != s.action_dim || c.proprio_dim != s.proprio_dim {
+        return Err(Error::Invalid(format!(
+            "model {name} plans {}-D actions with {}-D proprio but {} has {}-D actions and \
+             {}-D proprio",
+            c.action_dim, c.proprio_dim, s.name, s.action_dim, s.proprio_dim
+        )));
+    }
+    Ok(())
+}
+
+/// The float model, its display name and its file (`None` for in-memory models).
+fn load_float(source: &ModelSource, env: &dyn Env) -> Result<(Weights, String, Option<String>)> {
+    match source {
+        ModelSource::Random => {
+            let s = env.spec();
+            let mut cfg = ModelConfig::tiny();
+            cfg.action_dim = s.action_dim;
+            cfg.proprio_dim = s.proprio_dim;
+            cfg.name = format!("random-tiny-{}", s.name);
+            Ok((
+                Weights::random(&cfg, 0)?,
+                "random (untrained tiny model)".to_string(),
+                None,
+            ))
+        }
+        ModelSource::Preset(p) => {
+            let cfg = ModelConfig::preset(p)
+                .ok_or_else(|| Error::Invalid(format!("unknown model preset {p:?}")))?;
+            Ok((
+                Weights::random(&cfg, 0)?,
+                format!("{p} (random weights)"),
+                None,
+            ))
+        }
+        ModelSource::File(p) => Ok((model::format::load(p)?, p.to_string(), Some(p.to_string()))),
+        ModelSource::Shipped => {
+            let p = format!("assets/{}.safetensors", env.spec().name);
+            if !Path::new(&p).exists() {
+                return Err(Error::Invalid(format!(
+                    "no model shipped for {} ({p} is missing); pass --model PATH, or \
+                     --model random for an untrained model that exercises the pipeline",
+                    env.spec().name
+                )));
+            }
+            Ok((model::format::load(&p)?, p.clone(), Some(p)))
+        }
+    }
+}
