@@ -12,12 +12,12 @@ use std::sync::OnceLock;
 use common::{assert_close, gpu};
 use qwm::gpu::qops::{self, GpuQuantWeight, QKernel};
 use qwm::gpu::Recorder;
-use qwm::model::quantized::{layout, quantize_model_with, quantized_linears, QuantizedModel};
+use qwm::model::quantized::{layer_output_errors, layout, quantize_model_with, QuantizedModel};
 use qwm::model::{format, CpuModel, Weights, WorldModel};
 use qwm::plan::calibrate::capture_inputs;
 use qwm::plan::PlanConfig;
 use qwm::quant::layout::{apply_fold, linear_out, sq_err};
-use qwm::quant::{self, act, Awq, CalibData, Gptq, OmniQuant, QuantSpec, WeightSpec};
+use qwm::quant::{self, Awq, CalibData, Gptq, OmniQuant, QuantSpec, WeightSpec};
 use qwm::tensor::randn;
 
 /// The shipped Wall model and calibration inputs from 2 calibration episodes (a reduced CEM,
@@ -44,42 +44,13 @@ fn wall() -> &'static (Weights, CalibData) {
     })
 }
 
-/// Relative output error `||Y - Yq||^2 / ||Y||^2` of every quantized linear: `Y` from the
-/// reference weights on the reference inputs, `Yq` from the quantized model on the inputs as
-/// its linears see them (activation quantization included).
 fn layer_errors(
     rw: &Weights,
     rx: &CalibData,
     q: &QuantizedModel,
     qx: &CalibData,
 ) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    for (name, _) in quantized_linears(&rw.config) {
-        if !q.packed.contains_key(&name) {
-            continue;
-        }
-        let bias = name.replace(".weight", ".bias");
-        let fwd = |w: &Weights, x: &[f32]| {
-            let t = w.get(&name).unwrap();
-            let (n, k) = (t.shape[0], t.shape[1]);
-            let mut y = linear_out(x, &t.data, n, k);
-            if let Ok(b) = w.get(&bias) {
-                for row in y.chunks_exact_mut(n) {
-                    row.iter_mut().zip(&b.data).for_each(|(v, b)| *v += b);
-                }
-            }
-            y
-        };
-        let y = fwd(rw, &rx.layer(&name).unwrap().x);
-        let l = qx.layer(&name).unwrap();
-        let mut xq = l.x.clone();
-        if let Some(a) = q.act_for(&name) {
-            act::fake_quant(&mut xq, l.k, &a, q.act.get(&name)).unwrap();
-        }
-        let yq = fwd(&q.weights, &xq);
-        out.push((name, sq_err(&yq, &y) / sq_err(&y, &vec![0.0; y.len()])));
-    }
-    out
+    layer_output_errors(rw, rx, q, qx).unwrap()
 }
 
 fn total(e: &[(String, f64)]) -> f64 {
