@@ -243,7 +243,9 @@ pub fn run(opts: &Options) -> Result<KernelReport> {
     // Copy: 64 MiB read + 64 MiB written.
     let n = 16 << 20;
     let src = ctx.upload(&vec![1.0f32; n], &[n])?;
-    let (secs, timing) = time_gpu(&ctx, opts.reps, |rec| ops::copy(rec, &src).map(|_| ()))?;
+    let (secs, timing) = time_gpu(&ctx, opts.reps, |rec| {
+        crate::gpu::probe::copy(rec, &src).map(|_| ())
+    })?;
     results.push(BenchResult {
         name: "gpu copy".into(),
         shape: "64 MiB".into(),

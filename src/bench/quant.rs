@@ -133,7 +133,10 @@ pub fn run(opts: &Options) -> Result<QuantReport> {
     // Copy yardstick.
     let cn = 16 << 20;
     let src = ctx.upload(&vec![1.0f32; cn], &[cn])?;
-    let copy_s = time_gpu(&ctx, reps, |rec| ops::copy(rec, &src).map(|_| ()))?.0;
+    let copy_s = time_gpu(&ctx, reps, |rec| {
+        crate::gpu::probe::copy(rec, &src).map(|_| ())
+    })?
+    .0;
     let copy_gbps = 2.0 * (cn * 4) as f64 / copy_s / 1e9;
     drop(src);
     results.push(QuantResult {

@@ -25,6 +25,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("copy", include_str!("../../shaders/copy.wgsl")),
     ("qmatmul", include_str!("../../shaders/qmatmul.wgsl")),
     ("quant_act", include_str!("../../shaders/quant_act.wgsl")),
+    ("resize", include_str!("../../shaders/resize.wgsl")),
 ];
 
 pub fn shader_source(name: &str) -> Option<&'static str> {
