@@ -226,8 +226,8 @@ fn bad_weights_and_groups_are_clear_errors() {
         e.contains("non-finite") && e.contains("row 0, column 17"),
         "{e}"
     );
-    let e = quant::method("gptq").err().unwrap().to_string();
-    assert!(e.contains("rtn, omse"), "{e}");
+    let e = quant::method("gptq2").err().unwrap().to_string();
+    assert!(e.contains("rtn, omse, awq"), "{e}");
     let mut bad = quantize("rtn", &randn(4 * 64, 0.1, 5), 4, 64, 4, None);
     bad.codes.pop();
     let e = bad.validate("blocks.0.fc1").unwrap_err().to_string();

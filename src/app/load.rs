@@ -2,14 +2,14 @@
 //! quantized file as it is; a float model quantized on load, after calibrating its static
 //! activation ranges with the float planner when the spec asks for them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::events::Event;
 use super::settings::PlanSettings;
 use crate::env::Env;
-use crate::model::quantized::{self, quantize_model, QuantizedModel};
+use crate::model::quantized::{self, quantize_model_with, QuantizedModel};
 use crate::model::{self, ModelConfig, Weights};
-use crate::plan::calibrate::calibrate;
+use crate::plan::calibrate::{default_inputs_path, load_or_capture_inputs};
 use crate::quant::QuantSpec;
 use crate::{Error, Result};
 
@@ -55,8 +55,14 @@ pub struct ModelRequest {
     pub quant: String,
     /// Quantization method (`quant::METHODS`).
     pub method: String,
-    /// Calibration episodes for static activation quantization.
+    /// Calibration episodes (static activation ranges, and the inputs of the calibrated
+    /// methods).
     pub calib_episodes: usize,
+    /// Sampled input rows kept per linear in the calibration inputs.
+    pub calib_tokens: usize,
+    /// Calibration inputs file (read if it exists, else captured and written); `None`: next
+    /// to the model file, none for in-memory models.
+    pub calib: Option<PathBuf>,
 }
 
 impl Default for ModelRequest {
@@ -66,6 +72,8 @@ impl Default for ModelRequest {
             quant: "fp".into(),
             method: "rtn".into(),
             calib_episodes: 8,
+            calib_tokens: crate::quant::calib_data::DEFAULT_TOKENS,
+            calib: None,
         }
     }
 }
@@ -160,9 +168,12 @@ impl LoadedModel {
                 file,
             });
         }
-        let needs_calib = [spec.encoder, spec.predictor]
-            .iter()
-            .any(|m| m.act.is_some_and(|a| !a.dynamic));
+        let method = crate::quant::method(&req.method)?;
+        method.supports(&spec)?;
+        let needs_calib = method.needs_inputs()
+            || [spec.encoder, spec.predictor]
+                .iter()
+                .any(|m| m.act.is_some_and(|a| !a.dynamic));
         if needs_calib && req.calib_episodes == 0 {
             return Err(Error::Invalid(format!(
                 "--calib-episodes 0: static activation quantization ({spec}) calibrates on at \
@@ -170,24 +181,40 @@ impl LoadedModel {
                  spec such as w8a8t that needs none"
             )));
         }
-        let stats = if needs_calib {
+        let inputs = if needs_calib {
+            let path = req
+                .calib
+                .clone()
+                .or_else(|| file.as_deref().map(|f| default_inputs_path(Path::new(f))));
             observer(&Event::Notice(format!(
-                "calibrating {spec}: float planner on {} calibration episodes",
-                req.calib_episodes
+                "calibrating {spec} ({}): inputs from {}",
+                req.method,
+                path.as_ref()
+                    .map_or("a fresh capture (not kept)".into(), |p| {
+                        format!("{} (captured first if missing)", p.display())
+                    })
             )));
             let step = w.config.frameskip * w.config.action_dim;
             let (pc, _) = settings.configs(env.spec(), step, 0);
-            Some(calibrate(
+            Some(load_or_capture_inputs(
                 &w,
+                path.as_deref(),
                 env.spec().name,
                 req.calib_episodes,
                 &pc,
                 env.spec().alpha,
+                req.calib_tokens,
             )?)
         } else {
             None
         };
-        let q = quantize_model(&w, &spec, &req.method, stats.as_ref())?;
+        let t = std::time::Instant::now();
+        let (q, _) = quantize_model_with(&w, &spec, &req.method, None, inputs.as_ref())?;
+        observer(&Event::Notice(format!(
+            "{} took {:.1} s",
+            req.method,
+            t.elapsed().as_secs_f64()
+        )));
         let (qb, fb) = q.linear_bytes();
         observer(&Event::Notice(format!(
             "quantized {spec} with {}: linear layers {:.2} MB ({:.3} of f32)",

@@ -49,12 +49,21 @@ pub struct PlanOpts {
     /// Static activation specs are calibrated first. A quantized model file needs none.
     #[arg(long, default_value_t = defaults().1.quant)]
     pub quant: String,
-    /// Quantization method for --quant: rtn or omse.
+    /// Quantization method for --quant: rtn, omse, awq, gptq, gptq:act-order, omniquant,
+    /// smoothquant[:alpha=A] (docs/QUANT.md).
     #[arg(long, default_value_t = defaults().1.method)]
     pub method: String,
-    /// Calibration episodes for static activation quantization.
+    /// Calibration episodes (static activation ranges; inputs for awq, gptq, omniquant,
+    /// smoothquant).
     #[arg(long, default_value_t = defaults().1.calib_episodes)]
     pub calib_episodes: usize,
+    /// Sampled input rows kept per linear in the calibration inputs.
+    #[arg(long, default_value_t = defaults().1.calib_tokens)]
+    pub calib_tokens: usize,
+    /// Calibration inputs file, read if it exists, else captured and written (default: next
+    /// to the model, NAME.calib.safetensors; none for --model random).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
     /// Planner: cem or mppi.
     #[arg(long, default_value_t = defaults().0.planner)]
     pub planner: String,
@@ -101,6 +110,8 @@ impl PlanOpts {
                 quant: self.quant.clone(),
                 method: self.method.clone(),
                 calib_episodes: self.calib_episodes,
+                calib_tokens: self.calib_tokens,
+                calib: self.calib.clone(),
             },
             backend: self.backend.into(),
             plan: PlanSettings {

@@ -299,6 +299,20 @@ impl Model<Cpu> {
         self
     }
 
+    /// This model with `o` on the inputs of every linear (e.g. one that samples them).
+    pub fn observing_with(mut self, o: ActObserver) -> Self {
+        self.backend.observer = Some(o);
+        self
+    }
+
+    /// The observer's input sampler, if it has one.
+    pub fn take_inputs(&self) -> Option<crate::quant::InputSampler> {
+        self.backend
+            .observer
+            .as_ref()
+            .and_then(|o| o.take_sampler())
+    }
+
     /// Input statistics of every linear since the last call (empty when not observing).
     pub fn take_observed(&self) -> BTreeMap<String, ActStats> {
         self.backend

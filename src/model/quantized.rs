@@ -15,9 +15,10 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use super::{format, HostTensor, ModelConfig, Weights};
+use crate::quant::layout::{Fold, Layout, Producer, QLinear, TensorStore};
 use crate::quant::{
-    method, ActParams, ActSpec, ActStats, ModuleQuant, PackedWeight, QuantContext, QuantSpec,
-    WeightSpec,
+    method, ActParams, ActSpec, ActStats, CalibData, ModuleQuant, PackedWeight, QuantContext,
+    QuantSpec, WeightSpec,
 };
 use crate::{Error, Result};
 
@@ -27,6 +28,113 @@ pub use super::params::Module;
 /// linears) in the encoder and the predictor, as in the QuantWM study.
 pub fn quantized_linears(cfg: &ModelConfig) -> Vec<(String, Module)> {
     super::params::Layout::of(cfg).linears
+}
+
+impl TensorStore for Weights {
+    fn tensor(&self, name: &str) -> Result<(Vec<usize>, &[f32])> {
+        let t = self.get(name)?;
+        Ok((t.shape.clone(), &t.data))
+    }
+
+    fn tensor_mut(&mut self, name: &str) -> Result<&mut [f32]> {
+        self.tensors
+            .get_mut(name)
+            .map(|t| t.data.as_mut_slice())
+            .ok_or_else(|| Error::Invalid(format!("missing tensor {name}")))
+    }
+}
+
+/// The quantized linears of `w` under `spec`, with the exact folds of their input scales
+/// (LayerNorm -> qkv, LayerNorm -> fc1, attention values -> output projection) and the MLPs.
+pub fn layout(w: &Weights, spec: &QuantSpec) -> Result<Layout> {
+    let mut l = Layout::default();
+    let mut push =
+        |name: String, bias: Option<String>, m: ModuleQuant, qk: usize| -> Result<usize> {
+            let t = w.get(&name)?;
+            let (n, k) = match t.shape[..] {
+                [n, k] => (n, k),
+                _ => return Err(Error::Shape(format!("{name} is not a 2-D linear weight"))),
+            };
+            l.linears.push(QLinear {
+                name,
+                bias: bias.filter(|b| w.tensors.contains_key(b)),
+                n,
+                k,
+                spec: m,
+                qk_rows: qk,
+            });
+            Ok(l.linears.len() - 1)
+        };
+    let mut folds = Vec::new();
+    let mut mlps = Vec::new();
+    let blocks = (0..w.config.encoder.depth)
+        .map(|i| {
+            let p = format!("encoder.blocks.{i}");
+            (
+                spec.encoder,
+                [
+                    format!("{p}.attn.qkv"),
+                    format!("{p}.attn.proj"),
+                    format!("{p}.mlp.fc1"),
+                    format!("{p}.mlp.fc2"),
+                ],
+                [format!("{p}.norm1"), format!("{p}.norm2")],
+            )
+        })
+        .chain((0..w.config.predictor.depth).map(|i| {
+            let p = format!("predictor.transformer.layers.{i}");
+            (
+                spec.predictor,
+                [
+                    format!("{p}.0.to_qkv"),
+                    format!("{p}.0.to_out.0"),
+                    format!("{p}.1.net.1"),
+                    format!("{p}.1.net.4"),
+                ],
+                [format!("{p}.0.norm"), format!("{p}.1.net.0")],
+            )
+        }))
+        .collect::<Vec<_>>();
+    for (m, [qkv, proj, fc1, fc2], [n1, n2]) in blocks {
+        let inner = w.get(&format!("{proj}.weight"))?.shape[1];
+        let iq = push(
+            format!("{qkv}.weight"),
+            Some(format!("{qkv}.bias")),
+            m,
+            2 * inner,
+        )?;
+        let ip = push(format!("{proj}.weight"), Some(format!("{proj}.bias")), m, 0)?;
+        let i1 = push(format!("{fc1}.weight"), Some(format!("{fc1}.bias")), m, 0)?;
+        let i2 = push(format!("{fc2}.weight"), Some(format!("{fc2}.bias")), m, 0)?;
+        let norm = |p: &str| Producer::Norm {
+            weight: format!("{p}.weight"),
+            bias: format!("{p}.bias"),
+        };
+        folds.push(Fold {
+            linear: iq,
+            producer: norm(&n1),
+        });
+        folds.push(Fold {
+            linear: ip,
+            producer: Producer::ValueRows {
+                weight: format!("{qkv}.weight"),
+                bias: l_bias(w, &format!("{qkv}.bias")),
+                start: 2 * inner,
+            },
+        });
+        folds.push(Fold {
+            linear: i1,
+            producer: norm(&n2),
+        });
+        mlps.push((i1, i2));
+    }
+    l.folds = folds;
+    l.mlps = mlps;
+    Ok(l)
+}
+
+fn l_bias(w: &Weights, name: &str) -> Option<String> {
+    w.tensors.contains_key(name).then(|| name.to_string())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -92,8 +200,40 @@ pub fn quantize_model(
     method_name: &str,
     calib: Option<&BTreeMap<String, ActStats>>,
 ) -> Result<QuantizedModel> {
+    Ok(quantize_model_with(w, spec, method_name, calib, None)?.0)
+}
+
+/// [`quantize_model`] with calibration inputs for the methods that need them (AWQ,
+/// SmoothQuant, OmniQuant, GPTQ): static activation ranges then come from `inputs` (after the
+/// method's equivalence transforms) unless `calib` is given. Also returns the inputs as the
+/// quantized model's linears see them (for reconstruction-error measures).
+pub fn quantize_model_with(
+    w: &Weights,
+    spec: &QuantSpec,
+    method_name: &str,
+    calib: Option<&BTreeMap<String, ActStats>>,
+    inputs: Option<&CalibData>,
+) -> Result<(QuantizedModel, Option<CalibData>)> {
     let q = method(method_name)?;
+    q.supports(spec)?;
+    let layout = layout(w, spec)?;
+    let mut inputs = inputs.cloned();
+    if let Some(c) = &inputs {
+        let widths: Vec<(String, usize)> = layout
+            .quantized()
+            .map(|(_, l)| (l.name.clone(), l.k))
+            .collect();
+        c.check(&w.crc32(), &widths, "calibration inputs")?;
+    } else if q.needs_inputs() {
+        return Err(Error::Invalid(format!(
+            "method {method_name} needs calibration inputs of every quantized linear: `qwm \
+             quantize` and `--quant` runs capture them with the float planner (--calib-episodes)"
+        )));
+    }
     let mut weights = w.clone();
+    q.prepare(&mut weights, &layout, inputs.as_mut())?;
+    let derived = inputs.as_ref().map(|c| c.act_stats());
+    let calib = calib.or(derived.as_ref());
     let mut packed = BTreeMap::new();
     let mut act = BTreeMap::new();
     for (name, module) in quantized_linears(&w.config) {
@@ -114,7 +254,7 @@ pub fn quantize_model(
             }
         }
         let Some(ws) = mq.weight else { continue };
-        let t = w.get(&name)?;
+        let t = weights.get(&name)?;
         let (n, k) = match t.shape[..] {
             [n, k] => (n, k),
             _ => {
@@ -124,7 +264,10 @@ pub fn quantize_model(
                 )))
             }
         };
-        let cx = QuantContext { input_stats: stats };
+        let cx = QuantContext {
+            input_stats: stats,
+            inputs: inputs.as_ref().and_then(|c| c.layers.get(&name)),
+        };
         let pw = q
             .quantize(&t.data, n, k, &ws, &cx)
             .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
@@ -137,13 +280,57 @@ pub fn quantize_model(
         );
         packed.insert(name, pw);
     }
-    Ok(QuantizedModel {
-        weights,
-        spec: *spec,
-        method: q.name().to_string(),
-        packed,
-        act,
-    })
+    Ok((
+        QuantizedModel {
+            weights,
+            spec: *spec,
+            method: method_name.trim().to_ascii_lowercase(),
+            packed,
+            act,
+        },
+        inputs,
+    ))
+}
+
+/// Relative output error `||Y - Yq||^2 / ||Y||^2` of every linear `q` quantizes: `Y` from the
+/// `reference` weights on `ref_inputs`, `Yq` from `q` on `q_inputs` (the calibration inputs as
+/// `q`'s linears see them, from [`quantize_model_with`]), activation quantization included.
+/// The reference must be the float model the outputs are comparable to: AWQ rescales qkv's
+/// value rows, so its reference is the float model with AWQ's scales folded in.
+pub fn layer_output_errors(
+    reference: &Weights,
+    ref_inputs: &CalibData,
+    q: &QuantizedModel,
+    q_inputs: &CalibData,
+) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for (name, _) in quantized_linears(&reference.config) {
+        if !q.packed.contains_key(&name) {
+            continue;
+        }
+        let bias = name.replace(".weight", ".bias");
+        let fwd = |w: &Weights, x: &[f32]| -> Result<Vec<f32>> {
+            let t = w.get(&name)?;
+            let (n, k) = (t.shape[0], t.shape[1]);
+            let mut y = crate::quant::layout::linear_out(x, &t.data, n, k);
+            if let Ok(b) = w.get(&bias) {
+                for row in y.chunks_exact_mut(n) {
+                    row.iter_mut().zip(&b.data).for_each(|(v, b)| *v += b);
+                }
+            }
+            Ok(y)
+        };
+        let y = fwd(reference, &ref_inputs.layer(&name)?.x)?;
+        let l = q_inputs.layer(&name)?;
+        let mut xq = l.x.clone();
+        if let Some(a) = q.act_for(&name) {
+            crate::quant::act::fake_quant(&mut xq, l.k, &a, q.act.get(&name))?;
+        }
+        let yq = fwd(&q.weights, &xq)?;
+        let den: f64 = y.iter().map(|v| (*v as f64).powi(2)).sum();
+        out.push((name, crate::quant::layout::sq_err(&yq, &y) / den.max(1e-30)));
+    }
+    Ok(out)
 }
 
 fn u32_bytes(v: &[u32]) -> Vec<u8> {

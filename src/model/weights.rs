@@ -175,6 +175,22 @@ impl Weights {
         out
     }
 
+    /// CRC-32 (hex) of every tensor's name, shape and values in name order: identifies a
+    /// model's content wherever its file lives (calibration data is stamped with it).
+    pub fn crc32(&self) -> String {
+        let mut h = crc32fast::Hasher::new();
+        for (name, t) in &self.tensors {
+            h.update(name.as_bytes());
+            for d in &t.shape {
+                h.update(&(*d as u64).to_le_bytes());
+            }
+            for v in &t.data {
+                h.update(&v.to_le_bytes());
+            }
+        }
+        format!("{:08x}", h.finalize())
+    }
+
     pub fn total_params(&self) -> usize {
         self.tensors.values().map(|t| t.data.len()).sum()
     }

@@ -59,13 +59,44 @@ impl ActStats {
 /// Input statistics of every linear of one model, keyed by weight name, gathered while that
 /// model runs (calibration). The model being calibrated owns it, so no other forward in the
 /// process can add to it; a mutex because forwards take `&self`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ActObserver {
     stats: std::sync::Mutex<std::collections::BTreeMap<String, ActStats>>,
+    /// Sampled input rows for the calibrated methods (`None`: statistics only).
+    sampler: std::sync::Mutex<Option<super::InputSampler>>,
+}
+
+impl std::fmt::Debug for ActObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActObserver").finish_non_exhaustive()
+    }
 }
 
 impl ActObserver {
+    /// An observer that also samples input rows into `s` ([`ActObserver::take_sampler`]).
+    pub fn sampling(s: super::InputSampler) -> Self {
+        ActObserver {
+            sampler: std::sync::Mutex::new(Some(s)),
+            ..Default::default()
+        }
+    }
+
+    pub fn take_sampler(&self) -> Option<super::InputSampler> {
+        self.sampler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     pub fn observe(&self, name: &str, x: &[f32]) {
+        if let Some(s) = self
+            .sampler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            s.observe(name, x);
+        }
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -5,15 +5,27 @@
 //! implementing [`Quantizer`] plus one line in [`method`].
 
 pub mod act;
+mod awq;
+pub mod calib_data;
+mod gptq;
+pub mod layout;
+mod omni;
 mod omse;
 pub mod pack;
 mod rtn;
+mod smooth;
 pub mod spec;
 
 pub use act::{ActObserver, ActParams, ActStats};
+pub use awq::Awq;
+pub use calib_data::{CalibData, InputSampler, LayerInputs};
+pub use gptq::Gptq;
+pub use layout::{Layout, TensorStore};
+pub use omni::OmniQuant;
 pub use omse::Omse;
 pub use pack::PackedWeight;
 pub use rtn::{rtn_asymmetric, Rtn};
+pub use smooth::SmoothQuant;
 pub use spec::{ActSpec, ModuleQuant, QuantSpec, WeightSpec};
 
 use crate::{Error, Result};
@@ -24,11 +36,36 @@ pub struct QuantContext<'a> {
     /// Statistics of this linear's inputs gathered during calibration (AWQ/SmoothQuant-style
     /// methods need them; RTN and OMSE ignore them).
     pub input_stats: Option<&'a ActStats>,
+    /// Sampled calibration inputs of this linear, as the linear sees them after
+    /// [`Quantizer::prepare`] (GPTQ's Hessian).
+    pub inputs: Option<&'a LayerInputs>,
 }
 
 /// A weight quantization method.
 pub trait Quantizer: Send + Sync {
     fn name(&self) -> &'static str;
+
+    /// Whether the method needs calibration inputs ([`CalibData`]) of every quantized linear.
+    fn needs_inputs(&self) -> bool {
+        false
+    }
+
+    /// Refuse a spec the method does not apply to, saying which ones it does.
+    fn supports(&self, _spec: &QuantSpec) -> Result<()> {
+        Ok(())
+    }
+
+    /// Model-level step before any layer is quantized: equivalence transforms folded into the
+    /// model (exact in float) and weight clipping learned on the calibration inputs, which it
+    /// updates to what the transformed linears see. The default does nothing.
+    fn prepare(
+        &self,
+        _model: &mut dyn TensorStore,
+        _layout: &Layout,
+        _inputs: Option<&mut CalibData>,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// Quantize `w[n, k]` (row-major, K contiguous) to packed codes.
     fn quantize(
@@ -41,15 +78,48 @@ pub trait Quantizer: Send + Sync {
     ) -> Result<PackedWeight>;
 }
 
-pub const METHODS: [&str; 2] = ["rtn", "omse"];
+pub const METHODS: [&str; 7] = [
+    "rtn",
+    "omse",
+    "awq",
+    "smoothquant[:alpha=A]",
+    "omniquant",
+    "gptq",
+    "gptq:act-order",
+];
 
-/// The method registered under `name`.
+/// The method registered under `name`: a method name, optionally followed by `:` and its
+/// options (`smoothquant:alpha=0.7`, `gptq:act-order`).
 pub fn method(name: &str) -> Result<Box<dyn Quantizer>> {
-    match name.to_ascii_lowercase().as_str() {
-        "rtn" => Ok(Box::new(Rtn)),
-        "omse" => Ok(Box::new(Omse::default())),
-        other => Err(Error::Invalid(format!(
-            "unknown quantization method {other:?}; available: {}",
+    let lower = name.trim().to_ascii_lowercase();
+    let (base, opts) = lower.split_once(':').unwrap_or((&lower, ""));
+    let unknown_opt = || {
+        Err(Error::Invalid(format!(
+            "method {name:?}: unknown option {opts:?}; available methods: {}",
+            METHODS.join(", ")
+        )))
+    };
+    match (base, opts) {
+        ("rtn", "") => Ok(Box::new(Rtn)),
+        ("omse", "") => Ok(Box::new(Omse::default())),
+        ("awq", "") => Ok(Box::new(Awq::default())),
+        ("omniquant", "") => Ok(Box::new(OmniQuant::default())),
+        ("gptq", "") => Ok(Box::new(Gptq::default())),
+        ("gptq", "act-order") => Ok(Box::new(Gptq {
+            act_order: true,
+            ..Gptq::default()
+        })),
+        ("smoothquant", "") => Ok(Box::new(SmoothQuant::new(0.5)?)),
+        ("smoothquant", o) => match o.strip_prefix("alpha=").map(str::parse::<f32>) {
+            Some(Ok(a)) => Ok(Box::new(SmoothQuant::new(a)?)),
+            Some(Err(_)) => Err(Error::Invalid(format!(
+                "method {name:?}: alpha must be a number in (0, 1), e.g. smoothquant:alpha=0.5"
+            ))),
+            None => unknown_opt(),
+        },
+        ("rtn" | "omse" | "awq" | "omniquant" | "gptq", _) => unknown_opt(),
+        _ => Err(Error::Invalid(format!(
+            "unknown quantization method {name:?}; available: {}",
             METHODS.join(", ")
         ))),
     }
