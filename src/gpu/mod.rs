@@ -3,10 +3,12 @@
 
 mod context;
 pub mod ops;
+pub mod peak;
 mod pipeline;
 mod pool;
 pub mod qops;
 mod recorder;
+pub mod variants;
 
 pub use context::{
     backend_name, device_type_name, list_adapters, AdapterChoice, AdapterReport, GpuContext,

@@ -25,6 +25,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("copy", include_str!("../../shaders/copy.wgsl")),
     ("qmatmul", include_str!("../../shaders/qmatmul.wgsl")),
     ("quant_act", include_str!("../../shaders/quant_act.wgsl")),
+    ("fma_peak", include_str!("../../shaders/fma_peak.wgsl")),
 ];
 
 pub fn shader_source(name: &str) -> Option<&'static str> {
@@ -107,5 +108,18 @@ impl PipelineCache {
 
     pub fn len(&self) -> usize {
         self.pipelines.lock().unwrap().len()
+    }
+
+    /// Every compiled pipeline as (shader, entry point, constants sorted by name).
+    pub fn compiled(&self) -> Vec<(&'static str, &'static str, Vec<(&'static str, f64)>)> {
+        self.pipelines
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|k| {
+                let c = k.constants.iter().map(|(n, v)| (*n, f64::from_bits(*v)));
+                (k.shader, k.entry, c.collect())
+            })
+            .collect()
     }
 }
