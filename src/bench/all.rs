@@ -5,7 +5,7 @@
 //! rows they share.
 
 use super::{env, kernels, model, plan, quant, Session};
-use crate::model::{ModelConfig, Weights};
+use crate::app::{LoadedModel, ModelSource};
 use crate::Result;
 
 pub struct Options {
@@ -25,8 +25,8 @@ pub fn run(s: &mut Session, o: &Options, progress: &mut dyn FnMut(&str)) -> Resu
         progress("quant");
         quant::run(s, &quant::Options { quick: o.quick })?;
     }
-    let cfg = ModelConfig::preset("tiny").expect("the tiny preset exists");
-    let w = Weights::random(&cfg, 0)?;
+    let m = LoadedModel::for_bench(&ModelSource::Preset("tiny".into()))?;
+    let w = &m.weights;
     progress("model (tiny)");
     let batches = if o.quick {
         vec![1, 32]
@@ -35,7 +35,7 @@ pub fn run(s: &mut Session, o: &Options, progress: &mut dyn FnMut(&str)) -> Resu
     };
     model::run(
         s,
-        &w,
+        w,
         &model::Options {
             cpu_batches: batches.clone(),
             batches,
@@ -47,7 +47,7 @@ pub fn run(s: &mut Session, o: &Options, progress: &mut dyn FnMut(&str)) -> Resu
     progress("plan (tiny)");
     plan::run(
         s,
-        &w,
+        &m,
         "tiny",
         &plan::Options {
             samples: 300,

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use super::record::BenchRecord;
 use super::Session;
+use crate::app::{Backend, LoadedModel};
 use crate::env;
-use crate::model::{CpuModel, GpuModel, Weights, WorldModel};
-use crate::plan::world::WorldPlanModel;
+use crate::model::Weights;
 use crate::plan::PlanModel;
 use crate::tensor::randn;
 use crate::Result;
@@ -18,15 +18,15 @@ pub struct Options {
     pub horizon: usize,
 }
 
-/// Raw seconds of `reps` CEM steps after one untimed step (it compiles the pipelines).
-fn time_steps<M: WorldModel>(m: &M, w: &Weights, o: &Options, reps: usize) -> Result<Vec<f64>> {
+/// Raw seconds of `reps` CEM steps (`pm.costs` on `o.samples` sequences) after one untimed
+/// step (it compiles the pipelines).
+fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options, reps: usize) -> Result<Vec<f64>> {
     let env = env::make(if w.config.proprio_dim == 4 {
         "pointmaze"
     } else {
         "wall"
     })
     .or_else(|_| env::make("wall"))?;
-    let mut pm = WorldPlanModel::new(m, w.norm.clone(), o.horizon, 1.0);
     let size = w.config.image_size;
     let (s, g) = env.sample_start_goal(1);
     let obs = env.render_state(&s, size)?;
@@ -68,18 +68,24 @@ fn row(name: &str, o: &Options, device: &str, t: Vec<f64>) -> BenchRecord {
 }
 
 /// One CEM step of the model `name` on the session's GPU (if any) and on the CPU backend (if
-/// the session times CPU rows).
-pub fn run(s: &mut Session, w: &Weights, name: &str, o: &Options) -> Result<()> {
+/// the session times CPU rows), each through the application layer's backend dispatch.
+pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<()> {
+    let w = &m.weights;
+    let reps = s.reps;
     let mut gpu_row = None;
-    if let Some(ctx) = &s.gpu {
-        let m = GpuModel::new(ctx, w)?;
-        let t = time_steps(&m, w, o, s.reps)?;
+    if let Some(ctx) = s.gpu.take() {
+        let gpu = Backend::Gpu(Box::new(ctx));
+        let t = gpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps));
+        let Backend::Gpu(ctx) = gpu else {
+            unreachable!("built as Backend::Gpu above")
+        };
         let peak = ctx.pool_stats().peak_bytes;
-        gpu_row = Some(row(name, o, "gpu", t).extra("gpu_peak_bytes", peak));
+        s.gpu = Some(*ctx);
+        gpu_row = Some(row(name, o, "gpu", t?).extra("gpu_peak_bytes", peak));
     }
     if s.cpu {
-        let m = CpuModel::new(w)?;
-        let c = row(name, o, "cpu", time_steps(&m, w, o, s.reps)?);
+        let t = Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))?;
+        let c = row(name, o, "cpu", t);
         if let Some(g) = gpu_row.as_mut() {
             g.reference = Some(format!("{} (cpu)", c.key()));
             g.x_reference = Some(c.median_s / g.median_s);

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use crate::app::{LoadedModel, ModelSource};
 use crate::bench::{self, GpuUse, Session};
-use crate::model::{self, ModelConfig, Weights};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -164,11 +164,9 @@ pub struct BenchConvertArgs {
     pub force: bool,
 }
 
-fn weights(arg: &str) -> anyhow::Result<Weights> {
-    Ok(match ModelConfig::preset(arg) {
-        Some(c) => Weights::random(&c, 0)?,
-        None => model::format::load(arg)?,
-    })
+/// A preset (random weights, seed 0) or a model file, float or quantized.
+fn model(arg: &str) -> anyhow::Result<LoadedModel> {
+    Ok(LoadedModel::for_bench(&ModelSource::preset_or_file(arg))?)
 }
 
 /// Print the table and write the JSON of a finished session.
@@ -236,7 +234,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Model(a) => {
             check_out(&a.common)?;
-            let w = weights(&a.config)?;
+            let w = model(&a.config)?.weights;
             let mut s = Session::new(GpuUse::Required, a.common.reps, !a.no_cpu)?;
             let opts = bench::model::Options {
                 cpu_batches: a.cpu_batches.clone().unwrap_or_else(|| a.batches.clone()),
@@ -254,7 +252,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 !(a.skip_cpu && a.skip_gpu),
                 "--skip-cpu and --skip-gpu together leave nothing to measure"
             );
-            let w = weights(&a.model)?;
+            let m = model(&a.model)?;
             let gpu = if a.skip_gpu {
                 GpuUse::Off
             } else {
@@ -265,7 +263,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 samples: a.samples,
                 horizon: a.horizon,
             };
-            bench::plan::run(&mut s, &w, &a.model, &o)?;
+            bench::plan::run(&mut s, &m, &a.model, &o)?;
             finish(s, "plan", &a.common)
         }
         BenchCommand::Env(a) => {

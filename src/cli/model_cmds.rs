@@ -74,34 +74,11 @@ pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelCommand::Info(a) => {
-            let quantized = crate::quant::model::is_quantized_file(&a.path)?;
-            let (w, q) = if quantized {
-                let q = crate::quant::model::load(&a.path)?;
-                (q.weights.clone(), Some(q))
-            } else {
-                (format::load(&a.path)?, None)
-            };
-            let bytes = std::fs::metadata(&a.path).map(|m| m.len()).unwrap_or(0);
-            // GPU bytes: every tensor as uploaded (quantized linears as packed codes).
-            let lin_names = crate::quant::model::quantized_linears(&w.config);
-            let linear_bytes_f32: usize = lin_names
-                .iter()
-                .map(|(n, _)| w.get(n).map(|t| t.data.len() * 4).unwrap_or(0))
-                .sum();
-            let (linear_bytes, quant_spec) = match &q {
-                Some(q) => {
-                    let packed: usize = q.packed.values().map(|p| p.bytes()).sum();
-                    let float_lin: usize = lin_names
-                        .iter()
-                        .filter(|(n, _)| !q.packed.contains_key(n))
-                        .map(|(n, _)| w.get(n).map(|t| t.data.len() * 4).unwrap_or(0))
-                        .sum();
-                    (packed + float_lin, q.spec.to_string())
-                }
-                None => (linear_bytes_f32, "fp".to_string()),
-            };
-            let total_f32: usize = w.tensors.values().map(|t| t.data.len() * 4).sum();
-            let total_bytes = total_f32 - linear_bytes_f32 + linear_bytes;
+            let i = crate::app::inspect_model_file(&a.path)?;
+            let w = &i.weights;
+            let (quant_spec, bytes) = (&i.quant, i.file_bytes);
+            let (linear_bytes, linear_bytes_f32, total_bytes) =
+                (i.linear_bytes, i.linear_bytes_f32, i.total_bytes);
             if a.json {
                 let v = serde_json::json!({
                     "quant": quant_spec,
@@ -118,7 +95,7 @@ pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", info_text(&w, &a.path, bytes));
+                print!("{}", info_text(w, &a.path, bytes));
                 println!(
                     "quantization: {quant_spec}; linear layers {:.2} MB on the GPU ({:.2} MB in f32,                      ratio {:.4}); whole model {:.2} MB",
                     linear_bytes as f64 / 1e6,

@@ -11,8 +11,8 @@ mod recorder;
 pub mod variants;
 
 pub use context::{
-    backend_name, device_type_name, list_adapters, AdapterChoice, AdapterReport, GpuContext,
-    GpuFeatures,
+    backend_name, device_type_name, list_adapters, AdapterChoice, AdapterKind, AdapterReport,
+    GpuContext, GpuFeatures,
 };
 pub use pipeline::{shader_source, SHADERS};
 pub use pool::{GpuTensor, PoolStats};
