@@ -120,6 +120,9 @@ fn every_shader_variant_translates_for_metal_dx12_vulkan_and_gl() {
     let defaults = wgpu::Limits::default();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut report: Vec<String> = Vec::new();
+    // Files for the external validators, run in parallel batches at the end.
+    let mut spv_files: Vec<(std::path::PathBuf, String)> = Vec::new();
+    let mut glsl_files: Vec<(std::path::PathBuf, String)> = Vec::new();
     for (shader, src) in SHADERS {
         let module = naga::front::wgsl::parse_str(src)
             .unwrap_or_else(|e| panic!("{shader}.wgsl: {}", e.emit_to_string(src)));
@@ -202,14 +205,10 @@ fn every_shader_variant_translates_for_metal_dx12_vulkan_and_gl() {
                         };
                         let words = spv::write_vec(&m, &i, &spv::Options::default(), Some(&popts))
                             .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e:?}"));
-                        if let Some(t) = spirv_val {
-                            let p = dir.join("k.spv");
+                        if spirv_val.is_some() {
+                            let p = dir.join(format!("k{}.spv", spv_files.len()));
                             std::fs::write(&p, bytemuck::cast_slice::<u32, u8>(&words)).unwrap();
-                            run_tool(
-                                t,
-                                &["--target-env", "vulkan1.0", p.to_str().unwrap()],
-                                &format!("{what} (SPIR-V)"),
-                            );
+                            spv_files.push((p, format!("{what} (SPIR-V)")));
                         }
                     }
                     _ => {
@@ -241,14 +240,10 @@ fn every_shader_variant_translates_for_metal_dx12_vulkan_and_gl() {
                             )
                             .and_then(|mut w| w.write())
                             .unwrap_or_else(|e| panic!("{what}: GLSL {version:?}: {e:?}"));
-                            if let Some(t) = glslang {
-                                let p = dir.join("k.comp");
+                            if glslang.is_some() {
+                                let p = dir.join(format!("k{}.comp", glsl_files.len()));
                                 std::fs::write(&p, &out).unwrap();
-                                run_tool(
-                                    t,
-                                    &[p.to_str().unwrap()],
-                                    &format!("{what} (GLSL {version:?})"),
-                                );
+                                glsl_files.push((p, format!("{what} (GLSL {version:?})")));
                             }
                         }
                     }
@@ -285,10 +280,30 @@ fn every_shader_variant_translates_for_metal_dx12_vulkan_and_gl() {
             ));
         }
     }
+    // spirv-val takes one module per call; glslangValidator compiles many files per call.
+    use rayon::prelude::*;
+    if let Some(t) = spirv_val {
+        spv_files.par_iter().for_each(|(p, what)| {
+            run_tool(t, &["--target-env", "vulkan1.0", p.to_str().unwrap()], what)
+        });
+    }
+    if let Some(t) = glslang {
+        glsl_files.par_chunks(64).for_each(|chunk| {
+            let args: Vec<&str> = chunk.iter().map(|(p, _)| p.to_str().unwrap()).collect();
+            let names: Vec<String> = chunk
+                .iter()
+                .map(|(p, what)| format!("{}: {what}", p.display()))
+                .collect();
+            run_tool(t, &args, &format!("GLSL batch\n{}", names.join("\n")));
+        });
+    }
+    eprintln!(
+        "validated {} SPIR-V modules (spirv-val) and {} GLSL shaders (glslangValidator)",
+        spv_files.len(),
+        glsl_files.len()
+    );
     report.sort();
-    report.dedup_by(|a, b| {
-        a.split(" invocations").next() == b.split(" invocations").next() && a == b
-    });
+    report.dedup();
     eprintln!("{}", report.join("\n"));
     eprintln!("translated (variant x backend): {counts:?}");
     assert_eq!(counts["msl"], all.len());

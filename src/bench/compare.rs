@@ -1,8 +1,9 @@
 //! `qwm bench compare`: result files side by side. A file gives one column per device it
 //! timed (its adapter, and its CPU-reference rows as a second column), labelled by adapter,
 //! backend and commit; rows are benchmarks matched by `family/name [shape]`. Each cell shows
-//! the row's throughput and its speed relative to the baseline column (baseline time / this
-//! time). Rows missing from some columns stay in the table (as "-") and are listed, and a
+//! the row's throughput and its speed relative to the baseline column (throughput ratio, or
+//! baseline time / this time for rows without a throughput). Rows missing from some columns
+//! stay in the table (as "-") and are listed, and a
 //! benchmark measured at different shapes is reported as such instead of being paired.
 
 use std::collections::BTreeMap;
@@ -176,11 +177,16 @@ impl Comparison {
         v
     }
 
-    /// Speed of a cell relative to the baseline column (baseline time / this time).
+    /// Speed of a cell relative to the baseline column: the ratio of the row's throughput
+    /// (this / baseline) when both have it, which stays right where the work was sized per
+    /// adapter (the FMA probe); otherwise baseline time / this time.
     pub fn ratio(&self, row: &Row, ci: usize) -> Option<f64> {
         let b = row.cells[self.baseline].as_ref()?;
         let c = row.cells[ci].as_ref()?;
-        (c.median_s > 0.0).then(|| b.median_s / c.median_s)
+        match (Self::value(row, c).0, Self::value(row, b).0) {
+            (Some(x), Some(y)) if y > 0.0 && Self::unit(row) != "ms" => Some(x / y),
+            _ => (c.median_s > 0.0).then(|| b.median_s / c.median_s),
+        }
     }
 
     /// The unit a row is shown in: the first throughput any of its cells has.
@@ -296,7 +302,7 @@ impl Comparison {
         let _ = writeln!(
             s,
             "\nEach cell: the row's throughput in its unit, then its speed relative to column \
-             {} (baseline time / this time). \"-\": not measured in that column.",
+             {} (this throughput / the baseline's). \"-\": not measured in that column.",
             self.columns[self.baseline].id
         );
         for fam in self.families() {
