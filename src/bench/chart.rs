@@ -108,6 +108,7 @@ pub fn family_png(cmp: &Comparison, family: &str, path: &Path) -> Result<bool> {
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(0)
+            .x_labels(6)
             .x_desc("x baseline (throughput / the baseline's)")
             .x_label_formatter(&|x| format!("{}x", sig3(*x)))
             .draw()
