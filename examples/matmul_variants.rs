@@ -1,6 +1,6 @@
 //! Times each f32 matmul entry point of `shaders/matmul.wgsl` on the current adapter, to pick
 //! tilings on a new GPU. Usage: `cargo run --release --example matmul_variants [M N K]`.
-use qwm::gpu::{ops, GpuContext, Recorder};
+use qwm::gpu::{GpuContext, Recorder};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..3 {
             let t = Instant::now();
             let mut rec = Recorder::new(&ctx);
-            let _y = ops::matmul_probe(&mut rec, &x, &w, entry, rg, cg, v4)?;
+            let _y = qwm::gpu::probe::matmul_probe(&mut rec, &x, &w, entry, rg, cg, v4)?;
             rec.submit()?;
             ctx.wait()?;
             best = best.min(t.elapsed().as_secs_f64());

@@ -197,7 +197,7 @@ fn softmax_matches_cpu() {
         .enumerate()
     {
         let x = t(&[rows, cols], std, 200 + i as u64);
-        let got = run(ctx, |r| ops::softmax(r, &x.g(ctx)));
+        let got = run(ctx, |r| qwm::gpu::probe::softmax(r, &x.g(ctx)));
         check(
             got,
             cvec(&cpu::softmax(&x.c()).unwrap()),
@@ -365,7 +365,7 @@ fn mse_per_item_matches_cpu() {
 fn copy_is_exact() {
     let Some(ctx) = gpu() else { return };
     let x = t(&[1001], 1.0, 900);
-    let got = run(ctx, |r| ops::copy(r, &x.g(ctx)));
+    let got = run(ctx, |r| qwm::gpu::probe::copy(r, &x.g(ctx)));
     assert_eq!(got.0, x.data);
 }
 

@@ -79,7 +79,7 @@ fn profiled_recording_times_each_dispatch() {
     let x = ctx.upload(&randn(64 * 64, 1.0, 3), &[64, 64]).unwrap();
     let mut rec = Recorder::profiled(ctx);
     let y = ops::matmul(&mut rec, &x, &x, None).unwrap();
-    let _z = ops::softmax(&mut rec, &y).unwrap();
+    let _z = qwm::gpu::probe::softmax(&mut rec, &y).unwrap();
     let times = rec.submit_profiled().unwrap();
     if ctx.features.timestamp_query {
         assert_eq!(times.len(), 2);
@@ -184,7 +184,7 @@ fn upload_during_an_open_recording_is_not_clobbered() {
     drop(tmp);
     let data = randn(n, 1.0, 71);
     let up = ctx.upload(&data, &[n]).unwrap();
-    let copy = ops::copy(&mut rec, &up).unwrap();
+    let copy = qwm::gpu::probe::copy(&mut rec, &up).unwrap();
     rec.submit().unwrap();
     assert_eq!(ctx.read(&copy).unwrap(), data);
     assert_eq!(ctx.read(&up).unwrap(), data);

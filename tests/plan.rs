@@ -355,3 +355,79 @@ fn eval_writes_json_per_episode_and_resumes() {
     assert!(e.to_string().contains("model: "), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// CEM refits its std over the top-k with divisor k - 1 (DINO-WM's `torch.std`) by default,
+/// k with `CemStd::Population`: the second step's samples are `mean + std * noise` with the
+/// same noise in both modes, so normalizing them by the expected std must give equal values.
+#[test]
+fn cem_std_divisor_is_k_minus_1_or_k() {
+    use qwm::plan::CemStd;
+    let target = quad_target(12);
+    let mut second = Vec::new();
+    for mode in [CemStd::Sample, CemStd::Population] {
+        let c = PlanConfig {
+            cem_std: mode,
+            ..cfg(2, 5)
+        };
+        let (n, k) = (c.samples, c.topk);
+        let mut calls: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+        let mut base = quad_cost(&target);
+        let mut cost = |s: &[f32], n: usize| {
+            let r = base(s, n)?;
+            calls.push((s.to_vec(), r.clone()));
+            Ok(r)
+        };
+        plan::make("cem", c.clone())
+            .unwrap()
+            .plan(&mut cost, None)
+            .unwrap();
+        let (s1, c1) = &calls[0];
+        let d = target.len();
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.sort_by(|&a, &b| c1[a].total_cmp(&c1[b]).then(a.cmp(&b)));
+        let div = if mode == CemStd::Sample { k - 1 } else { k } as f64;
+        let mut norm = Vec::new();
+        let s2 = &calls[1].0;
+        for j in 0..d {
+            let m = idx[..k].iter().map(|&i| s1[i * d + j] as f64).sum::<f64>() / k as f64;
+            let v = idx[..k]
+                .iter()
+                .map(|&i| (s1[i * d + j] as f64 - m).powi(2))
+                .sum::<f64>()
+                / div;
+            assert!(
+                (s2[j] as f64 - m).abs() < 1e-5,
+                "sample 0 is the refitted mean"
+            );
+            for i in 1..n {
+                norm.push((s2[i * d + j] as f64 - m) / v.sqrt());
+            }
+        }
+        second.push(norm);
+    }
+    let worst = second[0]
+        .iter()
+        .zip(&second[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-3,
+        "normalized second-step samples differ by {worst}"
+    );
+    // And the two modes really differ (by sqrt(k / (k - 1)) in spread).
+    let c = |mode| PlanConfig {
+        cem_std: mode,
+        ..cfg(3, 5)
+    };
+    let mut q = quad_cost(&target);
+    let a = plan::make("cem", c(CemStd::Sample))
+        .unwrap()
+        .plan(&mut q, None)
+        .unwrap();
+    let mut q = quad_cost(&target);
+    let b = plan::make("cem", c(CemStd::Population))
+        .unwrap()
+        .plan(&mut q, None)
+        .unwrap();
+    assert_ne!(a.actions, b.actions);
+}

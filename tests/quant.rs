@@ -260,7 +260,7 @@ fn gpu_dequant_is_bit_identical_to_cpu() {
                     };
                     let g = GpuQuantWeight::upload(ctx, &pw).unwrap();
                     let mut rec = Recorder::new(ctx);
-                    let d = qops::dequant(&mut rec, &g).unwrap();
+                    let d = qwm::gpu::probe::dequant(&mut rec, &g).unwrap();
                     rec.submit().unwrap();
                     let got = ctx.read(&d).unwrap();
                     let want = pw.dequantize();

@@ -326,7 +326,7 @@ fn compiled_pipelines_are_listed_variants() {
     ops::matmul(&mut rec, &x, &w, None).unwrap();
     ops::matmul(&mut rec, &x3, &w3, None).unwrap();
     ops::matmul_tiled(&mut rec, &x, &w, None).unwrap();
-    ops::copy(&mut rec, &x).unwrap();
+    qwm::gpu::probe::copy(&mut rec, &x).unwrap();
     qwm::gpu::peak::fma_peak(&mut rec, 100, 3, 0.9, 0.1).unwrap();
     let qkv = ctx
         .upload(&randn(6 * 3 * 2 * 8, 1.0, 3), &[1, 6, 3 * 2 * 8])
@@ -354,7 +354,7 @@ fn compiled_pipelines_are_listed_variants() {
                     qops::qmatmul_with(&mut rec, &xm, &g, None, k).unwrap();
                 }
             }
-            qops::dequant(&mut rec, &g).unwrap();
+            qwm::gpu::probe::dequant(&mut rec, &g).unwrap();
         }
     }
     rec.submit().unwrap();

@@ -307,8 +307,8 @@ class WorldModel(nn.Module):
             return lv + alpha * lp
         c = torch.tensor([base ** i for i in range(z.shape[1])], dtype=torch.float32)
         c = c / c.sum()
-        lv = (((vis - gv) ** 2).mean(dim=(2, 3)) * c).sum(dim=1)
-        lp = (((prop - gp) ** 2).mean(dim=2) * c).sum(dim=1)
+        lv = (((vis - gv) ** 2).mean(dim=(2, 3)) * c).mean(dim=1)  # DINO-WM objective_fn_all
+        lp = (((prop - gp) ** 2).mean(dim=2) * c).mean(dim=1)
         return lv + alpha * lp
 
 

@@ -3,7 +3,7 @@
 //! [`PlanSettings::default`], so every default is written here once.
 
 use crate::env::EnvSpec;
-use crate::plan::{MpcConfig, PlanConfig};
+use crate::plan::{CemStd, MpcConfig, PlanConfig};
 
 #[derive(Clone, Debug)]
 pub struct PlanSettings {
@@ -21,6 +21,8 @@ pub struct PlanSettings {
     pub n_taken: usize,
     pub var_scale: f32,
     pub temperature: f32,
+    /// CEM's std divisor over the top-k: k (default, qwm's results) or k - 1 as DINO-WM.
+    pub cem_std: CemStd,
 }
 
 impl Default for PlanSettings {
@@ -35,6 +37,7 @@ impl Default for PlanSettings {
             n_taken: 5,
             var_scale: 1.0,
             temperature: 0.5,
+            cem_std: CemStd::Population,
         }
     }
 }
@@ -52,6 +55,7 @@ impl PlanSettings {
                 var_scale: self.var_scale,
                 temperature: self.temperature,
                 seed,
+                cem_std: self.cem_std,
             },
             MpcConfig {
                 max_iters: self.max_iter.unwrap_or(env.plan_max_iters),

@@ -20,7 +20,7 @@ pub mod table;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::gpu::{ops, GpuContext, Recorder};
+use crate::gpu::{probe, GpuContext, Recorder};
 use crate::Result;
 use record::{AdapterRecord, BenchFile, BenchRecord, BuildInfo, SystemInfo, TimingInfo};
 
@@ -121,7 +121,7 @@ impl Session {
         let n = 16 << 20;
         let ctx = self.ctx("the copy yardstick")?;
         let src = ctx.upload(&vec![1.0f32; n], &[n])?;
-        let s = self.time_gpu(|rec| ops::copy(rec, &src).map(|_| ()))?;
+        let s = self.time_gpu(|rec| probe::copy(rec, &src).map(|_| ()))?;
         drop(src);
         let r = BenchRecord::new("yardstick", "copy", "64 MiB", "gpu", timing)
             .kernel("copy", None)

@@ -121,11 +121,12 @@ pub fn info_text(w: &Weights, path: &std::path::Path, bytes: u64) -> String {
     );
     s += &format!("config '{}':\n", c.name);
     s += &format!(
-        "  frames {0}x{0} RGB -> resized {1}x{1}, patch {2} -> {3} patches\n",
+        "  frames {0}x{0} RGB -> resized {1}x{1} ({4}), patch {2} -> {3} patches\n",
         c.image_size,
         e.resize,
         e.patch,
-        c.patches()
+        c.patches(),
+        e.resize_filter.name()
     );
     s += &format!(
         "  encoder: width {}, depth {}, heads {}, mlp {}, layerscale {}, cls {}, eps {:e}\n",
@@ -157,6 +158,13 @@ pub fn info_text(w: &Weights, path: &std::path::Path, bytes: u64) -> String {
         "  normalization: action mean {:?} std {:?}; proprio mean {:?} std {:?}\n",
         w.norm.action_mean, w.norm.action_std, w.norm.proprio_mean, w.norm.proprio_std
     );
+    if let Some(src) = &c.source {
+        s += "source:\n";
+        for (k, v) in src {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            s += &format!("  {k}: {v}\n");
+        }
+    }
     s += "parameters:\n";
     for (m, n) in w.param_counts() {
         s += &format!("  {m:<16} {n:>12}\n");

@@ -9,6 +9,7 @@ use crate::app::{
     BackendChoice, Event, LoadedModel, ModelRequest, ModelSource, PlanSettings, Session,
     SessionOptions,
 };
+use crate::plan::CemStd;
 use crate::quant::QuantSpec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +82,14 @@ pub struct PlanOpts {
     pub var_scale: f32,
     #[arg(long, default_value_t = defaults().0.temperature)]
     pub temperature: f32,
+    /// CEM's refitted std over the top-k: sample (divisor k - 1, DINO-WM's torch.std) or
+    /// population (divisor k, qwm before 2026-12-02).
+    #[arg(long, default_value = defaults().0.cem_std.name(), value_parser = parse_cem_std)]
+    pub cem_std: CemStd,
+}
+
+fn parse_cem_std(s: &str) -> Result<CemStd, String> {
+    CemStd::parse(s).map_err(|e| e.to_string())
 }
 
 impl PlanOpts {
@@ -104,6 +113,7 @@ impl PlanOpts {
                 n_taken: self.n_taken,
                 var_scale: self.var_scale,
                 temperature: self.temperature,
+                cem_std: self.cem_std,
             },
         }
     }

@@ -7,6 +7,11 @@ use clap::Args;
 use crate::model::ModelConfig;
 use crate::train::{self, TrainConfig};
 
+/// The flags' defaults: [`TrainConfig::new`]'s (the model part is set from the flags).
+fn defaults() -> TrainConfig {
+    TrainConfig::new(ModelConfig::tiny())
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Environment the data comes from (sets the action and proprio sizes).
@@ -21,15 +26,15 @@ pub struct TrainArgs {
     /// Model size preset: small (shipped), tiny, or dinowm (the real sizes; needs a big machine).
     #[arg(long, default_value = "small")]
     pub config: String,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().seed)]
     pub seed: u64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = defaults().batch)]
     pub batch: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = defaults().encoder_epochs)]
     pub encoder_epochs: usize,
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = defaults().predictor_epochs)]
     pub predictor_epochs: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = defaults().decoder_epochs)]
     pub decoder_epochs: usize,
     /// Side of the image the encoder sees (overrides the preset; a multiple of --patch).
     #[arg(long)]
@@ -38,15 +43,15 @@ pub struct TrainArgs {
     #[arg(long)]
     pub patch: Option<usize>,
     /// Weight of the probe on all encoder tokens (see docs/MODELS.md; 0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().flat_probe_weight)]
     pub flat_probe_weight: f64,
     /// Weight of the temporal-distance term in the encoder loss (see docs/MODELS.md; 0 = off):
     /// the planner's visual distance grows like the shortest path between states in the data.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().td_weight)]
     pub td_weight: f64,
     /// Latent distance allowed per unit of normalized proprio motion (the temporal-distance
     /// slope; 1 makes the visual cost about as steep as the proprio cost at alpha = 1).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults().td_scale)]
     pub td_scale: f64,
     /// Use only the first N episodes of the dataset.
     #[arg(long)]
@@ -56,7 +61,7 @@ pub struct TrainArgs {
     pub max_steps_per_epoch: Option<usize>,
     /// Add an open-loop rollout of this many steps to the predictor loss (0 = teacher
     /// forcing only, as DINO-WM); may change between runs, like the epoch counts.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().rollout_steps)]
     pub rollout_steps: usize,
     /// No progress bars.
     #[arg(long)]

@@ -382,7 +382,7 @@ impl GpuContext {
     /// 64 at 1024^3, docs/BENCHMARKS.md); GPUs need larger groups to fill their cores.
     /// `QWM_WG` overrides it.
     pub fn lanes_per_workgroup(&self) -> usize {
-        if let Some(v) = std::env::var("QWM_WG").ok().and_then(|v| v.parse().ok()) {
+        if let Some(v) = super::tuning("QWM_WG").and_then(|v| v.parse().ok()) {
             return v;
         }
         if self.report.kind.is_software() {

@@ -2,12 +2,15 @@
 //! the op launchers for every kernel in `shaders/`.
 
 mod context;
+pub mod matmul;
 pub mod ops;
 pub mod peak;
 mod pipeline;
 mod pool;
+pub mod probe;
 pub mod qops;
 mod recorder;
+pub mod resize;
 pub mod variants;
 
 pub use context::{
@@ -19,10 +22,17 @@ pub use pool::{GpuTensor, PoolStats};
 pub use recorder::{KernelTime, Recorder};
 
 /// A kernel-selection override from the environment (`QWM_MATMUL`, `QWM_QMATVEC`, `QWM_QTOKENS`,
-/// `QWM_QCOLS`), read once per process: kernels are chosen for every matmul a forward records.
+/// `QWM_QCOLS`, `QWM_WG`), read once per process: kernels are chosen for every matmul a
+/// forward records.
 pub(crate) fn tuning(name: &'static str) -> Option<&'static str> {
     use std::sync::OnceLock;
-    const NAMES: [&str; 4] = ["QWM_MATMUL", "QWM_QMATVEC", "QWM_QTOKENS", "QWM_QCOLS"];
+    const NAMES: [&str; 5] = [
+        "QWM_MATMUL",
+        "QWM_QMATVEC",
+        "QWM_QTOKENS",
+        "QWM_QCOLS",
+        "QWM_WG",
+    ];
     static VALUES: OnceLock<Vec<Option<String>>> = OnceLock::new();
     let values = VALUES.get_or_init(|| NAMES.iter().map(|n| std::env::var(n).ok()).collect());
     let i = NAMES.iter().position(|n| *n == name)?;

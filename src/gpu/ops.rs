@@ -1,16 +1,20 @@
-//! Op launchers: shape checks, parameter structs and dispatch sizes for every WGSL kernel.
-//! Each op records into a [`Recorder`] and returns a new pooled tensor; nothing is read back.
+//! Op launchers: shape checks, parameter structs and dispatch sizes for every WGSL kernel the
+//! model uses. Each op records into a [`Recorder`] and returns a new pooled tensor; nothing is
+//! read back. The f32 matmul lives in [`super::matmul`] (re-exported here), the launchers only
+//! tests and benchmarks use in [`super::probe`].
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{GpuContext, GpuTensor, Recorder};
 use crate::{Error, Result};
 
-fn params<T: Pod>(p: &T) -> &[u8] {
+pub use super::matmul::{matmul, matmul_tiled, MatmulKernel};
+
+pub(super) fn params<T: Pod>(p: &T) -> &[u8] {
     bytemuck::bytes_of(p)
 }
 
-fn pipeline(
+pub(super) fn pipeline(
     rec: &Recorder,
     shader: &'static str,
     entry: &'static str,
@@ -22,7 +26,7 @@ fn pipeline(
 
 /// Workgroups for `n` lanes of workgroup size `wg`, folded into 2-D when one dimension would
 /// exceed the adapter's limit. Returns (workgroups, lanes per dispatch row).
-fn grid_1d(ctx: &GpuContext, n: usize, wg: u32) -> ([u32; 3], u32) {
+pub(crate) fn grid_1d(ctx: &GpuContext, n: usize, wg: u32) -> ([u32; 3], u32) {
     let groups = (n as u64).div_ceil(wg as u64).max(1);
     let max = ctx.limits.max_compute_workgroups_per_dimension as u64;
     if groups <= max {
@@ -35,7 +39,7 @@ fn grid_1d(ctx: &GpuContext, n: usize, wg: u32) -> ([u32; 3], u32) {
 }
 
 /// Split a shape into (rows, last dim).
-fn rows_cols(shape: &[usize], what: &str) -> Result<(usize, usize)> {
+pub(super) fn rows_cols(shape: &[usize], what: &str) -> Result<(usize, usize)> {
     match shape.split_last() {
         Some((&c, rest)) => Ok((rest.iter().product(), c)),
         None => Err(Error::Shape(format!(
@@ -44,160 +48,8 @@ fn rows_cols(shape: &[usize], what: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn u(v: usize, what: &str) -> Result<u32> {
+pub(super) fn u(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Limit(format!("{what} = {v} does not fit in 32 bits")))
-}
-
-// ---------------------------------------------------------------------------------------------
-// matmul
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-}
-
-/// Checked shapes of `X[.., K] W^T + b`: (M, N, K) and the output shape.
-fn matmul_shapes(
-    x: &GpuTensor,
-    w: &GpuTensor,
-    b: Option<&GpuTensor>,
-) -> Result<(usize, usize, usize, Vec<usize>)> {
-    let (m, k) = rows_cols(x.shape(), "matmul input")?;
-    let (n, wk) = match w.shape() {
-        &[n, k] => (n, k),
-        s => {
-            return Err(Error::Shape(format!(
-                "matmul weight must be 2-D [N, K], got {s:?}"
-            )))
-        }
-    };
-    if wk != k {
-        return Err(Error::Shape(format!(
-            "matmul: input {:?} has K = {k} but weight {:?} has K = {wk}",
-            x.shape(),
-            w.shape()
-        )));
-    }
-    if let Some(b) = b {
-        if b.shape() != [n] {
-            return Err(Error::Shape(format!(
-                "matmul bias must be [{n}], got {:?}",
-                b.shape()
-            )));
-        }
-    }
-    let mut out_shape = x.shape().to_vec();
-    *out_shape.last_mut().unwrap() = n;
-    Ok((m, n, k, out_shape))
-}
-
-/// The same product through the tiled kernel of the quantized matmuls with an f32 weight
-/// (`qmatmul_tiled`, BITS = 32): the float baseline of that tiling. `matmul` takes it when
-/// `QWM_MATMUL=tiled` (opt-in until measured on GPUs); public for tests and benchmarks. Errors
-/// where the adapter cannot run it (256 lanes, 16 KiB of workgroup memory).
-pub fn matmul_tiled(
-    rec: &mut Recorder,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    b: Option<&GpuTensor>,
-) -> Result<GpuTensor> {
-    let (m, n, k, out_shape) = matmul_shapes(x, w, b)?;
-    let y = rec.ctx().alloc(&out_shape)?;
-    if m == 0 || n == 0 || super::qops::matmul_tiled_f32(rec, x, w, b, (m, n, k), &y)? {
-        return Ok(y);
-    }
-    Err(Error::Gpu(
-        "the tiled matmul needs 256 lanes and 16 KiB of workgroup memory per workgroup; \
-         this adapter has less (use matmul)"
-            .into(),
-    ))
-}
-
-/// `Y[.., N] = X[.., K] W^T + b` with `W` stored `[N, K]` (K contiguous, as PyTorch's Linear).
-pub fn matmul(
-    rec: &mut Recorder,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    b: Option<&GpuTensor>,
-) -> Result<GpuTensor> {
-    let (m, n, k, out_shape) = matmul_shapes(x, w, b)?;
-    let y = rec.ctx().alloc(&out_shape)?;
-    if m == 0 || n == 0 {
-        return Ok(y);
-    }
-    // Opt-in (until measured on GPUs): the quantized kernels' tiling with f32 weights.
-    if m > 8
-        && super::tuning("QWM_MATMUL") == Some("tiled")
-        && super::qops::matmul_tiled_f32(rec, x, w, b, (m, n, k), &y)?
-    {
-        return Ok(y);
-    }
-    let p = MatmulParams {
-        m: u(m, "M")?,
-        n: u(n, "N")?,
-        k: u(k, "K")?,
-        has_bias: b.is_some() as u32,
-    };
-    let bias = b.unwrap_or(w);
-    // Vec4 loads along K need K % 4 == 0 (true for every DINO-WM width); else the scalar tile.
-    let wg = rec.ctx().lanes_per_workgroup();
-    let (entry, xb, wb, groups, consts) = if k.is_multiple_of(4) {
-        let c = vec![("WG_U", wg as f64)];
-        ("matmul_nk4_u", 5, 6, [n.div_ceil(4 * wg), m.div_ceil(8)], c)
-    } else {
-        ("matmul_nk", 1, 2, [n.div_ceil(32), m.div_ceil(32)], vec![])
-    };
-    let pl = pipeline(rec, "matmul", entry, &consts)?;
-    rec.dispatch_at(
-        entry,
-        &pl,
-        Some(params(&p)),
-        &[
-            (xb, x.buffer()),
-            (wb, w.buffer()),
-            (3, bias.buffer()),
-            (4, y.buffer()),
-        ],
-        [u(groups[0], "workgroups")?, u(groups[1], "workgroups")?, 1],
-    )?;
-    Ok(y)
-}
-
-// ---------------------------------------------------------------------------------------------
-// copy
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct CopyParams {
-    n4: u32,
-    row_stride: u32,
-    _p: [u32; 2],
-}
-
-/// Copy `src` into a new tensor with a plain vec4 copy kernel (the bandwidth yardstick).
-pub fn copy(rec: &mut Recorder, src: &GpuTensor) -> Result<GpuTensor> {
-    let dst = rec.ctx().alloc(src.shape())?;
-    let n4 = src.len().div_ceil(4);
-    let wg = 256;
-    let (groups, stride) = grid_1d(rec.ctx(), n4, wg);
-    let pl = pipeline(rec, "copy", "copy", &[("WG", wg as f64)])?;
-    let p = CopyParams {
-        n4: u(n4, "copy length")?,
-        row_stride: stride,
-        _p: [0; 2],
-    };
-    rec.dispatch(
-        "copy",
-        &pl,
-        Some(params(&p)),
-        &[src.buffer(), dst.buffer()],
-        groups,
-    )?;
-    Ok(dst)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,15 +57,15 @@ pub fn copy(rec: &mut Recorder, src: &GpuTensor) -> Result<GpuTensor> {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct RowParams {
-    rows: u32,
-    cols: u32,
-    eps: f32,
-    groups_x: u32,
+pub(super) struct RowParams {
+    pub(super) rows: u32,
+    pub(super) cols: u32,
+    pub(super) eps: f32,
+    pub(super) groups_x: u32,
 }
 
 /// Workgroups for one workgroup per row, folded into 2-D past the per-dimension limit.
-fn grid_rows(ctx: &GpuContext, rows: usize) -> ([u32; 3], u32) {
+pub(super) fn grid_rows(ctx: &GpuContext, rows: usize) -> ([u32; 3], u32) {
     let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
     if rows <= max {
         ([rows.max(1) as u32, 1, 1], rows.max(1) as u32)
@@ -264,31 +116,6 @@ pub fn layernorm(
         &pl,
         Some(params(&p)),
         &[x.buffer(), gamma.buffer(), beta.buffer(), y.buffer()],
-        groups,
-    )?;
-    Ok(y)
-}
-
-/// Softmax over the last dimension.
-pub fn softmax(rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
-    let (rows, cols) = rows_cols(x.shape(), "softmax input")?;
-    let y = rec.ctx().alloc(x.shape())?;
-    if rows == 0 || cols == 0 {
-        return Ok(y);
-    }
-    let (groups, gx) = grid_rows(rec.ctx(), rows);
-    let p = RowParams {
-        rows: u(rows, "rows")?,
-        cols: u(cols, "cols")?,
-        eps: 0.0,
-        groups_x: gx,
-    };
-    let pl = pipeline(rec, "softmax", "softmax", &[])?;
-    rec.dispatch(
-        "softmax",
-        &pl,
-        Some(params(&p)),
-        &[x.buffer(), y.buffer()],
         groups,
     )?;
     Ok(y)
@@ -847,56 +674,5 @@ pub fn mse_per_item(rec: &mut Recorder, a: &GpuTensor, target: &GpuTensor) -> Re
         &[a.buffer(), target.buffer(), y.buffer()],
         [gx as u32, gy as u32, 1],
     )?;
-    Ok(y)
-}
-
-/// Development probe: run one matmul entry point with explicit tile sizes.
-#[doc(hidden)]
-pub fn matmul_probe(
-    rec: &mut Recorder,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    entry: &'static str,
-    rows_per_group: usize,
-    cols_per_group: usize,
-    vec4: bool,
-) -> Result<GpuTensor> {
-    let (m, k) = rows_cols(x.shape(), "x")?;
-    let n = w.shape()[0];
-    let y = rec.ctx().alloc(&[m, n])?;
-    let p = MatmulParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        has_bias: 0,
-    };
-    let wg = rec.ctx().lanes_per_workgroup();
-    let (consts, cols_per_group): (Vec<(&str, f64)>, usize) = if entry == "matmul_nk4_u" {
-        (vec![("WG_U", wg as f64)], wg * 4)
-    } else {
-        (vec![], cols_per_group)
-    };
-    let pl = pipeline(rec, "matmul", entry, &consts)?;
-    let groups = [
-        n.div_ceil(cols_per_group) as u32,
-        m.div_ceil(rows_per_group) as u32,
-        1,
-    ];
-    let bufs: Vec<(u32, &wgpu::Buffer)> = if vec4 {
-        vec![
-            (5, x.buffer()),
-            (6, w.buffer()),
-            (3, w.buffer()),
-            (4, y.buffer()),
-        ]
-    } else {
-        vec![
-            (1, x.buffer()),
-            (2, w.buffer()),
-            (3, w.buffer()),
-            (4, y.buffer()),
-        ]
-    };
-    rec.dispatch_at(entry, &pl, Some(params(&p)), &bufs, groups)?;
     Ok(y)
 }

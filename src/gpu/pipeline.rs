@@ -26,6 +26,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("qmatmul", include_str!("../../shaders/qmatmul.wgsl")),
     ("quant_act", include_str!("../../shaders/quant_act.wgsl")),
     ("fma_peak", include_str!("../../shaders/fma_peak.wgsl")),
+    ("resize", include_str!("../../shaders/resize.wgsl")),
 ];
 
 pub fn shader_source(name: &str) -> Option<&'static str> {

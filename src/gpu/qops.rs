@@ -48,7 +48,7 @@ impl GpuQuantWeight {
         self.codes.bytes() + self.scales.bytes() + self.zeros.as_ref().map_or(0, |z| z.bytes())
     }
 
-    fn params(&self, m: usize, has_bias: bool) -> QParams {
+    pub(super) fn params(&self, m: usize, has_bias: bool) -> QParams {
         QParams {
             m: m as u32,
             n: self.n as u32,
@@ -66,17 +66,17 @@ impl GpuQuantWeight {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct QParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    k_pad: u32,
-    group: u32,
-    groups: u32,
-    has_bias: u32,
-    asym: u32,
-    plane1_off: u32,
-    _p: [u32; 3],
+pub(super) struct QParams {
+    pub(super) m: u32,
+    pub(super) n: u32,
+    pub(super) k: u32,
+    pub(super) k_pad: u32,
+    pub(super) group: u32,
+    pub(super) groups: u32,
+    pub(super) has_bias: u32,
+    pub(super) asym: u32,
+    pub(super) plane1_off: u32,
+    pub(super) _p: [u32; 3],
 }
 
 /// Tile shape: (rows of X per workgroup, output columns per lane). Up to 8 rows runs as a
@@ -128,12 +128,21 @@ fn check_x(
     Ok((m, out))
 }
 
-fn constants(bits: u8, rows: u32, cols: u32, int_dot: bool, wg: usize) -> [(&'static str, f64); 5] {
+/// The override constants of qmatmul.wgsl, each set by name; `flag` is the entry point's
+/// own switch: `("INT_DOT", ..)` for the int8-activation kernels, `("X_VEC4", ..)` for the
+/// f32-activation ones.
+pub(super) fn constants(
+    bits: u8,
+    rows: u32,
+    cols: u32,
+    flag: (&'static str, bool),
+    wg: usize,
+) -> [(&'static str, f64); 5] {
     [
         ("BITS", bits as f64),
         ("ROWS", rows as f64),
         ("COLS", cols as f64),
-        ("INT_DOT", int_dot as u32 as f64),
+        (flag.0, flag.1 as u32 as f64),
         ("WG", wg as f64),
     ]
 }
@@ -183,7 +192,7 @@ fn record_split(
 /// Whether the tiled kernel (`qmatmul_tiled`: workgroup memory, 256 lanes) can run here for M
 /// rows of X. It needs 256 lanes per workgroup and 16 KiB of workgroup memory (the WebGPU
 /// defaults) and at most the grid limit of 64-row tiles.
-fn tiled_fits(ctx: &GpuContext, m: usize) -> bool {
+pub(super) fn tiled_fits(ctx: &GpuContext, m: usize) -> bool {
     let l = &ctx.limits;
     l.max_compute_invocations_per_workgroup >= 256
         && l.max_compute_workgroup_storage_size >= 16384
@@ -205,60 +214,8 @@ fn use_tiled(ctx: &GpuContext, m: usize) -> bool {
     }
 }
 
-fn tiled_grid(m: usize, n: usize) -> [u32; 3] {
+pub(super) fn tiled_grid(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
-}
-
-/// `Y = X W^T + b` for an f32 weight `[N, K]` through the tiled kernel (`qmatmul_tiled` with
-/// BITS = 32): the float baseline with the quantized kernel's tiling. `ops::matmul` calls it when
-/// `QWM_MATMUL=tiled`; it needs [`tiled_fits`] and checked shapes.
-pub(crate) fn matmul_tiled_f32(
-    rec: &mut Recorder,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    b: Option<&GpuTensor>,
-    (m, n, k): (usize, usize, usize),
-    y: &GpuTensor,
-) -> Result<bool> {
-    if !tiled_fits(rec.ctx(), m) {
-        return Ok(false);
-    }
-    let ctx = rec.ctx();
-    let mut consts = constants(32, 1, 1, true, 256).to_vec();
-    consts[3] = ("X_VEC4", k.is_multiple_of(4) as u32 as f64);
-    let pl = ctx
-        .pipelines
-        .get(&ctx.device, "qmatmul", "qmatmul_tiled", &consts)?;
-    let p = QParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        k_pad: k as u32,
-        group: k as u32,
-        groups: 1,
-        has_bias: b.is_some() as u32,
-        asym: 0,
-        plane1_off: 0,
-        _p: [0; 3],
-    };
-    let bias = b.unwrap_or(x);
-    let bufs = [
-        (1, x.buffer()),
-        (9, x.buffer()),
-        (2, w.buffer()),
-        (3, w.buffer()),
-        (4, w.buffer()),
-        (5, bias.buffer()),
-        (6, y.buffer()),
-    ];
-    rec.dispatch_at(
-        "qmatmul_tiled",
-        &pl,
-        Some(bytemuck::bytes_of(&p)),
-        &bufs,
-        tiled_grid(m, n),
-    )?;
-    Ok(true)
 }
 
 /// The kernel behind a quantized matmul with f32 activations (all in qmatmul.wgsl).
@@ -372,8 +329,7 @@ fn record_f32(
 ) -> Result<GpuTensor> {
     let y = rec.ctx().alloc(shape)?;
     let ctx = rec.ctx();
-    let mut consts = constants(w.bits, rows, cols, true, wg).to_vec();
-    consts[3] = ("X_VEC4", w.k.is_multiple_of(4) as u32 as f64);
+    let consts = constants(w.bits, rows, cols, ("X_VEC4", w.k.is_multiple_of(4)), wg);
     let pl = ctx.pipelines.get(&ctx.device, "qmatmul", entry, &consts)?;
     let p = w.params(m, b.is_some());
     let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
@@ -506,7 +462,7 @@ pub fn qmatmul_a8(
     let (rows, cols) = tile(rec.ctx(), m);
     let ctx = rec.ctx();
     let wg = ctx.lanes_per_workgroup();
-    let consts = constants(w.bits, rows, cols, int_dot, wg);
+    let consts = constants(w.bits, rows, cols, ("INT_DOT", int_dot), wg);
     let pl = ctx
         .pipelines
         .get(&ctx.device, "qmatmul", "qmatmul_a8", &consts)?;
@@ -531,40 +487,6 @@ pub fn qmatmul_a8(
             m.div_ceil(rows as usize) as u32,
             1,
         ],
-    )?;
-    Ok(y)
-}
-
-/// The dequantized weight `[N, K]` (tests only: real forwards never materialize it).
-pub fn dequant(rec: &mut Recorder, w: &GpuQuantWeight) -> Result<GpuTensor> {
-    let y = rec.ctx().alloc(&[w.n, w.k])?;
-    let lanes = w.n * (w.k_pad / 8);
-    let groups = lanes.div_ceil(64);
-    let (gx, gy) = if groups <= 65535 {
-        (groups, 1)
-    } else {
-        (65535, groups.div_ceil(65535))
-    };
-    let ctx = rec.ctx();
-    let pl = ctx.pipelines.get(
-        &ctx.device,
-        "qmatmul",
-        "dequant",
-        &[("BITS", w.bits as f64)],
-    )?;
-    let p = w.params(0, false);
-    let zeros = w.zeros.as_ref().unwrap_or(&w.scales);
-    rec.dispatch_at(
-        "dequant",
-        &pl,
-        Some(bytemuck::bytes_of(&p)),
-        &[
-            (2, w.codes.buffer()),
-            (3, w.scales.buffer()),
-            (4, zeros.buffer()),
-            (6, y.buffer()),
-        ],
-        [gx as u32, gy as u32, 1],
     )?;
     Ok(y)
 }

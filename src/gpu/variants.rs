@@ -57,6 +57,13 @@ pub fn all() -> Vec<Variant> {
     for e in ["patchify", "conv2d", "conv_transpose2d"] {
         out.push(v("conv", e, &wg256));
     }
+    for aa in [0.0, 1.0] {
+        out.push(v(
+            "resize",
+            "preprocess",
+            &[("ANTIALIAS", aa), ("WG", 256.0)],
+        ));
+    }
     out.push(v("layernorm", "layernorm", &[]));
     out.push(v("softmax", "softmax", &[]));
     out.push(v("reduce", "mse_rows", &[]));

@@ -18,6 +18,32 @@ pub struct EncoderConfig {
     pub layerscale: bool,
     pub cls_token: bool,
     pub eps: f32,
+    /// How frames are resized to `resize` (absent in files written before it existed, which
+    /// all used `bilinear`).
+    #[serde(default)]
+    pub resize_filter: ResizeFilter,
+}
+
+/// The resize a model was trained with (src/model/preprocess.rs).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeFilter {
+    /// Bilinear with half-pixel centres, no antialiasing (PyTorch `F.interpolate(...,
+    /// mode="bilinear", align_corners=False, antialias=False)`): qwm's own models.
+    #[default]
+    Bilinear,
+    /// Bilinear with antialiasing when shrinking (torchvision `Resize`, PyTorch
+    /// `F.interpolate(..., antialias=True)`): DINO-WM's models (torchvision >= 0.17).
+    BilinearAntialias,
+}
+
+impl ResizeFilter {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResizeFilter::Bilinear => "bilinear",
+            ResizeFilter::BilinearAntialias => "bilinear_antialias",
+        }
+    }
 }
 
 /// The frame-causal ViT predictor (DINO-WM `ViTPredictor`).
@@ -55,11 +81,16 @@ pub struct ModelConfig {
     pub proprio_dim: usize,
     pub proprio_emb: usize,
     pub num_hist: usize,
+    /// Provenance of a converted checkpoint (tools/convert_dinowm.py writes the DINO-WM run's
+    /// settings here); informational, shown by `qwm model info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ModelConfig {
     /// The real DINO-WM: DINOv2 ViT-S/14 encoder on 224 px frames resized to 196 px (14 x 14
-    /// patches), predictor depth 6 x 16 heads of 64, MLP 2048, width 384 + 10 + 10 = 404.
+    /// patches, torchvision's antialiased resize), predictor depth 6 x 16 heads of 64, MLP
+    /// 2048, width 384 + 10 + 10 = 404.
     pub fn dinowm() -> Self {
         ModelConfig {
             name: "dinowm".into(),
@@ -74,6 +105,7 @@ impl ModelConfig {
                 layerscale: true,
                 cls_token: true,
                 eps: 1e-6,
+                resize_filter: ResizeFilter::BilinearAntialias,
             },
             predictor: PredictorConfig {
                 depth: 6,
@@ -93,6 +125,7 @@ impl ModelConfig {
             proprio_dim: 4,
             proprio_emb: 10,
             num_hist: 3,
+            source: None,
         }
     }
 
@@ -112,6 +145,7 @@ impl ModelConfig {
                 layerscale: true,
                 cls_token: true,
                 eps: 1e-6,
+                resize_filter: ResizeFilter::Bilinear,
             },
             predictor: PredictorConfig {
                 depth: 2,
@@ -131,6 +165,7 @@ impl ModelConfig {
             proprio_dim: 2,
             proprio_emb: 4,
             num_hist: 3,
+            source: None,
         }
     }
 
@@ -152,6 +187,7 @@ impl ModelConfig {
                 layerscale: true,
                 cls_token: true,
                 eps: 1e-6,
+                resize_filter: ResizeFilter::Bilinear,
             },
             predictor: PredictorConfig {
                 depth: 3,
@@ -171,6 +207,7 @@ impl ModelConfig {
             proprio_dim: 2,
             proprio_emb: 8,
             num_hist: 3,
+            source: None,
         }
     }
 

@@ -21,78 +21,21 @@ pub enum StoreDtype {
     BF16,
 }
 
+// IEEE half and bfloat16 conversions (round to nearest even) from the `half` crate.
 fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    let bits = if exp == 0 {
-        if man == 0 {
-            sign
-        } else {
-            // subnormal: normalise
-            let mut e: i32 = 0;
-            let mut m = man;
-            while m & 0x400 == 0 {
-                m <<= 1;
-                e -= 1;
-            }
-            let m = m & 0x3ff;
-            sign | (((127 - 15 + 1 + e) as u32) << 23) | (m << 13)
-        }
-    } else if exp == 0x1f {
-        sign | 0x7f80_0000 | (man << 13)
-    } else {
-        sign | ((exp + 127 - 15) << 23) | (man << 13)
-    };
-    f32::from_bits(bits)
+    half::f16::from_bits(h).to_f32()
 }
 
 fn f32_to_f16(f: f32) -> u16 {
-    // Round to nearest even.
-    let x = f.to_bits();
-    let sign = ((x >> 16) & 0x8000) as u16;
-    let exp = ((x >> 23) & 0xff) as i32;
-    let man = x & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = 1u32 << (shift - 1);
-        let rest = m & ((1 << shift) - 1);
-        let mut r = m >> shift;
-        if rest > half || (rest == half && r & 1 == 1) {
-            r += 1;
-        }
-        return sign | r as u16;
-    }
-    let mut r = ((e as u32) << 10) | (man >> 13);
-    let rest = man & 0x1fff;
-    if rest > 0x1000 || (rest == 0x1000 && r & 1 == 1) {
-        r += 1;
-    }
-    sign | r as u16
+    half::f16::from_f32(f).to_bits()
 }
 
 fn bf16_to_f32(h: u16) -> f32 {
-    f32::from_bits((h as u32) << 16)
+    half::bf16::from_bits(h).to_f32()
 }
 
 fn f32_to_bf16(f: f32) -> u16 {
-    let x = f.to_bits();
-    if f.is_nan() {
-        return ((x >> 16) | 0x40) as u16;
-    }
-    let r = x.wrapping_add(0x7fff + ((x >> 16) & 1));
-    (r >> 16) as u16
+    half::bf16::from_f32(f).to_bits()
 }
 
 fn meta_err(path: &Path, msg: String) -> Error {

@@ -1,26 +1,36 @@
-//! The DINO-WM world model (see docs/MODEL_FORMAT.md): config, weights file, and the same
-//! forward pass on two backends, [`GpuModel`] (wgpu) and [`CpuModel`] (candle reference),
-//! behind the [`WorldModel`] trait.
+//! The DINO-WM world model (see docs/MODEL_FORMAT.md): config, weights file, the parameter
+//! tree ([`params`]), and one forward pass ([`Model`]) written over an op backend
+//! ([`backend`]); [`GpuModel`] (wgpu) and [`CpuModel`] (candle reference) are that model on
+//! the two backends, behind the [`WorldModel`] trait.
 //!
 //! Conventions shared by both backends:
 //! - frames are RGB u8, `[B, image_size, image_size, 3]` (HWC); [`preprocess`] scales them to
-//!   [-1, 1] and resizes them (bilinear, half-pixel centres) to `encoder.resize`;
+//!   [-1, 1] and resizes them to `encoder.resize` with the model's `resize_filter` (bilinear,
+//!   or antialiased bilinear for DINO-WM checkpoints);
 //! - visual latents are `[B, N, De]` (N patches, De encoder width, CLS dropped);
 //! - predictor tokens are `[B, k, N, W]` with `W = De + proprio_emb + action_emb`, channels
 //!   ordered visual | proprio embedding | action embedding (DINO-WM concat_dim = 1);
 //! - actions and proprio passed to the model are already z-normalized
 //!   ([`Normalization::normalize_actions`]); actions are `[B, T, frameskip * action_dim]`.
 
+pub mod backend;
 pub mod config;
 mod cpu_model;
 pub mod format;
+mod forward;
 mod gpu_model;
+pub mod params;
+pub mod preprocess;
 pub mod quantized;
 pub mod weights;
 
-pub use config::{DecoderConfig, EncoderConfig, ModelConfig, Normalization, PredictorConfig};
-pub use cpu_model::{CpuLinear, CpuModel};
-pub use gpu_model::{GpuModel, Linear};
+pub use config::{
+    DecoderConfig, EncoderConfig, ModelConfig, Normalization, PredictorConfig, ResizeFilter,
+};
+pub use cpu_model::{Cpu, CpuLinear, CpuModel, CpuOps};
+pub use forward::Model;
+pub use gpu_model::{Gpu, GpuModel, GpuOps, Linear, LinearWeight};
+pub use preprocess::{postprocess, preprocess, resize_taps};
 pub use quantized::QuantizedModel;
 pub use weights::{expected_tensors, HostTensor, Weights};
 
@@ -60,7 +70,8 @@ pub enum ObjectiveMode {
     /// embedding (patch 0) to the goal's proprio embedding.
     Last,
     /// The same term for every frame of the rollout (frame 0 included), weighted by
-    /// `base^t / sum_t base^t`.
+    /// `base^t / sum_t base^t` and averaged over the `T + 1` frames (DINO-WM
+    /// `objective_fn_all`: `(loss * coeffs).mean(dim=1)`).
     All { base: f32 },
 }
 
@@ -156,51 +167,6 @@ pub trait WorldModel {
     }
 }
 
-/// u8 HWC frames -> f32 `[B, 3, S, S]` in [-1, 1] (x / 255 * 2 - 1), bilinearly resized to
-/// `S = encoder.resize` with half-pixel centres and no antialiasing (PyTorch
-/// `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`).
-pub fn preprocess(frames: &Frames, cfg: &ModelConfig) -> Result<Vec<f32>> {
-    let s_in = cfg.image_size;
-    if frames.height != s_in || frames.width != s_in {
-        return Err(Error::Shape(format!(
-            "frames are {}x{} but the model '{}' expects {s_in}x{s_in} RGB frames",
-            frames.height, frames.width, cfg.name
-        )));
-    }
-    let s = cfg.encoder.resize;
-    let (h, w) = (frames.height, frames.width);
-    let mut out = vec![0f32; frames.batch * 3 * s * s];
-    // Source coordinate and weights per output index (same for rows and columns).
-    let taps = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
-        let scale = n_in as f32 / n_out as f32;
-        (0..n_out)
-            .map(|o| {
-                let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
-                let i0 = (src.floor() as usize).min(n_in - 1);
-                let i1 = (i0 + 1).min(n_in - 1);
-                (i0, i1, src - i0 as f32)
-            })
-            .collect()
-    };
-    let ty = taps(h, s);
-    let tx = taps(w, s);
-    for b in 0..frames.batch {
-        let img = &frames.data[b * h * w * 3..(b + 1) * h * w * 3];
-        let px = |y: usize, x: usize, c: usize| img[(y * w + x) * 3 + c] as f32 / 255.0 * 2.0 - 1.0;
-        for c in 0..3 {
-            let dst = &mut out[(b * 3 + c) * s * s..(b * 3 + c + 1) * s * s];
-            for (oy, &(y0, y1, fy)) in ty.iter().enumerate() {
-                for (ox, &(x0, x1, fx)) in tx.iter().enumerate() {
-                    let top = px(y0, x0, c) * (1.0 - fx) + px(y0, x1, c) * fx;
-                    let bot = px(y1, x0, c) * (1.0 - fx) + px(y1, x1, c) * fx;
-                    dst[oy * s + ox] = top * (1.0 - fy) + bot * fy;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Check `[B, T, A]` actions against the config; returns (B, T).
 pub(crate) fn check_actions(cfg: &ModelConfig, dims: &[usize]) -> Result<(usize, usize)> {
     match dims {
@@ -251,8 +217,11 @@ pub(crate) fn objective_weights(mode: ObjectiveMode, steps: usize) -> Result<Vec
                     "objective base must be > 0, got {base}"
                 )));
             }
+            // DINO-WM's objective_fn_all: coefficient-weighted per-frame losses averaged over
+            // the frames (`(loss * coeffs).mean(dim=1)`), so each weight is also divided by
+            // the number of frames.
             let c: Vec<f64> = (0..steps).map(|i| (base as f64).powi(i as i32)).collect();
-            let s: f64 = c.iter().sum();
+            let s: f64 = c.iter().sum::<f64>() * steps as f64;
             Ok(c.iter().map(|x| (x / s) as f32).collect())
         }
     }

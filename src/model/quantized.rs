@@ -20,30 +20,12 @@ use crate::quant::{
 };
 use crate::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Module {
-    Encoder,
-    Predictor,
-}
+pub use super::params::Module;
 
 /// The weight names of every quantized linear (attention qkv and output projection, both MLP
 /// linears) in the encoder and the predictor, as in the QuantWM study.
 pub fn quantized_linears(cfg: &ModelConfig) -> Vec<(String, Module)> {
-    let mut v = Vec::new();
-    for i in 0..cfg.encoder.depth {
-        for l in ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"] {
-            v.push((format!("encoder.blocks.{i}.{l}.weight"), Module::Encoder));
-        }
-    }
-    for i in 0..cfg.predictor.depth {
-        for l in ["0.to_qkv", "0.to_out.0", "1.net.1", "1.net.4"] {
-            v.push((
-                format!("predictor.transformer.layers.{i}.{l}.weight"),
-                Module::Predictor,
-            ));
-        }
-    }
-    v
+    super::params::Layout::of(cfg).linears
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

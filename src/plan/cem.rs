@@ -1,7 +1,8 @@
 //! Cross-entropy method (DINO-WM's planner): sample around a Gaussian, refit its mean and
-//! standard deviation to the top-k samples, repeat; the plan is the final mean.
+//! standard deviation to the top-k samples, repeat; the plan is the final mean. The standard
+//! deviation divides by k - 1 as DINO-WM's `torch.std` does, or by k ([`CemStd`]).
 
-use super::{check_costs, step_stat, CostFn, PlanConfig, PlanResult, Planner, Sampler};
+use super::{check_costs, step_stat, CemStd, CostFn, PlanConfig, PlanResult, Planner, Sampler};
 use crate::Result;
 
 pub struct Cem {
@@ -28,6 +29,10 @@ impl Planner for Cem {
         let mut std = vec![c.var_scale; d];
         let mut steps = Vec::with_capacity(c.opt_steps);
         let mut mean_cost = f32::INFINITY;
+        let divisor = match c.cem_std {
+            CemStd::Sample => (c.topk - 1) as f32,
+            CemStd::Population => c.topk as f32,
+        };
         for _ in 0..c.opt_steps {
             let samples = self.sampler.around(&mean, &std, c.samples);
             let costs = cost(&samples, c.samples)?;
@@ -44,7 +49,7 @@ impl Planner for Cem {
                     .iter()
                     .map(|&i| (samples[i * d + j] - m).powi(2))
                     .sum::<f32>()
-                    / c.topk as f32;
+                    / divisor;
                 mean[j] = m;
                 std[j] = v.sqrt();
             }

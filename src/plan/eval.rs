@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mpc::{run_episode, EpisodeRecord, MpcConfig, MpcIter, PlanModel};
 use super::stats::{median, spearman, wilson95};
-use super::{make, PlanConfig};
+use super::{make, CemStd, PlanConfig};
 use crate::env::{self, Env};
 use crate::{Error, Result};
 
@@ -61,6 +61,9 @@ pub struct PlanConfigKey {
     pub var_scale: f32,
     pub temperature: f32,
     pub seed: u64,
+    /// Absent in reports written before the option existed, which used the population std.
+    #[serde(default = "CemStd::population")]
+    pub cem_std: CemStd,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,6 +82,7 @@ impl From<&PlanConfig> for PlanConfigKey {
             var_scale: c.var_scale,
             temperature: c.temperature,
             seed: c.seed,
+            cem_std: c.cem_std,
         }
     }
 }

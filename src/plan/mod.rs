@@ -37,6 +37,47 @@ pub struct PlanConfig {
     /// MPPI temperature.
     pub temperature: f32,
     pub seed: u64,
+    /// How CEM refits its standard deviation to the top-k (DINO-WM: `torch.std`, k - 1).
+    #[serde(default)]
+    pub cem_std: CemStd,
+}
+
+/// Divisor of CEM's refitted variance over the top-k samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CemStd {
+    /// Sample standard deviation, divisor k - 1: DINO-WM's `topk_action.std(dim=0)`.
+    Sample,
+    /// Population standard deviation, divisor k: qwm's default, kept so that the 50-episode
+    /// results of docs/RESULTS.md (all planned with it) stay comparable and resumable; std is
+    /// sqrt((k-1)/k) of `Sample`'s (k = 30: 1.7 % narrower).
+    #[default]
+    Population,
+}
+
+impl CemStd {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "sample" => Ok(CemStd::Sample),
+            "population" => Ok(CemStd::Population),
+            _ => Err(Error::Invalid(format!(
+                "--cem-std must be sample (divisor k - 1, DINO-WM) or population (divisor k), \
+                 got '{s}'"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CemStd::Sample => "sample",
+            CemStd::Population => "population",
+        }
+    }
+
+    /// Reports written before the option existed used the population divisor.
+    pub fn population() -> Self {
+        CemStd::Population
+    }
 }
 
 impl Default for PlanConfig {
@@ -50,6 +91,7 @@ impl Default for PlanConfig {
             var_scale: 1.0,
             temperature: 0.5,
             seed: 0,
+            cem_std: CemStd::Population,
         }
     }
 }
@@ -71,6 +113,13 @@ impl PlanConfig {
             return bad(format!(
                 "top-k must be between 1 and samples ({}), got {}",
                 self.samples, self.topk
+            ));
+        }
+        if self.cem_std == CemStd::Sample && self.topk < 2 {
+            return bad(format!(
+                "top-k {} is too small for the sample standard deviation (divisor k - 1); use \
+                 --topk 2 or more, or --cem-std population",
+                self.topk
             ));
         }
         if self.opt_steps == 0 {

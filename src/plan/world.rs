@@ -87,20 +87,10 @@ impl<'m, M: WorldModel> WorldPlanModel<'m, M> {
                 let dims = M::dims(&img);
                 let px = self.model.download(&img)?;
                 let (h, w) = (dims[2], dims[3]);
-                let mut data = vec![0u8; h * w * 3];
-                for y in 0..h {
-                    for x in 0..w {
-                        for ch in 0..3 {
-                            let v = px[(ch * h + y) * w + x];
-                            data[(y * w + x) * 3 + ch] =
-                                ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
-                        }
-                    }
-                }
                 out.push(Frame {
                     width: w,
                     height: h,
-                    data,
+                    data: crate::model::postprocess(&px, h, w),
                 });
             }
         }

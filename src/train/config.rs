@@ -1,0 +1,141 @@
+//! What to train and how long ([`TrainConfig`], with every default written once in
+//! [`TrainConfig::new`]), the phases, and what a run reports.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ModelConfig, Weights};
+
+/// What to train and how long.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub seed: u64,
+    pub batch: usize,
+    pub encoder_epochs: usize,
+    pub predictor_epochs: usize,
+    pub decoder_epochs: usize,
+    pub encoder_lr: f64,
+    pub predictor_lr: f64,
+    pub decoder_lr: f64,
+    pub weight_decay: f64,
+    /// Weight of the proprio-position probe on the mean-pooled tokens in the encoder loss.
+    pub probe_weight: f64,
+    /// Weight of a second probe on all tokens (flattened). It learns at once where the first
+    /// can sit on a plateau for epochs (small objects, e.g. PointMaze's ball); 0 disables it.
+    #[serde(default)]
+    pub flat_probe_weight: f64,
+    /// Weight of the temporal-distance term in the encoder loss (0 disables it; see
+    /// `Ctx::td_loss` and docs/MODELS.md). It shapes the planner's visual cost itself: the
+    /// root-mean-square distance between two frames' tokens is pushed apart for random pairs
+    /// and held below `td_scale` x the (normalized) distance the agent moved for consecutive
+    /// frames, so it grows like the shortest path the data can take between two states, and
+    /// states on either side of an obstacle end up far apart.
+    #[serde(default)]
+    pub td_weight: f64,
+    /// Latent distance allowed per unit of normalized proprio motion between consecutive
+    /// frames (the slope of the temporal-distance metric).
+    #[serde(default = "default_td_scale")]
+    pub td_scale: f64,
+    /// Use at most this many episodes of the dataset (all when None).
+    pub max_episodes: Option<usize>,
+    /// Cap on optimizer steps per epoch (all batches when None).
+    pub max_steps_per_epoch: Option<usize>,
+    /// Fraction of episodes held out for validation (DINO-WM: 0.1).
+    pub val_fraction: f64,
+    /// Open-loop rollout steps added to the predictor loss (0: teacher forcing only, as
+    /// DINO-WM). With `k > 0` each window is also rolled out from its first frame for `k`
+    /// steps exactly as planning does (the model's own predictions fed back) and the mean
+    /// latent MSE of those steps is added; this is what a planner sees, and it stops errors
+    /// from compounding over the horizon. May change between runs, like the epoch counts.
+    #[serde(default)]
+    pub rollout_steps: usize,
+}
+
+impl TrainConfig {
+    /// Defaults for a model config (action/proprio sizes must already match the data).
+    pub fn new(model: ModelConfig) -> Self {
+        TrainConfig {
+            model,
+            seed: 0,
+            batch: 32,
+            encoder_epochs: 4,
+            predictor_epochs: 12,
+            decoder_epochs: 2,
+            encoder_lr: 1e-3,
+            predictor_lr: 5e-4,
+            decoder_lr: 1e-3,
+            weight_decay: 0.01,
+            probe_weight: 1.0,
+            flat_probe_weight: 0.0,
+            td_weight: 0.0,
+            td_scale: default_td_scale(),
+            max_episodes: None,
+            max_steps_per_epoch: None,
+            val_fraction: 0.1,
+            rollout_steps: 0,
+        }
+    }
+}
+
+pub(crate) fn default_td_scale() -> f64 {
+    1.0
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Encoder,
+    Predictor,
+    Decoder,
+}
+
+impl Phase {
+    pub(crate) const ALL: [Phase; 3] = [Phase::Encoder, Phase::Predictor, Phase::Decoder];
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Phase::Encoder => "encoder",
+            Phase::Predictor => "predictor",
+            Phase::Decoder => "decoder",
+        }
+    }
+    pub(crate) fn prefixes(self) -> &'static [&'static str] {
+        match self {
+            Phase::Encoder => &["encoder.", "aux."],
+            Phase::Predictor => &["predictor.", "action_encoder."],
+            Phase::Decoder => &["decoder."],
+        }
+    }
+    pub(crate) fn index(self) -> u64 {
+        self as u64
+    }
+}
+
+/// One finished epoch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochLog {
+    pub phase: Phase,
+    pub epoch: usize,
+    pub steps: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub seconds: f64,
+}
+
+/// How to run (not part of the settings a resumed run must match).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Progress bars and per-epoch lines on stderr.
+    pub progress: bool,
+    /// Stop after this many finished epochs in total (an interruption, for tests); the model
+    /// file is not written then.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// What a run produced.
+pub struct TrainReport {
+    /// None when the run stopped early ([`RunOptions::stop_after_epochs`]).
+    pub weights: Option<Weights>,
+    pub epochs: Vec<EpochLog>,
+    pub resumed_epochs: usize,
+    pub seconds: f64,
+}
