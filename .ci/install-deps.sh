@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Mesa >= 25 lavapipe (Vulkan on the CPU) from
-# bookworm-backports, since Debian 12's Mesa 22 is 3-8x slower; plus the Vulkan loader and tools;
-# and Xvfb for the viewer's window test.
+# bookworm-backports, since Debian 12's Mesa 22 is 3-8x slower; plus the Vulkan loader and tools,
+# the SPIR-V / GLSL validators, and Xvfb for the viewer's window test.
 set -euo pipefail
 # The viewer's window test runs `qwm view --screenshot` under xvfb-run (an X server in memory).
 if ! command -v xvfb-run >/dev/null; then
@@ -14,11 +14,18 @@ have_lvp_25() {
   v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)
   [ -n "$v" ] && dpkg --compare-versions "$v" ge 25 && ldconfig -p | grep -q libvulkan.so.1
 }
+export DEBIAN_FRONTEND=noninteractive
+# Shader validators for tests/shader_portability.rs (Khronos spirv-val, glslangValidator): the
+# SPIR-V and GLSL that naga writes for every kernel are checked by the reference tools.
+if ! command -v spirv-val >/dev/null || ! command -v glslangValidator >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq spirv-tools glslang-tools >/dev/null
+  echo "deps: installed spirv-tools and glslang-tools"
+fi
 if have_lvp_25; then
   echo "deps: mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers) already present"
   exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
 if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
   cat >/etc/apt/sources.list.d/qwm-backports.sources <<'SRC'
 Types: deb

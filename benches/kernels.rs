@@ -6,8 +6,13 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    match qwm::bench::kernels::run(&qwm::bench::kernels::Options { reps: 5, quick }) {
-        Ok(r) => print!("{}", r.table()),
+    let run = || -> qwm::Result<qwm::bench::record::BenchFile> {
+        let mut s = qwm::bench::Session::new(qwm::bench::GpuUse::Required, 5, true)?;
+        qwm::bench::kernels::run(&mut s, &qwm::bench::kernels::Options { quick })?;
+        Ok(s.finish("kernels"))
+    };
+    match run() {
+        Ok(f) => print!("{}", qwm::bench::table::table(&f)),
         Err(e) => {
             eprintln!("kernel benchmark failed: {e}");
             std::process::exit(1);

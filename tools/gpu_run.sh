@@ -27,7 +27,9 @@ step() { # name seconds cmd...
 date -u +%FT%TZ >"$OUT/date.txt"
 step info 30 "$Q" info
 step smoke 40 "$Q" plan --env wall --model random --max-iter 1 --opt-steps 2 --backend gpu --out "$OUT/smoke"
-# Benchmarks first (short, and what the speed targets need), then the evaluations.
+# Benchmarks first (short, and what the speed targets need), then the evaluations. bench_all is
+# the cross-vendor record (docs/BENCHMARKS.md, `qwm bench compare`).
+step bench_all 240 "$Q" bench all --json "$OUT/bench_all.json"
 step bench_quant 120 "$Q" bench quant --json "$OUT/quant.json"
 step bench_kernels 60 "$Q" bench kernels --json "$OUT/kernels.json"
 step bench_plan_wall 45 "$Q" bench plan --model assets/wall.safetensors --json "$OUT/plan_wall.json"

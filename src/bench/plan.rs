@@ -4,12 +4,10 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
-
-use super::kernels::{today, AdapterId};
+use super::record::BenchRecord;
+use super::Session;
 use crate::app::{Backend, LoadedModel};
 use crate::env;
-use crate::gpu::GpuContext;
 use crate::model::Weights;
 use crate::plan::PlanModel;
 use crate::tensor::randn;
@@ -18,26 +16,11 @@ use crate::Result;
 pub struct Options {
     pub samples: usize,
     pub horizon: usize,
-    pub reps: usize,
-    pub skip_cpu: bool,
-    pub skip_gpu: bool,
 }
 
-#[derive(Serialize, Debug)]
-pub struct PlanBench {
-    pub model: String,
-    pub adapter: Option<AdapterId>,
-    pub date: String,
-    pub samples: usize,
-    pub horizon: usize,
-    /// Median seconds of one CEM step (rollout + objective + readback of the costs).
-    pub gpu_seconds_per_cem_step: Option<f64>,
-    pub cpu_seconds_per_cem_step: Option<f64>,
-    pub gpu_peak_bytes: Option<u64>,
-}
-
-/// Median seconds of `pm.costs` on `o.samples` sequences, after one untimed call.
-fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options) -> Result<f64> {
+/// Raw seconds of `reps` CEM steps (`pm.costs` on `o.samples` sequences) after one untimed
+/// step (it compiles the pipelines).
+fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options, reps: usize) -> Result<Vec<f64>> {
     let env = env::make(if w.config.proprio_dim == 4 {
         "pointmaze"
     } else {
@@ -55,7 +38,7 @@ fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options) -> Result<f64> {
     let step = w.config.frameskip * w.config.action_dim;
     let acts = randn(o.samples * o.horizon * step, 1.0, 3);
     let mut times = Vec::new();
-    for i in 0..=o.reps {
+    for i in 0..=reps {
         let t = Instant::now();
         let c = pm.costs(&acts, o.samples)?;
         let dt = t.elapsed().as_secs_f64();
@@ -64,41 +47,52 @@ fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options) -> Result<f64> {
             times.push(dt); // the first call compiles pipelines
         }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok(times[times.len() / 2])
+    Ok(times)
 }
 
-pub fn run(m: &LoadedModel, name: &str, o: &Options) -> Result<PlanBench> {
-    let w = &m.weights;
-    let mut out = PlanBench {
-        model: name.to_string(),
-        adapter: None,
-        date: today(),
-        samples: o.samples,
-        horizon: o.horizon,
-        gpu_seconds_per_cem_step: None,
-        cpu_seconds_per_cem_step: None,
-        gpu_peak_bytes: None,
-    };
-    let ctx = if o.skip_gpu {
-        None
+fn row(name: &str, o: &Options, device: &str, t: Vec<f64>) -> BenchRecord {
+    let timing = if device == "gpu" {
+        "gpu-wall"
     } else {
-        GpuContext::new()
-            .map_err(|e| eprintln!("no GPU adapter ({e}); timing the CPU backend only"))
-            .ok()
+        "cpu-wall"
     };
-    if let Some(ctx) = ctx {
+    BenchRecord::new(
+        "plan",
+        &format!("cem step {name}"),
+        &format!("{}x{}", o.samples, o.horizon),
+        device,
+        timing,
+    )
+    .samples(t)
+    .per_second(1.0, "CEM steps/s")
+}
+
+/// One CEM step of the model `name` on the session's GPU (if any) and on the CPU backend (if
+/// the session times CPU rows), each through the application layer's backend dispatch.
+pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<()> {
+    let w = &m.weights;
+    let reps = s.reps;
+    let mut gpu_row = None;
+    if let Some(ctx) = s.gpu.take() {
         let gpu = Backend::Gpu(Box::new(ctx));
-        let secs = gpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o))?;
-        out.gpu_seconds_per_cem_step = Some(secs);
-        if let Some(ctx) = gpu.gpu() {
-            out.gpu_peak_bytes = Some(ctx.pool_stats().peak_bytes);
-            out.adapter = Some(AdapterId::of(ctx));
+        let t = gpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps));
+        let Backend::Gpu(ctx) = gpu else {
+            unreachable!("built as Backend::Gpu above")
+        };
+        let peak = ctx.pool_stats().peak_bytes;
+        s.gpu = Some(*ctx);
+        gpu_row = Some(row(name, o, "gpu", t?).extra("gpu_peak_bytes", peak));
+    }
+    if s.cpu {
+        let t = Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))?;
+        let c = row(name, o, "cpu", t);
+        if let Some(g) = gpu_row.as_mut() {
+            g.reference = Some(format!("{} (cpu)", c.key()));
+            g.x_reference = Some(c.median_s / g.median_s);
         }
+        s.records.extend(gpu_row.take());
+        s.push(c);
     }
-    if !o.skip_cpu {
-        let secs = Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o))?;
-        out.cpu_seconds_per_cem_step = Some(secs);
-    }
-    Ok(out)
+    s.records.extend(gpu_row);
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! `qwm data`, `qwm env render|strip|list`, `qwm bench env`.
+//! `qwm data`, `qwm env render|strip|list`.
 
 use crate::env::{self, dataset, policy, Frame};
 use anyhow::Context;
@@ -74,22 +74,6 @@ pub struct StripArgs {
     pub every: usize,
     #[arg(long, default_value_t = 128)]
     pub size: usize,
-}
-
-#[derive(Args, Debug)]
-pub struct BenchEnvArgs {
-    /// Environments to time (default: all).
-    #[arg(long)]
-    pub env: Vec<String>,
-    /// Steps per environment.
-    #[arg(long, default_value_t = 500)]
-    pub steps: usize,
-    /// Frame size (default: each environment's dataset size).
-    #[arg(long)]
-    pub size: Option<usize>,
-    /// Also write the results as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
 }
 
 pub fn run_data(a: DataArgs) -> anyhow::Result<()> {
@@ -196,81 +180,4 @@ pub fn run_env(c: EnvCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-#[derive(serde::Serialize)]
-struct BenchRow {
-    env: String,
-    size: usize,
-    steps: usize,
-    step_per_s: f64,
-    render_per_s: f64,
-    step_render_per_s: f64,
-}
-
-pub fn run_bench_env(a: BenchEnvArgs) -> anyhow::Result<()> {
-    let names: Vec<String> = if a.env.is_empty() {
-        env::ENV_NAMES.iter().map(|s| s.to_string()).collect()
-    } else {
-        a.env.clone()
-    };
-    let steps = a.steps.max(1);
-    let mut rows = Vec::new();
-    for n in &names {
-        let mut e = env::make(n)?;
-        let size = a.size.unwrap_or(e.spec().default_data_size);
-        let mut pol = policy::for_env(n)?;
-        let mut rng = env::rng(0);
-        let start = pol.start_state(&mut rng);
-        // Actions are drawn up front so that only the environment is timed.
-        e.reset_to(&start)?;
-        let mut actions = Vec::with_capacity(steps);
-        for _ in 0..steps {
-            let act = pol.act(&e.state(), &mut rng);
-            e.step(&act)?;
-            actions.push(act);
-        }
-        e.reset_to(&start)?;
-        let t0 = Instant::now();
-        for act in &actions {
-            e.step(act)?;
-        }
-        let t_step = t0.elapsed().as_secs_f64();
-        let t0 = Instant::now();
-        for _ in 0..steps {
-            std::hint::black_box(e.render(size));
-        }
-        let t_render = t0.elapsed().as_secs_f64();
-        e.reset_to(&start)?;
-        let t0 = Instant::now();
-        for act in &actions {
-            e.step(act)?;
-            std::hint::black_box(e.render(size));
-        }
-        let t_both = t0.elapsed().as_secs_f64();
-        rows.push(BenchRow {
-            env: e.spec().name.to_string(),
-            size,
-            steps,
-            step_per_s: steps as f64 / t_step,
-            render_per_s: steps as f64 / t_render,
-            step_render_per_s: steps as f64 / t_both,
-        });
-    }
-    println!("single thread, {} steps per environment", steps);
-    println!(
-        "{:<10} {:>6} {:>14} {:>14} {:>18}",
-        "env", "size", "steps/s", "renders/s", "steps/s w/ render"
-    );
-    for r in &rows {
-        println!(
-            "{:<10} {:>6} {:>14.0} {:>14.0} {:>18.0}",
-            r.env, r.size, r.step_per_s, r.render_per_s, r.step_render_per_s
-        );
-    }
-    if let Some(p) = &a.json {
-        crate::io::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
-        println!("wrote {}", p.display());
-    }
-    Ok(())
 }

@@ -1,10 +1,7 @@
-//! `qwm info`, `qwm bench kernels`.
-
-use std::path::PathBuf;
+//! `qwm info`.
 
 use clap::Args;
 
-use crate::bench;
 use crate::gpu::{self, AdapterChoice};
 
 #[derive(Args, Debug)]
@@ -78,60 +75,4 @@ fn yes(b: bool) -> &'static str {
     } else {
         "no"
     }
-}
-
-#[derive(Args, Debug)]
-pub struct BenchKernelsArgs {
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Timed repetitions per kernel (the median is reported).
-    #[arg(long, default_value_t = 5)]
-    pub reps: usize,
-    /// Only the 1024^3 matmul, the copy kernel and their CPU counterparts (quick check).
-    #[arg(long)]
-    pub quick: bool,
-}
-
-pub fn run_bench_kernels(a: BenchKernelsArgs) -> anyhow::Result<()> {
-    let report = bench::kernels::run(&bench::kernels::Options {
-        reps: a.reps.max(1),
-        quick: a.quick,
-    })?;
-    print!("{}", report.table());
-    write_json(a.json.as_deref(), &report)
-}
-
-#[derive(Args, Debug)]
-pub struct BenchQuantArgs {
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Timed repetitions per kernel (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    pub reps: usize,
-    /// Only w8 and w4 at batch 1 and 8.
-    #[arg(long)]
-    pub quick: bool,
-}
-
-pub fn run_bench_quant(a: BenchQuantArgs) -> anyhow::Result<()> {
-    let report = bench::quant::run(&bench::quant::Options {
-        reps: a.reps.max(1),
-        quick: a.quick,
-    })?;
-    print!("{}", report.table());
-    write_json(a.json.as_deref(), &report)
-}
-
-/// Write a benchmark report as pretty JSON when a path was given.
-pub fn write_json<T: serde::Serialize>(
-    path: Option<&std::path::Path>,
-    report: &T,
-) -> anyhow::Result<()> {
-    if let Some(path) = path {
-        crate::io::write_atomic(path, serde_json::to_string_pretty(report)?.as_bytes())?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
 }

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench_cmds;
 pub mod env_cmds;
 pub mod gpu_cmds;
 pub mod model_cmds;
@@ -30,9 +31,9 @@ pub enum Command {
     Quantize(plan_cmds::QuantizeArgs),
     /// List every GPU adapter and mark the one qwm would use.
     Info(gpu_cmds::InfoArgs),
-    /// Benchmarks: kernels, environments.
+    /// Benchmarks (one result schema; `qwm bench all --json FILE` on a new GPU).
     #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(bench_cmds::BenchCommand),
     /// Write an offline dataset of trajectories from a built-in environment.
     Data(env_cmds::DataArgs),
     /// Environment tools (rendering).
@@ -47,20 +48,6 @@ pub enum Command {
     Model(model_cmds::ModelCommand),
 }
 
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Time the WGSL kernels against the CPU reference at DINO-WM shapes.
-    Kernels(gpu_cmds::BenchKernelsArgs),
-    /// Environment steps per second with rendering.
-    Env(env_cmds::BenchEnvArgs),
-    /// Quantized matmul kernels: every bit-width and granularity vs f32 and copy.
-    Quant(gpu_cmds::BenchQuantArgs),
-    /// One CEM step (300 samples, horizon 5) on the GPU and CPU backends.
-    Plan(plan_cmds::BenchPlanArgs),
-    /// Encoder/predictor forward and CEM-sized rollouts, GPU and CPU backends.
-    Model(model_cmds::BenchModelArgs),
-}
-
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     // Invalid QWM_* overrides are an error up front, never silently ignored.
     crate::gpu::tuning::check_env()?;
@@ -69,15 +56,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => plan_cmds::run_eval_cmd(a),
         Command::Quantize(a) => plan_cmds::run_quantize(a),
         Command::Info(a) => gpu_cmds::run_info(a),
-        Command::Bench(BenchCommand::Kernels(a)) => gpu_cmds::run_bench_kernels(a),
-        Command::Bench(BenchCommand::Env(a)) => env_cmds::run_bench_env(a),
-        Command::Bench(BenchCommand::Quant(a)) => gpu_cmds::run_bench_quant(a),
-        Command::Bench(BenchCommand::Plan(a)) => plan_cmds::run_bench_plan(a),
+        Command::Bench(c) => bench_cmds::run(c),
         Command::Data(a) => env_cmds::run_data(a),
         Command::Train(a) => train_cmds::run_train(a),
         Command::Env(c) => env_cmds::run_env(c),
         Command::Model(c) => model_cmds::run_model(c),
         Command::View(a) => view_cmds::run_view(a),
-        Command::Bench(BenchCommand::Model(a)) => model_cmds::run_bench_model(a),
     }
 }

@@ -1,10 +1,9 @@
-//! `qwm model random`, `qwm model info`, `qwm bench model`.
+//! `qwm model random`, `qwm model info`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::app::{LoadedModel, ModelSource};
 use crate::model::{format, ModelConfig, Weights};
 
 #[derive(Subcommand, Debug)]
@@ -35,37 +34,6 @@ pub struct InfoArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct BenchModelArgs {
-    /// `dinowm`, `tiny`, or a model file.
-    #[arg(long, default_value = "tiny")]
-    pub config: String,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Batch sizes for the encoder and predictor forward timings.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32,300")]
-    pub batches: Vec<usize>,
-    /// Batch sizes for the CPU backend (default: the same as --batches).
-    #[arg(long, value_delimiter = ',')]
-    pub cpu_batches: Option<Vec<usize>>,
-    /// Samples of the CEM-sized rollout (0 skips it).
-    #[arg(long, default_value_t = 300)]
-    pub rollout_samples: usize,
-    /// Actions per rollout (DINO-WM's CEM horizon).
-    #[arg(long, default_value_t = 5)]
-    pub horizon: usize,
-    /// Timed repetitions per measurement (median reported).
-    #[arg(long, default_value_t = 3)]
-    pub reps: usize,
-    /// Skip the CPU backend.
-    #[arg(long)]
-    pub no_cpu: bool,
-    /// Skip the CPU rollout (it can take minutes at full size).
-    #[arg(long)]
-    pub no_cpu_rollout: bool,
 }
 
 /// `dinowm`, `tiny`, or a JSON config file.
@@ -206,25 +174,4 @@ pub fn info_text(w: &Weights, path: &std::path::Path, bytes: u64) -> String {
     }
     s += &format!("  {:<16} {:>12}\n", "total", w.total_params());
     s
-}
-
-pub fn run_bench_model(a: BenchModelArgs) -> anyhow::Result<()> {
-    let m = LoadedModel::for_bench(&ModelSource::preset_or_file(&a.config))?;
-    let weights = m.weights;
-    let opts = crate::bench::model::Options {
-        batches: a.batches.clone(),
-        cpu_batches: a.cpu_batches.clone().unwrap_or_else(|| a.batches.clone()),
-        rollout_samples: a.rollout_samples,
-        horizon: a.horizon,
-        reps: a.reps.max(1),
-        cpu: !a.no_cpu,
-        cpu_rollout: !a.no_cpu && !a.no_cpu_rollout,
-    };
-    let report = crate::bench::model::run(&weights, &opts)?;
-    print!("{}", report.table());
-    if let Some(p) = &a.json {
-        crate::io::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
-        println!("wrote {}", p.display());
-    }
-    Ok(())
 }

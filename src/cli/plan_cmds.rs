@@ -294,68 +294,6 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
-pub struct BenchPlanArgs {
-    /// Model file, or a preset: tiny, dinowm (random weights).
-    #[arg(long, default_value = "tiny")]
-    pub model: String,
-    #[arg(long, default_value_t = 300)]
-    pub samples: usize,
-    #[arg(long, default_value_t = 5)]
-    pub horizon: usize,
-    #[arg(long, default_value_t = 3)]
-    pub reps: usize,
-    /// Skip the CPU backend.
-    #[arg(long)]
-    pub skip_cpu: bool,
-    /// Skip the GPU backend (on a software adapter it takes minutes for large models).
-    #[arg(long)]
-    pub skip_gpu: bool,
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-}
-
-pub fn run_bench_plan(a: BenchPlanArgs) -> anyhow::Result<()> {
-    let m = LoadedModel::for_bench(&ModelSource::preset_or_file(&a.model))?;
-    let r = crate::bench::plan::run(
-        &m,
-        &a.model,
-        &crate::bench::plan::Options {
-            samples: a.samples,
-            horizon: a.horizon,
-            reps: a.reps.max(1),
-            skip_cpu: a.skip_cpu,
-            skip_gpu: a.skip_gpu,
-        },
-    )?;
-    println!(
-        "model {} | CEM step: {} samples, horizon {} | adapter {}",
-        r.model,
-        r.samples,
-        r.horizon,
-        r.adapter
-            .as_ref()
-            .map_or("none".to_string(), |a| a.name.clone())
-    );
-    if let Some(g) = r.gpu_seconds_per_cem_step {
-        println!(
-            "gpu backend: {g:.4} s per CEM step (peak GPU buffers {} MiB)",
-            r.gpu_peak_bytes.unwrap_or(0) >> 20
-        );
-    }
-    if let Some(c) = r.cpu_seconds_per_cem_step {
-        println!("cpu backend: {c:.4} s per CEM step");
-    }
-    if let (Some(g), Some(c)) = (r.gpu_seconds_per_cem_step, r.cpu_seconds_per_cem_step) {
-        println!("gpu / cpu speed: {:.2}x", c / g);
-    }
-    if let Some(p) = a.json {
-        crate::io::write_atomic(&p, serde_json::to_string_pretty(&r)?.as_bytes())?;
-        println!("wrote {}", p.display());
-    }
-    Ok(())
-}
-
-#[derive(Args, Debug)]
 pub struct QuantizeArgs {
     /// --model, --env (for calibration), --quant, --method, --calib-episodes and the planner
     /// settings used while calibrating.

@@ -419,6 +419,13 @@ impl GpuContext {
         self.pipelines.len()
     }
 
+    /// Every pipeline compiled so far: (shader, entry point, constants sorted by name).
+    pub fn compiled_pipelines(
+        &self,
+    ) -> Vec<(&'static str, &'static str, Vec<(&'static str, f64)>)> {
+        self.pipelines.compiled()
+    }
+
     /// Block until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.device

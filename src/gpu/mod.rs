@@ -4,6 +4,7 @@
 mod context;
 pub mod matmul;
 pub mod ops;
+pub mod peak;
 mod pipeline;
 mod pool;
 pub mod probe;
@@ -11,6 +12,7 @@ pub mod qops;
 mod recorder;
 pub mod resize;
 pub mod tuning;
+pub mod variants;
 
 pub use context::{
     backend_name, device_type_name, list_adapters, AdapterChoice, AdapterKind, AdapterReport,

@@ -25,6 +25,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("copy", include_str!("../../shaders/copy.wgsl")),
     ("qmatmul", include_str!("../../shaders/qmatmul.wgsl")),
     ("quant_act", include_str!("../../shaders/quant_act.wgsl")),
+    ("fma_peak", include_str!("../../shaders/fma_peak.wgsl")),
     ("resize", include_str!("../../shaders/resize.wgsl")),
 ];
 
@@ -122,5 +123,18 @@ impl PipelineCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
+    }
+
+    /// Every compiled pipeline as (shader, entry point, constants sorted by name).
+    pub fn compiled(&self) -> Vec<(&'static str, &'static str, Vec<(&'static str, f64)>)> {
+        self.pipelines
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|k| {
+                let c = k.constants.iter().map(|(n, v)| (*n, f64::from_bits(*v)));
+                (k.shader, k.entry, c.collect())
+            })
+            .collect()
     }
 }
