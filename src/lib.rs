@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod model;
 pub mod plan;
 pub mod quant;
+pub mod study;
 pub mod tensor;
 pub mod train;
 

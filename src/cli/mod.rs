@@ -6,6 +6,7 @@ pub mod env_cmds;
 pub mod gpu_cmds;
 pub mod model_cmds;
 pub mod plan_cmds;
+pub mod study_cmds;
 pub mod train_cmds;
 
 #[derive(Parser, Debug)]
@@ -42,6 +43,9 @@ pub enum Command {
     /// Model files: random initialisation, inspection.
     #[command(subcommand)]
     Model(model_cmds::ModelCommand),
+    /// A grid of evaluations as one resumable, shardable run, and its report (docs/STUDY.md).
+    #[command(subcommand)]
+    Study(study_cmds::StudyCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train_cmds::run_train(a),
         Command::Env(c) => env_cmds::run_env(c),
         Command::Model(c) => model_cmds::run_model(c),
+        Command::Study(c) => study_cmds::run_study(c),
         Command::Bench(BenchCommand::Model(a)) => model_cmds::run_bench_model(a),
     }
 }

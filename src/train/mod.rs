@@ -17,7 +17,7 @@
 //! moments) and rewritten `loss.csv` / `loss.png`; an interrupted run resumes from the last
 //! finished epoch with the same batches it would have drawn.
 
-mod plot;
+pub(crate) mod plot;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
