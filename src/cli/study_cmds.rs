@@ -172,6 +172,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         cmd
     };
     let s = study::run(&study, &a.study, &opts, &worker)?;
+    if !a.tag.is_empty() {
+        return Ok(()); // a worker: its parent prints the summary
+    }
     let done = s
         .manifest
         .cells
@@ -179,11 +182,14 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         .filter(|c| c.state == "done")
         .count();
     println!(
-        "study {} shard {}/{}: {} work items; {} of {} cells done; status: qwm study status {}",
+        "study {} shard {}/{}: {} work items, {} episodes played here{}; {} of {} cells done; \
+         status: qwm study status {}",
         study.name,
         shard.index,
         shard.count,
         s.items,
+        s.episodes_played,
+        if jobs > 1 { " (plus the workers' above)" } else { "" },
         done,
         s.manifest.cells.len(),
         a.out.display()
@@ -315,11 +321,23 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
     let study = Study::load(&a.study)?;
     let st = Store::new(&a.out);
     st.check_study(&study)?;
+    let mut refused = 0;
     for r in &a.reports {
-        let cell = work::import(&study, &st, r)?;
-        println!("{} -> cell {cell}", r.display());
+        match work::import(&study, &st, r) {
+            Ok(cell) => println!("{} -> cell {cell}", r.display()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                refused += 1;
+            }
+        }
     }
     st.write_manifest(&a.study, &study)?;
+    if refused > 0 {
+        anyhow::bail!(
+            "{refused} of {} reports were not imported (above); the others were",
+            a.reports.len()
+        );
+    }
     Ok(())
 }
 

@@ -356,21 +356,32 @@ fn f6(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
     ));
     let mut a = Verdict::Inconclusive;
     let f_ci = f.and_then(|(r, n)| rho_ci(r, n));
-    if f_ci.is_some_and(|ci| ci[0] <= 0.0) && c.at("fp").is_some_and(|e| e.complete()) {
-        a = Verdict::NotReproduced;
+    let tracks_at_fp = f_ci.is_some_and(|ci| ci[0] > 0.0);
+    if f_ci.is_some() && !tracks_at_fp {
         out.push(
-            "  float's rho is not above 0: the objective does not track the distance even at float"
+            "  float's rho is not above 0 (its interval includes 0): there is no tracking at \
+             float to lose, so (a) cannot be decided on these episodes"
                 .into(),
         );
     }
+    let mut still_tracks = tracks_at_fp;
+    let mut low_cells = 0;
     for q in ["w4", "w3", "w2"] {
         let r = rho(c.at(q));
         out.push(format!("  {}", show(q, r)));
-        if let (Some(fc), Some(lc)) = (f_ci, r.and_then(|(r, n)| rho_ci(r, n))) {
+        let lc = r.and_then(|(r, n)| rho_ci(r, n));
+        if let (Some(fc), Some(lc)) = (f_ci, lc) {
             if fc[0] > 0.0 && lc[1] < fc[0] {
                 a = Verdict::Reproduced;
             }
         }
+        if c.at(q).is_some_and(|e| e.complete()) {
+            low_cells += 1;
+            still_tracks &= lc.is_some_and(|ci| ci[0] > 0.0);
+        }
+    }
+    if a != Verdict::Reproduced && still_tracks && low_cells > 0 {
+        a = Verdict::NotReproduced;
     }
     let (mut recovered, mut complete, mut pairs) = (false, true, 0);
     for q in ["w4", "w3"] {

@@ -79,6 +79,7 @@ pub fn run(
         exec::Engine::open(opts.backend)?,
         opts.tag.clone(),
     );
+    runner.validate(&cells)?;
     let jobs = opts.jobs.max(1).min(items.len().max(1));
     if jobs > 1 {
         let mut children = Vec::new();

@@ -258,7 +258,9 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
             fnd.verdict.text().to_uppercase()
         );
         for l in &fnd.evidence {
-            let _ = writeln!(md, "   - {}", l.trim_start());
+            // Environment lines, then their evidence one level deeper.
+            let indent = if l.starts_with("  ") { "     " } else { "   " };
+            let _ = writeln!(md, "{indent}- {}", l.trim_start());
         }
     }
     let _ = writeln!(
@@ -417,12 +419,21 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
         ));
         for (file, b) in &blocks {
             if b.cells.iter().all(|c| c.iter().all(|e| e.is_none())) {
+                continue; // the study has no such cells
+            }
+            let _ = writeln!(md, "### {}\n", b.title);
+            b.markdown(&mut md);
+            if !b
+                .cells
+                .iter()
+                .flatten()
+                .any(|e| e.is_some_and(|e| e.n() > 0))
+            {
+                let _ = writeln!(md, "\n(No episode yet in these cells, so no plot.)\n");
                 continue;
             }
             let png = png_dir.join(format!("{file}.png"));
             b.png(&png)?;
-            let _ = writeln!(md, "### {}\n", b.title);
-            b.markdown(&mut md);
             let _ = writeln!(
                 md,
                 "\n![{}]({})\n",
@@ -519,23 +530,11 @@ fn extra_sections(
         md,
         "\nPooled per bit-width (every granularity and method): {pooled}\n"
     );
-    let png = png_dir.join(format!("alignment_{env}.png"));
-    let order = ["fp", "W8", "W6", "W4", "W3", "W2"];
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = groups.into_iter().collect();
-    series.sort_by_key(|(b, _)| order.iter().position(|o| o == b).unwrap_or(9));
-    plots::scatter(
-        &png,
-        &format!("{env}: final objective vs final distance per episode"),
-        ("final planning objective", "final state distance"),
-        &series,
-        (true, false),
-    )?;
-    let _ = writeln!(
-        md,
-        "![alignment]({})\n",
-        link.join(png.file_name().unwrap()).display()
-    );
-    pngs.push(png);
+    if groups.is_empty() {
+        let _ = writeln!(md, "(No weight-only cell has episodes yet, so no plot.)\n");
+    } else {
+        alignment_png(env, groups, png_dir, link, md, pngs)?;
+    }
 
     // Latent divergence vs success, and bytes per configuration.
     let _ = writeln!(md, "### {env}: latent divergence, bytes and success\n");
@@ -597,6 +596,14 @@ fn extra_sections(
             (false, false),
         ),
     ] {
+        if pts.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n(No cell has a value for {} yet, so no plot.)",
+                axes.0
+            );
+            continue;
+        }
         let png = png_dir.join(format!("{file}_{env}.png"));
         plots::scatter(&png, &format!("{env}: {title}"), axes, pts, log)?;
         let _ = writeln!(
@@ -607,6 +614,35 @@ fn extra_sections(
         pngs.push(png);
     }
     let _ = writeln!(md);
+    Ok(())
+}
+
+fn alignment_png(
+    env: &str,
+    groups: BTreeMap<String, Vec<(f64, f64)>>,
+    png_dir: &Path,
+    link: &Path,
+    md: &mut String,
+    pngs: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let png = png_dir.join(format!("alignment_{env}.png"));
+    let order = ["fp", "W8", "W6", "W4", "W3", "W2"];
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = groups.into_iter().collect();
+    series.sort_by_key(|(b, _)| order.iter().position(|o| o == b).unwrap_or(9));
+    plots::scatter(
+        &png,
+        &format!("{env}: final objective vs final distance per episode"),
+        ("final planning objective", "final state distance"),
+        &series,
+        (true, false),
+    )?;
+    let _ = writeln!(
+        md,
+        "![alignment]({})\n",
+        link.join(png.file_name().unwrap()).display()
+    );
+    pngs.push(png);
+
     Ok(())
 }
 

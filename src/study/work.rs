@@ -183,6 +183,18 @@ impl<'a> Runner<'a> {
         exec::config_of(self.study, &self.study.cells[ci], self.engine.name())
     }
 
+    /// Refuse to start when any part of these cells was written with other settings or
+    /// another model (finished cells included: their reports would mix two experiments).
+    pub fn validate(&self, cells: &[usize]) -> Result<()> {
+        for &ci in cells {
+            let cell = &self.study.cells[ci];
+            if self.store.parts_dir(&cell.name).exists() {
+                self.store.parts(cell, Some(&self.config(ci)?))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Run every item not finished and not held by another process; returns the number of
     /// episodes played.
     pub fn run_items(&mut self, items: &[Item]) -> Result<usize> {
