@@ -387,6 +387,14 @@ fn cluster_file(a: ClusterArgs, k8s: bool) -> anyhow::Result<()> {
     let text = if k8s {
         cluster::k8s_manifest(&o)
     } else {
+        // Slurm opens each task's log before the script runs: the directory must exist.
+        let logs = std::path::Path::new(&o.workdir).join(&o.out).join("logs");
+        if let Err(e) = std::fs::create_dir_all(&logs) {
+            eprintln!(
+                "note: could not create {} ({e}); create it on the cluster before sbatch",
+                logs.display()
+            );
+        }
         cluster::slurm_script(&o)
     };
     match &a.file {
