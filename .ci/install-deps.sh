@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Mesa >= 25 lavapipe (Vulkan on the CPU) from
-# bookworm-backports, since Debian 12's Mesa 22 is 3-8x slower; plus the Vulkan loader and tools.
+# bookworm-backports, since Debian 12's Mesa 22 is 3-8x slower; plus the Vulkan loader and tools;
+# and Debian's Slurm (slurm-wlm) with munge for the study's job-array test.
 set -euo pipefail
 have_lvp_25() {
   local v
   v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)
   [ -n "$v" ] && dpkg --compare-versions "$v" ge 25 && ldconfig -p | grep -q libvulkan.so.1
 }
+export DEBIAN_FRONTEND=noninteractive
+# Slurm and munge for the study's job-array test (tests/study_slurm.rs; .ci/slurm-up.sh starts
+# them). Debian's policy-rc.d in containers keeps the packages from starting services.
+if ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq slurm-wlm munge >/dev/null
+  echo "deps: installed slurm-wlm $(dpkg-query -W -f='${Version}' slurmctld) and munge"
+fi
 if have_lvp_25; then
   echo "deps: mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers) already present"
   exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
 if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
   cat >/etc/apt/sources.list.d/qwm-backports.sources <<'SRC'
 Types: deb

@@ -139,8 +139,18 @@ fn shards_and_parallel_workers_give_the_same_reports_as_one_process() {
     let ds = d.to_str().unwrap();
     let args = |s: &'static str| {
         let mut c = qwm();
-        c.args(["study", "run", "smoke", "--out", ds, "--backend", "cpu", "--jobs", "1"])
-            .args(["--shard", s]);
+        c.args([
+            "study",
+            "run",
+            "smoke",
+            "--out",
+            ds,
+            "--backend",
+            "cpu",
+            "--jobs",
+            "1",
+        ])
+        .args(["--shard", s]);
         c
     };
     let (mut a, mut b) = (args("0/2").spawn().unwrap(), args("1/2").spawn().unwrap());
@@ -158,7 +168,16 @@ fn two_unsharded_runs_on_one_directory_share_the_work() {
     let d = tmp("twice");
     let start = |d: PathBuf| {
         qwm()
-            .args(["study", "run", "smoke", "--backend", "cpu", "--jobs", "1", "--out"])
+            .args([
+                "study",
+                "run",
+                "smoke",
+                "--backend",
+                "cpu",
+                "--jobs",
+                "1",
+                "--out",
+            ])
             .arg(d)
             .output()
     };
@@ -197,7 +216,17 @@ fn a_killed_run_resumes_where_it_stopped() {
     let d = tmp("killed");
     let ds = d.to_str().unwrap();
     let mut child = qwm()
-        .args(["study", "run", "smoke", "--out", ds, "--backend", "cpu", "--jobs", "1"])
+        .args([
+            "study",
+            "run",
+            "smoke",
+            "--out",
+            ds,
+            "--backend",
+            "cpu",
+            "--jobs",
+            "1",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -317,7 +346,10 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
     std::fs::create_dir_all(&d).unwrap();
     let ds = d.to_str().unwrap();
     let err = fails(&run(&["study", "run", "smok", "--out", ds]));
-    assert!(err.contains("neither a study file nor a preset") && err.contains("smoke"), "{err}");
+    assert!(
+        err.contains("neither a study file nor a preset") && err.contains("smoke"),
+        "{err}"
+    );
 
     let write = |name: &str, text: &str| {
         let p = d.join(name);
@@ -327,7 +359,10 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
     let base = "name = \"t\"\nepisodes = 2\n[[env]]\nname = \"wall\"\n[[grid]]\nname = \"g\"\nquant = [\"fp\"]\n";
     let f = write("unknown.toml", &format!("{base}colour = 3\n"));
     let err = fails(&run(&["study", "list", &f]));
-    assert!(err.contains("unknown.toml:8") && err.contains("colour"), "{err}");
+    assert!(
+        err.contains("unknown.toml:8") && err.contains("colour"),
+        "{err}"
+    );
     let f = write("malformed.toml", "name = \"t\"\nepisodes = = 2\n");
     let err = fails(&run(&["study", "list", &f]));
     assert!(err.contains("malformed.toml:2"), "{err}");
@@ -338,29 +373,58 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
     let err = fails(&run(&["study", "list", &f]));
     assert!(err.contains("env.toml:8") && err.contains("maze"), "{err}");
 
-    let err = fails(&run(&["study", "run", "smoke", "--out", ds, "--shard", "2/2"]));
-    assert!(err.contains("out of range") && err.contains("0 to 1"), "{err}");
-    let err = fails(&run(&["study", "run", "smoke", "--out", ds, "--shard", "auto"]));
+    let err = fails(&run(&[
+        "study", "run", "smoke", "--out", ds, "--shard", "2/2",
+    ]));
+    assert!(
+        err.contains("out of range") && err.contains("0 to 1"),
+        "{err}"
+    );
+    let err = fails(&run(&[
+        "study", "run", "smoke", "--out", ds, "--shard", "auto",
+    ]));
     assert!(err.contains("SLURM_ARRAY_TASK_ID"), "{err}");
 
     // A cell whose parts were written with other settings: same study name, other planner.
     let other = d.join("other");
     let os = other.to_str().unwrap();
     ok(&run(&[
-        "study", "run", "smoke", "--out", os, "--backend", "cpu", "--jobs", "1", "--only",
+        "study",
+        "run",
+        "smoke",
+        "--out",
+        os,
+        "--backend",
+        "cpu",
+        "--jobs",
+        "1",
+        "--only",
         "wall/fp",
     ]));
-    let changed = include_str!("../src/study/presets/smoke.toml").replace("samples = 20", "samples = 22");
+    let changed =
+        include_str!("../src/study/presets/smoke.toml").replace("samples = 20", "samples = 22");
     let f = write("changed.toml", &changed);
     let err = fails(&run(&[
-        "study", "run", &f, "--out", os, "--backend", "cpu", "--jobs", "1", "--only", "wall/fp",
+        "study",
+        "run",
+        &f,
+        "--out",
+        os,
+        "--backend",
+        "cpu",
+        "--jobs",
+        "1",
+        "--only",
+        "wall/fp",
     ]));
     assert!(
         err.contains("cell wall/fp") && err.contains("e000-002.json") && err.contains("samples"),
         "{err}"
     );
     // Another study into the same directory.
-    let err = fails(&run(&["study", "run", "quantwm", "--out", os, "--only", "wall/fp"]));
+    let err = fails(&run(&[
+        "study", "run", "quantwm", "--out", os, "--only", "wall/fp",
+    ]));
     assert!(err.contains("holds study \"smoke\""), "{err}");
 }
 
@@ -378,7 +442,10 @@ fn earlier_eval_reports_import_as_quantwm_cells() {
         &format!("{vm}/wall_w4.json"),
         &format!("{vm}/wall_w8a8.json"),
     ]));
-    assert!(out.contains("-> cell wall/w4") && out.contains("-> cell wall/w8a8"), "{out}");
+    assert!(
+        out.contains("-> cell wall/w4") && out.contains("-> cell wall/w8a8"),
+        "{out}"
+    );
     let r: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("cells/wall/w4.json")).unwrap())
             .unwrap();
@@ -386,7 +453,14 @@ fn earlier_eval_reports_import_as_quantwm_cells() {
         serde_json::from_str(&std::fs::read_to_string(format!("{vm}/wall_w4.json")).unwrap())
             .unwrap();
     // The imported cell is the eval report it came from (the label is the study's path).
-    for k in ["finished", "success_rate", "success_ci95", "latent_divergence", "linear_bytes", "episodes"] {
+    for k in [
+        "finished",
+        "success_rate",
+        "success_ci95",
+        "latent_divergence",
+        "linear_bytes",
+        "episodes",
+    ] {
         assert_eq!(r[k], orig[k], "{k}");
     }
     let m: Value =
@@ -404,36 +478,85 @@ fn earlier_eval_reports_import_as_quantwm_cells() {
     assert_eq!(state("wall/w8a8")["state"], "partial");
     assert_eq!(state("wall/w8a8")["done"], 44);
     // The first Wall model's report is another model: refused with the differing CRC.
-    let err = fails(&run(&["study", "import", "quantwm", "--out", ds, &format!("{vm}/wall_fp_v1.json")]));
-    assert!(err.contains("model_crc32") && err.contains("758645cf"), "{err}");
+    let err = fails(&run(&[
+        "study",
+        "import",
+        "quantwm",
+        "--out",
+        ds,
+        &format!("{vm}/wall_fp_v1.json"),
+    ]));
+    assert!(
+        err.contains("model_crc32") && err.contains("758645cf"),
+        "{err}"
+    );
 }
 
 #[test]
 fn cluster_files_run_the_study_by_array_index() {
     let o = ok(&run(&[
-        "study", "slurm", "smoke", "--out", "/shared/st", "--tasks", "4", "--cpus", "2",
-        "--workdir", "/repo", "--time", "1:00:00",
+        "study",
+        "slurm",
+        "smoke",
+        "--out",
+        "/shared/st",
+        "--tasks",
+        "4",
+        "--cpus",
+        "2",
+        "--workdir",
+        "/repo",
+        "--time",
+        "1:00:00",
     ]));
     assert!(o.contains("#SBATCH --array=0-3"), "{o}");
     assert!(o.contains("#SBATCH --cpus-per-task=2"), "{o}");
     assert!(o.contains("#SBATCH --chdir=/repo"), "{o}");
-    assert!(o.contains("study run smoke --out /shared/st --shard auto --jobs 2"), "{o}");
+    assert!(
+        o.contains("study run smoke --out /shared/st --shard auto --jobs 2"),
+        "{o}"
+    );
     let k = ok(&run(&[
-        "study", "k8s", "smoke", "--out", "/work/st", "--tasks", "3", "--image", "reg/qwm:1",
+        "study",
+        "k8s",
+        "smoke",
+        "--out",
+        "/work/st",
+        "--tasks",
+        "3",
+        "--image",
+        "reg/qwm:1",
     ]));
-    assert!(k.contains("completionMode: Indexed") && k.contains("completions: 3"), "{k}");
-    assert!(k.contains("name: JOB_COMPLETIONS") && k.contains("value: \"3\""), "{k}");
+    assert!(
+        k.contains("completionMode: Indexed") && k.contains("completions: 3"),
+        "{k}"
+    );
+    assert!(
+        k.contains("name: JOB_COMPLETIONS") && k.contains("value: \"3\""),
+        "{k}"
+    );
     assert!(k.contains("\"--shard\", \"auto\""), "{k}");
     // --shard auto inside such a job: each index is one shard of the stated count.
     let err = fails(
         &qwm()
-            .args(["study", "run", "smoke", "--out", "/nonexistent/x", "--shard", "auto"])
+            .args([
+                "study",
+                "run",
+                "smoke",
+                "--out",
+                "/nonexistent/x",
+                "--shard",
+                "auto",
+            ])
             .env("JOB_COMPLETION_INDEX", "3")
             .env("JOB_COMPLETIONS", "3")
             .output()
             .unwrap(),
     );
-    assert!(err.contains("shard index 3 is out of range for 3 shards"), "{err}");
+    assert!(
+        err.contains("shard index 3 is out of range for 3 shards"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -496,9 +619,31 @@ fn quantwm_preset_is_the_issue_grid() {
     let names: Vec<&str> = study.cells.iter().map(|c| c.name.as_str()).collect();
     for env in ["wall", "pointmaze"] {
         for q in [
-            "fp", "w8", "w6", "w4", "w3", "w2", "w4g64", "w2g32", "w8a8", "w8a8t", "w6a6",
-            "w6a6t", "w4a8", "w4a8t", "w4a4", "w4a4t", "enc-w4_pred-fp", "enc-fp_pred-w3",
-            "fp.os30", "fp.os50", "w4.os30", "w3.os50", "w4.omse", "w2g32.omse", "w4a4t.omse",
+            "fp",
+            "w8",
+            "w6",
+            "w4",
+            "w3",
+            "w2",
+            "w4g64",
+            "w2g32",
+            "w8a8",
+            "w8a8t",
+            "w6a6",
+            "w6a6t",
+            "w4a8",
+            "w4a8t",
+            "w4a4",
+            "w4a4t",
+            "enc-w4_pred-fp",
+            "enc-fp_pred-w3",
+            "fp.os30",
+            "fp.os50",
+            "w4.os30",
+            "w3.os50",
+            "w4.omse",
+            "w2g32.omse",
+            "w4a4t.omse",
         ] {
             let n = format!("{env}/{q}");
             assert!(names.contains(&n.as_str()), "{n} missing");
@@ -519,5 +664,8 @@ fn newcombe_difference_interval_matches_published_values() {
     // Newcombe (1998), example (a): 56/70 vs 48/80 gives 0.0524 to 0.3339.
     let [d, lo, hi] = qwm::study::findings::diff_ci(56, 70, 48, 80);
     assert!((d - 0.2).abs() < 1e-12);
-    assert!((lo - 0.0524).abs() < 5e-4 && (hi - 0.3339).abs() < 5e-4, "{lo} {hi}");
+    assert!(
+        (lo - 0.0524).abs() < 5e-4 && (hi - 0.3339).abs() < 5e-4,
+        "{lo} {hi}"
+    );
 }

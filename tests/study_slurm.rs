@@ -51,7 +51,17 @@ fn smoke_study_as_a_slurm_array_of_two_matches_a_local_run() {
 
     let script = base.join("smoke.sbatch");
     let o = Command::new(qwm)
-        .args(["study", "slurm", "smoke", "--tasks", "2", "--cpus", "1", "--backend", "cpu"])
+        .args([
+            "study",
+            "slurm",
+            "smoke",
+            "--tasks",
+            "2",
+            "--cpus",
+            "1",
+            "--backend",
+            "cpu",
+        ])
         .args(["--qwm", qwm, "--workdir", root, "--time", "30:00"])
         .arg("--out")
         .arg(&cluster)
@@ -86,7 +96,16 @@ fn smoke_study_as_a_slurm_array_of_two_matches_a_local_run() {
 
     let t1 = std::time::Instant::now();
     let l = Command::new(qwm)
-        .args(["study", "run", "smoke", "--jobs", "1", "--backend", "cpu", "--out"])
+        .args([
+            "study",
+            "run",
+            "smoke",
+            "--jobs",
+            "1",
+            "--backend",
+            "cpu",
+            "--out",
+        ])
         .arg(&local)
         .current_dir(root)
         .output()
@@ -101,7 +120,10 @@ fn smoke_study_as_a_slurm_array_of_two_matches_a_local_run() {
         b.iter().map(|x| &x.0).collect::<Vec<_>>()
     );
     for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert_eq!(x, y, "{name}: the Slurm array's report differs from the local run's");
+        assert_eq!(
+            x, y,
+            "{name}: the Slurm array's report differs from the local run's"
+        );
     }
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(cluster.join("study.json")).unwrap())

@@ -189,7 +189,11 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         shard.count,
         s.items,
         s.episodes_played,
-        if jobs > 1 { " (plus the workers' above)" } else { "" },
+        if jobs > 1 {
+            " (plus the workers' above)"
+        } else {
+            ""
+        },
         done,
         s.manifest.cells.len(),
         a.out.display()

@@ -1,20 +1,20 @@
-//! Running a cell's episodes: load (and quantize, calibrating static activations) the cell's
-//! model once, then play evaluation episodes by index on the chosen backend, exactly as
-//! `qwm eval` plays them (`plan::eval::run_eval_episode`), and compute what a finished cell
-//! adds (latent divergence from the float model, bytes of the quantized linears).
+//! Running a cell's episodes through the application layer (`crate::app`): open the cell's
+//! model once (`LoadedModel::open`: quantized as the cell asks, static activations calibrated
+//! first), then play evaluation episodes by index on the opened backend exactly as `qwm eval`
+//! plays them (`plan::eval::run_eval_episode`), and compute what a finished cell adds (latent
+//! divergence from the float model, bytes of the quantized linears).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::spec::{Cell, Study};
+use crate::app::{
+    self, BackendChoice, Event, LoadedModel, ModelRequest, ModelSource, PlanSettings,
+};
 use crate::env;
-use crate::gpu::GpuContext;
-use crate::model::{self, CpuModel, GpuModel, Weights, WorldModel};
 use crate::plan::eval::{file_crc32, run_eval_episode, EvalConfig};
-use crate::plan::world::{latent_divergence, WorldPlanModel};
-use crate::plan::{EpisodeRecord, PlanModel};
-use crate::quant::model::{quantize_model, QuantizedModel};
+use crate::plan::EpisodeRecord;
 use crate::quant::QuantSpec;
 use crate::{Error, Result};
 
@@ -44,46 +44,67 @@ impl std::str::FromStr for Backend {
 
 /// The opened backend, shared by every cell a process runs.
 pub struct Engine {
-    pub gpu: Option<GpuContext>,
+    pub backend: app::Backend,
 }
 
 impl Engine {
+    /// Open the backend; `gpu` without an adapter is an error here (the app layer would fall
+    /// back to the CPU, which on a GPU machine means a misconfigured driver, not a plan).
     pub fn open(b: Backend) -> Result<Engine> {
-        let gpu = match b {
-            Backend::Cpu => None,
-            Backend::Auto => GpuContext::new()
-                .ok()
-                .filter(|c| c.report.device_type != "cpu"),
-            Backend::Gpu => Some(GpuContext::new().map_err(|e| {
-                Error::Invalid(format!(
-                    "--backend gpu: {e}; run with --backend cpu (or auto) on a machine \
-                     without a GPU"
-                ))
-            })?),
+        let choice = match b {
+            Backend::Auto => BackendChoice::Auto,
+            Backend::Gpu => BackendChoice::Gpu,
+            Backend::Cpu => BackendChoice::Cpu,
         };
-        Ok(Engine { gpu })
+        let mut notes = Vec::new();
+        let backend = app::Backend::open(choice, &mut |e| {
+            if let Event::Notice(m) = e {
+                notes.push(m.clone());
+            }
+        });
+        if b == Backend::Gpu && backend.name() != "gpu" {
+            return Err(Error::Invalid(format!(
+                "--backend gpu: no adapter opened ({}); run with --backend cpu (or auto) on a \
+                 machine without a GPU",
+                notes.join("; ")
+            )));
+        }
+        if b != Backend::Cpu {
+            notes.iter().for_each(|n| eprintln!("{n}"));
+        }
+        Ok(Engine { backend })
     }
 
     pub fn name(&self) -> &'static str {
-        if self.gpu.is_some() {
-            "gpu"
-        } else {
-            "cpu"
-        }
+        self.backend.name()
     }
 }
 
-/// A cell's model, quantized as the cell asks.
+/// A cell's model, quantized as the cell asks, with its eval configuration.
 pub struct CellModel {
-    pub weights: Weights,
-    /// The float model a spec was applied to (for the latent divergence).
-    pub float: Option<Weights>,
-    pub quant: Option<QuantizedModel>,
+    pub model: LoadedModel,
+    pub settings: PlanSettings,
     pub config: EvalConfig,
 }
 
+/// The planner settings of a cell.
+pub fn settings(study: &Study, cell: &Cell) -> PlanSettings {
+    let p = &study.planner;
+    PlanSettings {
+        planner: p.name.clone(),
+        horizon: p.horizon,
+        samples: p.samples,
+        topk: p.topk,
+        opt_steps: Some(cell.opt_steps),
+        max_iter: Some(cell.max_iter),
+        n_taken: p.n_taken,
+        var_scale: p.var_scale,
+        temperature: p.temperature,
+    }
+}
+
 /// The eval configuration of a cell; `model_crc32` from its model file. Quantized cells are
-/// labelled `PATH (SPEC METHOD)` as `qwm eval` labels them.
+/// labelled `PATH (SPEC METHOD)` as `qwm eval` (`LoadedModel::open`) labels them.
 pub fn cell_config(
     study: &Study,
     cell: &Cell,
@@ -122,68 +143,41 @@ pub fn config_of(study: &Study, cell: &Cell, backend: &str) -> Result<EvalConfig
     if !Path::new(&cell.model).exists() {
         return cell_config(study, cell, 1, backend); // the error names the cell
     }
-    let c = model::format::load(&cell.model)?.config;
+    let c = crate::model::format::load(&cell.model)?.config;
     cell_config(study, cell, c.frameskip * c.action_dim, backend)
 }
 
-/// Load the float model and quantize it; static activation ranges are calibrated first with
-/// the float planner on `calib_episodes` calibration episodes, as `qwm eval` does.
+/// Open the cell's model (a float file, quantized on load as the cell asks).
 pub fn load(study: &Study, cell: &Cell, backend: &str) -> Result<CellModel> {
-    if !Path::new(&cell.model).exists() {
-        cell_config(study, cell, 1, backend)?; // the error names the cell
-    }
-    if crate::quant::model::is_quantized_file(&cell.model)? {
-        return Err(Error::Invalid(format!(
-            "cell {}: {} is already quantized; a study quantizes float models (give the \
-             float file as the env's model)",
-            cell.name, cell.model
-        )));
-    }
-    let w = model::format::load(&cell.model)?;
+    cell_config(study, cell, 1, backend)?; // a missing file is named with its cell
     let env = env::make(&cell.env)?;
-    let (c, s) = (&w.config, env.spec());
-    if c.action_dim != s.action_dim || c.proprio_dim != s.proprio_dim {
+    let settings = settings(study, cell);
+    let req = ModelRequest {
+        source: ModelSource::File(cell.model.clone()),
+        quant: cell.quant.clone(),
+        method: cell.method.clone(),
+        calib_episodes: study.calib_episodes,
+    };
+    let name = &cell.name;
+    let model = LoadedModel::open(&req, env.as_ref(), &settings, &mut |e| {
+        if let Event::Notice(m) = e {
+            if m.starts_with("calibrating") {
+                eprintln!("{name}: {m}");
+            }
+        }
+    })
+    .map_err(|e| Error::Invalid(format!("cell {name}: {e}")))?;
+    if model.quant.is_some() && model.float.is_none() {
         return Err(Error::Invalid(format!(
-            "cell {}: model {} plans {}-D actions with {}-D proprio but {} has {}-D actions \
-             and {}-D proprio",
-            cell.name, cell.model, c.action_dim, c.proprio_dim, s.name, s.action_dim, s.proprio_dim
+            "cell {name}: {} is already quantized; a study quantizes float models (give the \
+             float file as the env's model)",
+            cell.model
         )));
     }
-    let step = c.frameskip * c.action_dim;
-    let config = cell_config(study, cell, step, backend)?;
-    let spec = cell.spec();
-    if spec == QuantSpec::default() {
-        return Ok(CellModel {
-            weights: w,
-            float: None,
-            quant: None,
-            config,
-        });
-    }
-    let needs_calib = [spec.encoder, spec.predictor]
-        .iter()
-        .any(|m| m.act.is_some_and(|a| !a.dynamic));
-    let stats = if needs_calib {
-        eprintln!(
-            "{}: calibrating on {} episodes",
-            cell.name, study.calib_episodes
-        );
-        Some(crate::plan::calibrate::calibrate(
-            &w,
-            &cell.env,
-            study.calib_episodes,
-            &study.plan_config(cell, step),
-            s.alpha,
-        )?)
-    } else {
-        None
-    };
-    let q = quantize_model(&w, &spec, &cell.method, stats.as_ref())
-        .map_err(|e| Error::Invalid(format!("cell {}: {e}", cell.name)))?;
+    let config = cell_config(study, cell, model.step_dim(), backend)?;
     Ok(CellModel {
-        weights: q.weights.clone(),
-        float: Some(w),
-        quant: Some(q),
+        model,
+        settings,
         config,
     })
 }
@@ -192,92 +186,43 @@ pub fn load(study: &Study, cell: &Cell, backend: &str) -> Result<CellModel> {
 /// wall-clock seconds.
 pub fn run_episodes(
     engine: &Engine,
-    study: &Study,
-    cell: &Cell,
-    cm: &CellModel,
-    indices: &[usize],
-    done: &mut dyn FnMut(usize, EpisodeRecord, f64) -> Result<()>,
-) -> Result<()> {
-    match &engine.gpu {
-        Some(ctx) => {
-            let m = match &cm.quant {
-                Some(q) => GpuModel::new_quantized(ctx, q)?,
-                None => GpuModel::new(ctx, &cm.weights)?,
-            };
-            play(&m, study, cell, cm, indices, done)
-        }
-        None => {
-            let m = match &cm.quant {
-                Some(q) => CpuModel::new_quantized(q)?,
-                None => CpuModel::new(&cm.weights)?,
-            };
-            play(&m, study, cell, cm, indices, done)
-        }
-    }
-}
-
-fn play<M: WorldModel>(
-    m: &M,
-    study: &Study,
     cell: &Cell,
     cm: &CellModel,
     indices: &[usize],
     done: &mut dyn FnMut(usize, EpisodeRecord, f64) -> Result<()>,
 ) -> Result<()> {
     let mut env = env::make(&cell.env)?;
+    let (pc, mpc) = cm.settings.configs(env.spec(), cm.model.step_dim(), 0);
     let alpha = env.spec().alpha;
-    let w = &cm.weights;
-    let step = w.config.frameskip * w.config.action_dim;
-    let pc = study.plan_config(cell, step);
-    let mpc = study.mpc_config(cell);
-    let mut pm = WorldPlanModel::new(m, w.norm.clone(), pc.horizon, alpha);
-    for &i in indices {
-        let t = std::time::Instant::now();
-        let rec = run_eval_episode(
-            env.as_mut(),
-            &study.planner.name,
-            &pc,
-            &mpc,
-            &mut pm,
-            i,
-            &mut |_, _| {},
-        )?;
-        done(i, rec, t.elapsed().as_secs_f64())?;
-    }
-    Ok(())
+    engine
+        .backend
+        .with_plan_model(&cm.model, pc.horizon, alpha, |pm| {
+            for &i in indices {
+                let t = std::time::Instant::now();
+                let rec = run_eval_episode(
+                    env.as_mut(),
+                    &cm.settings.planner,
+                    &pc,
+                    &mpc,
+                    pm,
+                    i,
+                    &mut |_, _| {},
+                )?;
+                done(i, rec, t.elapsed().as_secs_f64())?;
+            }
+            Ok(())
+        })
 }
 
-/// Mean latent divergence of the quantized model from the float one over the first 10
-/// episodes (8 random action sequences each), on the CPU backend: the number `qwm eval`
-/// reports. `None` for float cells.
+/// The latent divergence `qwm eval` reports (first 10 episodes, CPU); `None` for float cells.
 pub fn divergence(cell: &Cell, cm: &CellModel, episodes: &[EpisodeRecord]) -> Result<Option<f64>> {
-    let (Some(q), Some(fw)) = (&cm.quant, &cm.float) else {
-        return Ok(None);
-    };
-    let fm = CpuModel::new(fw)?;
-    let qm = CpuModel::new_quantized(q)?;
-    let horizon = cm.config.plan.horizon;
-    let mut env = env::make(&cell.env)?;
-    let alpha = env.spec().alpha;
-    let mut fp = WorldPlanModel::new(&fm, fw.norm.clone(), horizon, alpha);
-    let mut qp = WorldPlanModel::new(&qm, cm.weights.norm.clone(), horizon, alpha);
-    let size = cm.weights.config.image_size;
-    let mut divs = Vec::new();
-    for e in episodes.iter().take(10) {
-        env.reset_to(&e.start)?;
-        let obs = env.render(size);
-        let goal = env.render_state(&e.goal, size)?;
-        let (p, gp) = (env.proprio(), env.proprio_of(&e.goal));
-        fp.set_problem(&obs, &p, &goal, &gp)?;
-        qp.set_problem(&obs, &p, &goal, &gp)?;
-        divs.push(latent_divergence(&mut fp, &mut qp, 8, e.seed)?);
-    }
-    Ok((!divs.is_empty()).then(|| divs.iter().sum::<f64>() / divs.len() as f64))
+    let env = env::make(&cell.env)?;
+    app::latent_divergence_of(&cm.model, env.spec(), episodes, cm.config.plan.horizon)
 }
 
 /// Bytes of the quantized linears and their f32 size.
 pub fn linear_bytes(cm: &CellModel) -> Option<[usize; 2]> {
-    cm.quant.as_ref().map(|q| {
+    cm.model.quant.as_ref().map(|q| {
         let (a, b) = q.linear_bytes();
         [a, b]
     })

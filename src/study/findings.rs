@@ -149,7 +149,29 @@ pub fn judge(envs: &[EnvCells]) -> Vec<Finding> {
                 let mut lines = Vec::new();
                 let v = rule(e, &mut lines);
                 evidence.push(format!("**{}: {}.**", e.env, v.text()));
-                evidence.extend(lines.into_iter().map(|l| format!("  {l}")));
+                // Lines about cells that have not run say nothing but their names.
+                let mut waiting: Vec<String> = Vec::new();
+                for l in lines {
+                    if l.contains("no episode yet") && !l.contains(" = ") {
+                        for (k, part) in l.split('`').enumerate() {
+                            if k % 2 == 1 && !waiting.iter().any(|w| w == part) {
+                                waiting.push(part.to_string());
+                            }
+                        }
+                    } else {
+                        evidence.push(format!("  {l}"));
+                    }
+                }
+                if !waiting.is_empty() {
+                    evidence.push(format!(
+                        "  not run yet: {}",
+                        waiting
+                            .iter()
+                            .map(|w| format!("`{w}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
                 vs.push(v);
             }
             Finding {

@@ -71,6 +71,7 @@ pub fn run(
     }
     let items = work::items(study, opts.only.as_deref(), opts.shard);
     let mut cells: Vec<usize> = items.iter().map(|i| i.cell).collect();
+    cells.sort();
     cells.dedup();
     let mut played = 0;
     let mut runner = work::Runner::new(

@@ -309,7 +309,8 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
                 .filter(|e| e.cell.quant != "fp")
                 .map(|e| e.cell.method.clone())
                 .collect();
-            v.sort();
+            // RTN (the paper's baseline) first, then the others by name.
+            v.sort_by_key(|m| (m != "rtn", m.clone()));
             v.dedup();
             v
         };
@@ -423,13 +424,20 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
             }
             let _ = writeln!(md, "### {}\n", b.title);
             b.markdown(&mut md);
-            if !b
+            let mut with_data: Vec<&str> = b
                 .cells
                 .iter()
                 .flatten()
-                .any(|e| e.is_some_and(|e| e.n() > 0))
-            {
-                let _ = writeln!(md, "\n(No episode yet in these cells, so no plot.)\n");
+                .filter_map(|e| e.filter(|e| e.n() > 0).map(|e| e.cell.name.as_str()))
+                .collect();
+            with_data.sort();
+            with_data.dedup();
+            let with_data = with_data.len();
+            if with_data < 2 {
+                let _ = writeln!(
+                    md,
+                    "\n(Fewer than two of these cells have episodes: no plot yet.)\n"
+                );
                 continue;
             }
             let png = png_dir.join(format!("{file}.png"));

@@ -113,13 +113,29 @@ pub fn matches(patterns: &str, name: &str) -> bool {
         .any(|p| one(p.trim().as_bytes(), name.as_bytes()))
 }
 
-/// Every work item of the study (cells in study order, ranges ascending), then this shard's.
+/// The index of the first comma-separated pattern that matches `name`.
+fn priority(patterns: &str, name: &str) -> Option<usize> {
+    patterns.split(',').position(|p| matches(p, name))
+}
+
+/// Every work item of the study (cells in study order, ranges ascending; with `only`, the
+/// cells matching its first pattern first, then the second's, ...), then this shard's.
 pub fn items(study: &Study, only: Option<&str>, shard: Shard) -> Vec<Item> {
-    let mut all = Vec::new();
+    let mut cells: Vec<(usize, usize)> = Vec::new();
     for (ci, c) in study.cells.iter().enumerate() {
-        if only.is_some_and(|p| !matches(p, &c.name)) {
-            continue;
+        match only {
+            None => cells.push((0, ci)),
+            Some(p) => {
+                if let Some(k) = priority(p, &c.name) {
+                    cells.push((k, ci));
+                }
+            }
         }
+    }
+    cells.sort(); // stable in study order within one pattern
+    let mut all = Vec::new();
+    for (_, ci) in cells {
+        let c = &study.cells[ci];
         let mut a = 0;
         while a < c.episodes {
             let b = (a + study.chunk).min(c.episodes);
@@ -224,7 +240,17 @@ impl<'a> Runner<'a> {
         self.ensure(it.cell)?;
         let config = self.cm().config.clone();
         self.store.parts(cell, Some(&config))?; // refuse parts from other settings
-        let path = self.store.part_path(&cell.name, it.range);
+                                                // Episodes of one part share a backend: a part started on another backend is
+                                                // continued in a sibling file (`eAAA-BBB.gpu.json`).
+        let own = self.store.part_path(&cell.name, it.range);
+        let sibling = own.with_extension(format!("{backend}.json"));
+        let mut path = own.clone();
+        if own.exists() {
+            let p: Part = store::read_json(&own, "qwm study part")?;
+            if p.config.backend != backend {
+                path = sibling;
+            }
+        }
         let mut part = if path.exists() {
             let p: Part = store::read_json(&path, "qwm study part")?;
             store::check_part(&path, &p, cell, &config)?;
@@ -240,11 +266,6 @@ impl<'a> Runner<'a> {
                 episodes: Vec::new(),
             }
         };
-        if part.config.backend != backend {
-            // Episodes of one part share a backend; a part continued elsewhere starts a new
-            // file for its remaining episodes.
-            return self.run_split(it, &missing);
-        }
         let cm = self.cm();
         part.linear_bytes = exec::linear_bytes(cm);
         let tag = &self.tag;
@@ -252,7 +273,6 @@ impl<'a> Runner<'a> {
         let mut played = 0;
         exec::run_episodes(
             &self.engine,
-            study,
             cell,
             cm,
             &missing,
@@ -270,52 +290,6 @@ impl<'a> Runner<'a> {
                     record,
                 });
                 part.episodes.sort_by_key(|e| e.index);
-                played += 1;
-                store::write_json(&path, &part)
-            },
-        )?;
-        self.update_cell(it.cell)?;
-        Ok(played)
-    }
-
-    /// A part started on another backend: its missing episodes go to a sibling file.
-    fn run_split(&mut self, it: Item, missing: &[usize]) -> Result<usize> {
-        let cell = &self.study.cells[it.cell];
-        let path = self.store.parts_dir(&cell.name).join(format!(
-            "e{:03}-{:03}.{}.json",
-            it.range[0],
-            it.range[1],
-            self.engine.name()
-        ));
-        let config = self.cm().config.clone();
-        let mut part = if path.exists() {
-            store::read_json(&path, "qwm study part")?
-        } else {
-            Part {
-                cell: cell.name.clone(),
-                config,
-                range: it.range,
-                source: "worker".into(),
-                qwm_version: store::VERSION.into(),
-                linear_bytes: None,
-                episodes: Vec::new(),
-            }
-        };
-        let cm = self.cm();
-        part.linear_bytes = exec::linear_bytes(cm);
-        let mut played = 0;
-        exec::run_episodes(
-            &self.engine,
-            self.study,
-            cell,
-            cm,
-            missing,
-            &mut |i, record, seconds| {
-                part.episodes.push(PartEpisode {
-                    index: i,
-                    seconds,
-                    record,
-                });
                 played += 1;
                 store::write_json(&path, &part)
             },
