@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Mesa >= 25 lavapipe (Vulkan on the CPU) from
 # bookworm-backports, since Debian 12's Mesa 22 is 3-8x slower; plus the Vulkan loader and tools,
-# the SPIR-V / GLSL validators, and Xvfb for the viewer's window test.
+# the SPIR-V / GLSL validators, Xvfb for the viewer's window test, and Debian's Slurm
+# (slurm-wlm) with munge for the study's job-array test.
 set -euo pipefail
 # The viewer's window test runs `qwm view --screenshot` under xvfb-run (an X server in memory).
 if ! command -v xvfb-run >/dev/null; then
@@ -21,6 +22,13 @@ if ! command -v spirv-val >/dev/null || ! command -v glslangValidator >/dev/null
   apt-get update -qq
   apt-get install -y -qq spirv-tools glslang-tools >/dev/null
   echo "deps: installed spirv-tools and glslang-tools"
+fi
+# Slurm and munge for the study's job-array test (tests/study_slurm.rs; .ci/slurm-up.sh starts
+# them). Debian's policy-rc.d in containers keeps the packages from starting services.
+if ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq slurm-wlm munge >/dev/null
+  echo "deps: installed slurm-wlm $(dpkg-query -W -f='${Version}' slurmctld) and munge"
 fi
 if have_lvp_25; then
   echo "deps: mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers) already present"

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod model;
 pub mod plan;
 pub mod quant;
+pub mod study;
 pub mod tensor;
 pub mod trace;
 // Two unwraps on latents computed a line above (docs/RELIABILITY.md).

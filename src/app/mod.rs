@@ -22,5 +22,5 @@ pub use backend::{Backend, BackendChoice};
 pub use events::{ignore, Event, Observer};
 pub use inspect::{inspect_model_file, ModelFileInfo};
 pub use load::{LoadedModel, ModelRequest, ModelSource};
-pub use session::{EpisodeRun, Session, SessionOptions};
+pub use session::{latent_divergence_of, EpisodeRun, Session, SessionOptions};
 pub use settings::PlanSettings;

@@ -293,32 +293,44 @@ impl Session {
     }
 
     /// Mean latent divergence of the quantized model from its float original over the first
-    /// 10 episodes' starts (`None` unless the model was quantized on load). Same numerics on
-    /// either backend; the CPU keeps the GPU free of a second model.
+    /// 10 episodes' starts (`None` unless the model was quantized on load).
     fn latent_divergence(&self, report: &EvalReport, horizon: usize) -> Result<Option<f64>> {
-        let (Some(q), Some(fw)) = (&self.model.quant, &self.model.float) else {
-            return Ok(None);
-        };
-        let alpha = self.env.spec().alpha;
-        let w = &self.model.weights;
-        let fm = CpuModel::new(fw)?;
-        let qm = CpuModel::new_quantized(q)?;
-        let mut fp = WorldPlanModel::new(&fm, fw.norm.clone(), horizon, alpha);
-        let mut qp = WorldPlanModel::new(&qm, w.norm.clone(), horizon, alpha);
-        let mut env = env::make(self.env.spec().name)?;
-        let size = w.config.image_size;
-        let mut divs = Vec::new();
-        for e in report.episodes.iter().take(10) {
-            env.reset_to(&e.start)?;
-            let obs = env.render(size);
-            let goal = env.render_state(&e.goal, size)?;
-            let (p, gp) = (env.proprio(), env.proprio_of(&e.goal));
-            fp.set_problem(&obs, &p, &goal, &gp)?;
-            qp.set_problem(&obs, &p, &goal, &gp)?;
-            divs.push(latent_divergence(&mut fp, &mut qp, 8, e.seed)?);
-        }
-        Ok((!divs.is_empty()).then(|| divs.iter().sum::<f64>() / divs.len() as f64))
+        latent_divergence_of(&self.model, self.env.spec(), &report.episodes, horizon)
     }
+}
+
+/// Mean latent divergence of a model quantized on load from its float original over the
+/// first 10 of `episodes`' starts (8 random action sequences each); `None` for other models.
+/// Same numerics on either backend; the CPU keeps the GPU free of a second model. Also used
+/// by the study runner, which finishes a cell's report from episodes run in pieces.
+pub fn latent_divergence_of(
+    model: &LoadedModel,
+    spec: &EnvSpec,
+    episodes: &[EpisodeRecord],
+    horizon: usize,
+) -> Result<Option<f64>> {
+    let (Some(q), Some(fw)) = (&model.quant, &model.float) else {
+        return Ok(None);
+    };
+    let alpha = spec.alpha;
+    let w = &model.weights;
+    let fm = CpuModel::new(fw)?;
+    let qm = CpuModel::new_quantized(q)?;
+    let mut fp = WorldPlanModel::new(&fm, fw.norm.clone(), horizon, alpha);
+    let mut qp = WorldPlanModel::new(&qm, w.norm.clone(), horizon, alpha);
+    let mut env = env::make(spec.name)?;
+    let size = w.config.image_size;
+    let mut divs = Vec::new();
+    for e in episodes.iter().take(10) {
+        env.reset_to(&e.start)?;
+        let obs = env.render(size);
+        let goal = env.render_state(&e.goal, size)?;
+        let (p, gp) = (env.proprio(), env.proprio_of(&e.goal));
+        fp.set_problem(&obs, &p, &goal, &gp)?;
+        qp.set_problem(&obs, &p, &goal, &gp)?;
+        divs.push(latent_divergence(&mut fp, &mut qp, 8, e.seed)?);
+    }
+    Ok((!divs.is_empty()).then(|| divs.iter().sum::<f64>() / divs.len() as f64))
 }
 
 /// The observer and the cancel flag of one call, shared by the cost wrapper and the MPC

@@ -7,6 +7,7 @@ pub mod env_cmds;
 pub mod gpu_cmds;
 pub mod model_cmds;
 pub mod plan_cmds;
+pub mod study_cmds;
 pub mod train_cmds;
 pub mod view_cmds;
 
@@ -46,6 +47,9 @@ pub enum Command {
     /// Model files: random initialisation, inspection.
     #[command(subcommand)]
     Model(model_cmds::ModelCommand),
+    /// A grid of evaluations as one resumable, shardable run, and its report (docs/STUDY.md).
+    #[command(subcommand)]
+    Study(study_cmds::StudyCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -62,5 +66,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(c) => env_cmds::run_env(c),
         Command::Model(c) => model_cmds::run_model(c),
         Command::View(a) => view_cmds::run_view(a),
+        Command::Study(c) => study_cmds::run_study(c),
     }
 }

@@ -261,7 +261,7 @@ fn resume(file: &ReportFile, config: &EvalConfig) -> Result<Vec<EpisodeRecord>> 
 /// The settings that differ between a stored report's config and this run's, as
 /// "field: old -> new". The episode count may differ. A model file that moved is the same
 /// model when its CRC-32 matches: the label's path may differ, its quantization suffix not.
-fn config_differences(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
+pub fn config_differences(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
     fn suffix(label: &str) -> &str {
         label.rfind(" (").map_or("", |i| &label[i..])
     }
@@ -288,6 +288,37 @@ fn config_differences(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
         .filter(|k| a.get(*k) != b.get(*k))
         .map(|k| format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k))))
         .collect()
+}
+
+/// Evaluation episode `i`: the start/goal pair of `eval_seed(i)` and a fresh planner seeded by
+/// it, so an episode's outcome does not depend on which episodes ran before it (resumed runs
+/// and `qwm study` shards, which run episode ranges, match a run from the start).
+pub fn run_eval_episode(
+    env: &mut dyn Env,
+    planner: &str,
+    plan_cfg: &PlanConfig,
+    mpc: &MpcConfig,
+    model: &mut dyn PlanModel,
+    i: usize,
+    on_iter: &mut dyn FnMut(&MpcIter, &dyn Env),
+) -> Result<EpisodeRecord> {
+    let seed = eval_seed(i);
+    let (start, goal) = env.sample_start_goal(seed);
+    let mut pc = plan_cfg.clone();
+    pc.seed = plan_cfg.seed ^ seed;
+    let mut planner = make(planner, pc)?;
+    run_episode(
+        env,
+        model,
+        planner.as_mut(),
+        mpc,
+        crate::plan::Task {
+            seed,
+            start: &start,
+            goal: &goal,
+        },
+        on_iter,
+    )
 }
 
 /// Run (or resume) an evaluation, rewriting `json` after every episode. See [`run_eval_into`].
@@ -342,22 +373,13 @@ pub fn run_eval_into(
         return Ok(EvalReport::summarize(config.clone(), episodes, None));
     }
     for i in episodes.len()..config.episodes {
-        let seed = eval_seed(i);
-        let (start, goal) = env.sample_start_goal(seed);
-        // A fresh planner per episode, seeded by the episode, so resumed runs match.
-        let mut pc = plan_cfg.clone();
-        pc.seed = plan_cfg.seed ^ seed;
-        let mut planner = make(&config.planner, pc)?;
-        let rec = run_episode(
+        let rec = run_eval_episode(
             env.as_mut(),
-            model,
-            planner.as_mut(),
+            &config.planner,
+            plan_cfg,
             mpc,
-            crate::plan::Task {
-                seed,
-                start: &start,
-                goal: &goal,
-            },
+            model,
+            i,
             on_iter,
         )?;
         on_episode(&rec, i);

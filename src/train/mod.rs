@@ -22,7 +22,7 @@ mod checkpoint;
 mod config;
 mod data;
 mod losses;
-mod plot;
+pub(crate) mod plot;
 
 use std::path::Path;
 use std::time::Instant;

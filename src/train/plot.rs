@@ -14,7 +14,7 @@ const FONT_PATHS: [&str; 2] = [
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
 ];
 
-fn have_font() -> bool {
+pub(crate) fn have_font() -> bool {
     static FONT: OnceLock<bool> = OnceLock::new();
     *FONT.get_or_init(|| {
         for p in FONT_PATHS {

@@ -1,0 +1,214 @@
+//! The study report's PNGs (plotters): success rates with their Wilson 95% intervals over a
+//! categorical axis (bit-widths, modules, activation granularity, CEM steps), and scatter plots
+//! (objective vs final distance, latent divergence vs success, bytes vs success).
+//!
+//! Text needs a TrueType font: the one `train::plot` registers (DejaVu Sans) when the system
+//! has it; without it the plots are drawn without labels rather than failing.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::{Error, Result};
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("study plot: {e}"))
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// A success rate and its interval.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    pub p: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// One line of a categorical plot: a value (or a gap) per category.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<Option<Rate>>,
+}
+
+/// Success (0..1) per category, one line per series, with interval bars. Series are offset
+/// a little along x so their bars do not hide each other.
+pub fn categories(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    cats: &[String],
+    series: &[Series],
+) -> Result<()> {
+    let text = crate::train::plot::have_font();
+    let root = BitMapBackend::new(path, (760, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let n = cats.len().max(1) as f64;
+    let mut b = ChartBuilder::on(&root);
+    b.margin(14);
+    if text {
+        b.caption(title, ("sans-serif", 20))
+            .x_label_area_size(40)
+            .y_label_area_size(50);
+    }
+    let mut chart = b
+        .build_cartesian_2d(-0.5..n - 0.5, 0.0..1.05)
+        .map_err(err)?;
+    if text {
+        let cats = cats.to_vec();
+        chart
+            .configure_mesh()
+            .x_labels(cats.len().max(1))
+            .x_label_formatter(&move |x: &f64| {
+                let k = x.round();
+                if (x - k).abs() < 1e-6 && k >= 0.0 && (k as usize) < cats.len() {
+                    cats[k as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc(x_label)
+            .y_desc("success rate (Wilson 95%)")
+            .disable_x_mesh()
+            .draw()
+            .map_err(err)?;
+    }
+    let ns = series.len().max(1) as f64;
+    for (si, s) in series.iter().enumerate() {
+        let c = COLORS[si % COLORS.len()];
+        let off = (si as f64 - (ns - 1.0) / 2.0) * 0.06;
+        let pts: Vec<(f64, Rate)> = s
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(k, r)| r.map(|r| (k as f64 + off, r)))
+            .collect();
+        let line = chart
+            .draw_series(LineSeries::new(
+                pts.iter().map(|(x, r)| (*x, r.p)),
+                c.stroke_width(2),
+            ))
+            .map_err(err)?;
+        if text {
+            line.label(s.name.clone()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+            });
+        }
+        chart
+            .draw_series(
+                pts.iter()
+                    .map(|(x, r)| ErrorBar::new_vertical(*x, r.lo, r.p, r.hi, c.filled(), 8)),
+            )
+            .map_err(err)?;
+        chart
+            .draw_series(
+                pts.iter()
+                    .map(|(x, r)| Circle::new((*x, r.p), 4, c.filled())),
+            )
+            .map_err(err)?;
+    }
+    if text && !series.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// Points per series; `log_x`/`log_y` use log scales (non-positive values are left out).
+pub fn scatter(
+    path: &Path,
+    title: &str,
+    axes: (&str, &str),
+    series: &[(String, Vec<(f64, f64)>)],
+    log: (bool, bool),
+) -> Result<()> {
+    let text = crate::train::plot::have_font();
+    let keep = |v: f64, lg: bool| v.is_finite() && (!lg || v > 0.0);
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .filter(|(x, y)| keep(*x, log.0) && keep(*y, log.1))
+        .collect();
+    let range = |vals: Vec<f64>, lg: bool| -> (f64, f64) {
+        let lo = vals.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        if !lo.is_finite() {
+            return if lg { (1e-3, 1.0) } else { (0.0, 1.0) };
+        }
+        if lg {
+            (lo / 1.5, (hi * 1.5).max(lo * 10.0))
+        } else {
+            let pad = ((hi - lo) * 0.05).max(1e-3);
+            (lo - pad, hi + pad)
+        }
+    };
+    let (x0, x1) = range(pts.iter().map(|p| p.0).collect(), log.0);
+    let (y0, y1) = range(pts.iter().map(|p| p.1).collect(), log.1);
+    let root = BitMapBackend::new(path, (760, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut b = ChartBuilder::on(&root);
+    b.margin(14);
+    if text {
+        b.caption(title, ("sans-serif", 20))
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+    }
+    // The four scale combinations are distinct chart types in plotters.
+    macro_rules! body {
+        ($chart:expr) => {{
+            let mut chart = $chart.map_err(err)?;
+            if text {
+                chart
+                    .configure_mesh()
+                    .x_desc(axes.0)
+                    .y_desc(axes.1)
+                    .draw()
+                    .map_err(err)?;
+            }
+            for (si, (name, s)) in series.iter().enumerate() {
+                let c = COLORS[si % COLORS.len()];
+                let d = chart
+                    .draw_series(
+                        s.iter()
+                            .filter(|(x, y)| keep(*x, log.0) && keep(*y, log.1))
+                            .map(|(x, y)| Circle::new((*x, *y), 4, c.mix(0.7).filled())),
+                    )
+                    .map_err(err)?;
+                if text {
+                    d.label(name.clone())
+                        .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+                }
+            }
+            if text && !series.is_empty() {
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(err)?;
+            }
+        }};
+    }
+    match log {
+        (false, false) => body!(b.build_cartesian_2d(x0..x1, y0..y1)),
+        (true, false) => body!(b.build_cartesian_2d((x0..x1).log_scale(), y0..y1)),
+        (false, true) => body!(b.build_cartesian_2d(x0..x1, (y0..y1).log_scale())),
+        (true, true) => body!(b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())),
+    }
+    root.present().map_err(err)
+}

@@ -1,0 +1,662 @@
+//! `qwm study report`: markdown tables (Wilson 95% intervals) and PNGs from a study's cell
+//! reports and manifest alone (no model, no compute), with the six findings judged
+//! (`findings`). docs/RESULTS.md is this report written with `--results`.
+//!
+//! The output holds no timestamps or timings other than the reports' own, so regenerating it
+//! from the same reports gives the same text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use super::findings::{self, rho_ci, EnvCells};
+use super::plots::{self, Rate, Series};
+use super::spec::{dinowm_defaults, Cell};
+use super::store::{self, CellState, Manifest, Store};
+use crate::plan::eval::EvalReport;
+use crate::plan::stats::wilson95;
+use crate::quant::QuantSpec;
+use crate::{Error, Result};
+
+/// One cell with its state and report (if it has episodes).
+pub struct Entry {
+    pub cell: Cell,
+    pub state: CellState,
+    pub report: Option<EvalReport>,
+    /// The cell uses the environment's default MPC cap.
+    pub default_mpc: bool,
+}
+
+impl Entry {
+    pub fn n(&self) -> usize {
+        self.report.as_ref().map_or(0, |r| r.finished)
+    }
+    pub fn k(&self) -> usize {
+        self.report
+            .as_ref()
+            .map_or(0, |r| r.episodes.iter().filter(|e| e.success).count())
+    }
+    pub fn complete(&self) -> bool {
+        self.n() == self.cell.episodes
+    }
+    pub fn rate(&self) -> Option<Rate> {
+        (self.n() > 0).then(|| {
+            let [lo, hi] = wilson95(self.k(), self.n());
+            Rate {
+                p: self.k() as f64 / self.n() as f64,
+                lo,
+                hi,
+            }
+        })
+    }
+}
+
+/// The manifest and every cell with its report.
+pub fn load(dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
+    let st = Store::new(dir);
+    let m = st.manifest()?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "{} has no study.json: not a study directory (qwm study run STUDY --out {} \
+             creates one)",
+            dir.display(),
+            dir.display()
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for (cell, state) in m.study.cells.iter().zip(&m.cells) {
+        let p = st.report_path(&cell.name);
+        let report: Option<EvalReport> = if p.exists() {
+            Some(store::read_json(&p, "qwm eval report")?)
+        } else {
+            None
+        };
+        entries.push(Entry {
+            cell: cell.clone(),
+            state: state.clone(),
+            report,
+            default_mpc: cell.max_iter == dinowm_defaults(&cell.env).1
+                || m.study.planner.max_iter == Some(cell.max_iter),
+        });
+    }
+    Ok((m, entries))
+}
+
+fn f(x: Option<f64>, prec: usize) -> String {
+    x.filter(|v| v.is_finite())
+        .map_or("-".into(), |v| format!("{v:.prec$}"))
+}
+
+/// The `../`-path from directory `from` to `to` (both relative to one working directory).
+pub fn relative(from: &Path, to: &Path) -> PathBuf {
+    let abs = |p: &Path| -> Vec<std::ffi::OsString> {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .map(|c| c.as_os_str().to_os_string())
+            .collect()
+    };
+    let (a, b) = (abs(from), abs(to));
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut r = PathBuf::new();
+    for _ in common..a.len() {
+        r.push("..");
+    }
+    for c in &b[common..] {
+        r.push(c);
+    }
+    r
+}
+
+fn table_row(e: &Entry) -> String {
+    let r = e.report.as_ref();
+    let ratio = r
+        .and_then(|r| r.linear_bytes)
+        .map(|[q, f]| q as f64 / f.max(1) as f64)
+        .or((e.cell.quant == "fp").then_some(1.0));
+    let rate = e.rate();
+    format!(
+        "| {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        e.cell.name,
+        e.cell.quant,
+        if e.cell.quant == "fp" {
+            "-"
+        } else {
+            &e.cell.method
+        },
+        e.cell.opt_steps,
+        e.n(),
+        e.cell.episodes,
+        rate.map_or("-".into(), |r| format!("{:.2}", r.p)),
+        rate.map_or("-".into(), |r| format!("{:.2}-{:.2}", r.lo, r.hi)),
+        f(r.map(|r| r.mean_state_dist), 2),
+        f(r.and_then(|r| r.spearman_objective_vs_distance), 2),
+        r.and_then(|r| r.latent_divergence)
+            .map_or("-".into(), |d| format!("{d:.2e}")),
+        f(ratio, 3),
+        f(r.and_then(|r| r.plan_seconds_median), 2),
+        r.map_or("-".into(), |r| r.config.backend.clone()),
+    )
+}
+
+const HEADER: &str = "| cell | quant | method | CEM steps | episodes | success | Wilson 95% | mean dist | Spearman | latent div | linear bytes / f32 | s/plan | backend |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+fn cell_text(e: Option<&Entry>) -> String {
+    match e {
+        None => "not in study".into(),
+        Some(e) => match e.rate() {
+            None => format!("0/{}", e.cell.episodes),
+            Some(r) => format!(
+                "{:.2} [{:.2}-{:.2}] {}{}",
+                r.p,
+                r.lo,
+                r.hi,
+                e.n(),
+                if e.complete() { "" } else { " (stopped)" }
+            ),
+        },
+    }
+}
+
+/// A table with one row per label and one column per cell lookup, plus its PNG.
+struct Block<'a> {
+    title: String,
+    x_label: &'a str,
+    rows: Vec<String>,
+    cols: Vec<String>,
+    /// `cells[col][row]`.
+    cells: Vec<Vec<Option<&'a Entry>>>,
+}
+
+impl Block<'_> {
+    fn markdown(&self, s: &mut String) {
+        let _ = writeln!(s, "| {} | {} |", self.x_label, self.cols.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(self.cols.len()));
+        for (ri, r) in self.rows.iter().enumerate() {
+            let vals: Vec<String> = self.cells.iter().map(|c| cell_text(c[ri])).collect();
+            let _ = writeln!(s, "| {r} | {} |", vals.join(" | "));
+        }
+    }
+
+    fn png(&self, path: &Path) -> Result<()> {
+        let series: Vec<Series> = self
+            .cols
+            .iter()
+            .zip(&self.cells)
+            .filter(|(_, c)| c.iter().any(|e| e.is_some()))
+            .map(|(name, c)| Series {
+                name: name.clone(),
+                points: c.iter().map(|e| e.and_then(|e| e.rate())).collect(),
+            })
+            .collect();
+        plots::categories(path, &self.title, self.x_label, &self.rows, &series)
+    }
+}
+
+/// What `write` produced.
+pub struct Written {
+    pub markdown: String,
+    pub pngs: Vec<PathBuf>,
+    pub findings: Vec<findings::Finding>,
+}
+
+/// Write the report's PNGs into `png_dir` and return the markdown, whose image links are
+/// relative to `md_dir` (where the markdown will be saved).
+pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
+    let (m, entries) = load(dir)?;
+    store::io(png_dir, std::fs::create_dir_all(png_dir))?;
+    let link = relative(md_dir, png_dir);
+    let mut pngs = Vec::new();
+    let mut md = String::new();
+    let mut envs: Vec<String> = Vec::new();
+    for e in &entries {
+        if !envs.contains(&e.cell.env) {
+            envs.push(e.cell.env.clone());
+        }
+    }
+    let env_cells: Vec<EnvCells> = envs
+        .iter()
+        .map(|env| EnvCells {
+            env: env.clone(),
+            entries: entries.iter().filter(|e| &e.cell.env == env).collect(),
+            default_steps: m.study.planner.opt_steps.unwrap_or(dinowm_defaults(env).0),
+        })
+        .collect();
+    let verdicts = findings::judge(&env_cells);
+
+    // Progress.
+    let total: usize = entries.iter().map(|e| e.cell.episodes).sum();
+    let done: usize = entries.iter().map(|e| e.state.done).sum();
+    let cells_done = entries.iter().filter(|e| e.state.state == "done").count();
+    let p = &m.study.planner;
+    let _ = writeln!(
+        md,
+        "Study `{}` ({}): {} cells, {} of them done; {done} of {total} episodes finished.\n",
+        m.study.name,
+        m.study.description,
+        entries.len(),
+        cells_done
+    );
+    let _ = writeln!(
+        md,
+        "Settings: planner {} ({} samples, top {}, horizon {}, {} model steps executed per \
+         plan), CEM steps and MPC cap per cell (DINO-WM: 10 and 50 for Wall and PointMaze), \
+         evaluation episodes `sub_seed(99, i)`, static activation ranges calibrated on {} \
+         float-planner episodes `sub_seed(7, i)`. Intervals are Wilson 95%; a cell marked \
+         (stopped) has only its first episodes.\n",
+        p.name, p.samples, p.topk, p.horizon, p.n_taken, m.study.calib_episodes
+    );
+
+    // Findings.
+    let _ = writeln!(md, "## The paper's findings on our tasks\n");
+    for fnd in &verdicts {
+        let _ = writeln!(
+            md,
+            "{}. **{}: {}.**",
+            fnd.number,
+            fnd.claim,
+            fnd.verdict.text().to_uppercase()
+        );
+        for l in &fnd.evidence {
+            // Environment lines, then their evidence one level deeper.
+            let indent = if l.starts_with("  ") { "     " } else { "   " };
+            let _ = writeln!(md, "{indent}- {}", l.trim_start());
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nRules (src/study/findings.rs): a difference between two cells counts when its \
+         Newcombe 95% interval excludes 0; \"no difference\" needs complete cells; collapse \
+         means a Wilson interval entirely below half of float's rate; Spearman intervals use \
+         Fisher's z. Per environment, then combined: environments that decide must agree.\n"
+    );
+
+    // How far the cells got.
+    let unfinished: Vec<&Entry> = entries.iter().filter(|e| e.state.state != "done").collect();
+    let _ = writeln!(md, "## Progress\n");
+    if unfinished.is_empty() {
+        let _ = writeln!(md, "Every cell is done.\n");
+    } else {
+        let mut by_state: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for e in &unfinished {
+            by_state
+                .entry(e.state.state.as_str())
+                .or_default()
+                .push(format!(
+                    "`{}` {}/{}",
+                    e.cell.name, e.state.done, e.cell.episodes
+                ));
+        }
+        for (st, v) in by_state {
+            let _ = writeln!(md, "- {st} ({}): {}", v.len(), v.join(", "));
+        }
+        let _ = writeln!(
+            md,
+            "\nThe study resumes from here: `qwm study run {} --out DIR` (any machine; \
+             `--backend gpu` on a GPU).\n",
+            m.source
+        );
+    }
+
+    for ec in &env_cells {
+        let env = &ec.env;
+        let _ = writeln!(md, "## {env}\n");
+        let mut blocks: Vec<(String, Block)> = Vec::new();
+        let methods: Vec<String> = {
+            let mut v: Vec<String> = ec
+                .entries
+                .iter()
+                .filter(|e| e.cell.quant != "fp")
+                .map(|e| e.cell.method.clone())
+                .collect();
+            // RTN (the paper's baseline) first, then the others by name.
+            v.sort_by_key(|m| (m != "rtn", m.clone()));
+            v.dedup();
+            v
+        };
+        let bits = ["fp", "8", "6", "4", "3", "2"];
+        for meth in &methods {
+            let cols: Vec<(String, String)> = [
+                ("per-channel", ""),
+                ("g128", "g128"),
+                ("g64", "g64"),
+                ("g32", "g32"),
+            ]
+            .iter()
+            .map(|(n, g)| (n.to_string(), g.to_string()))
+            .filter(|(_, g)| {
+                bits.iter().any(|b| {
+                    ec.get(&format!("w{b}{g}"), meth, ec.default_steps)
+                        .is_some()
+                })
+            })
+            .collect();
+            blocks.push((
+                format!("weight_bits_{env}_{meth}"),
+                Block {
+                    title: format!("{env}: success vs weight bits ({meth}, weight-only)"),
+                    x_label: "weight bits",
+                    rows: bits.iter().map(|b| b.to_string()).collect(),
+                    cells: cols
+                        .iter()
+                        .map(|(_, g)| {
+                            bits.iter()
+                                .map(|b| {
+                                    if *b == "fp" {
+                                        ec.at("fp")
+                                    } else {
+                                        ec.get(&format!("w{b}{g}"), meth, ec.default_steps)
+                                    }
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                    cols: cols.into_iter().map(|c| c.0).collect(),
+                },
+            ));
+            let mb = ["4", "3"];
+            let mods = [
+                ("encoder only", "enc=w{b},pred=fp"),
+                ("predictor only", "enc=fp,pred=w{b}"),
+                ("both", "w{b}"),
+            ];
+            blocks.push((
+                format!("modules_{env}_{meth}"),
+                Block {
+                    title: format!("{env}: which module is quantized ({meth})"),
+                    x_label: "weight bits",
+                    rows: mb.iter().map(|b| format!("W{b}")).collect(),
+                    cols: mods.iter().map(|m| m.0.to_string()).collect(),
+                    cells: mods
+                        .iter()
+                        .map(|(_, pat)| {
+                            mb.iter()
+                                .map(|b| ec.get(&pat.replace("{b}", b), meth, ec.default_steps))
+                                .collect()
+                        })
+                        .collect(),
+                },
+            ));
+            let acts = [
+                ("W8A8", "w8a8"),
+                ("W6A6", "w6a6"),
+                ("W4A8", "w4a8"),
+                ("W4A4", "w4a4"),
+            ];
+            blocks.push((
+                format!("activations_{env}_{meth}"),
+                Block {
+                    title: format!("{env}: activation granularity ({meth})"),
+                    x_label: "weights / activations",
+                    rows: acts.iter().map(|a| a.0.to_string()).collect(),
+                    cols: vec!["per-tensor static".into(), "per-token dynamic".into()],
+                    cells: ["", "t"]
+                        .iter()
+                        .map(|t| {
+                            acts.iter()
+                                .map(|a| ec.get(&format!("{}{t}", a.1), meth, ec.default_steps))
+                                .collect()
+                        })
+                        .collect(),
+                },
+            ));
+        }
+        let mut steps: Vec<usize> = ec.entries.iter().map(|e| e.cell.opt_steps).collect();
+        steps.sort();
+        steps.dedup();
+        let sq = ["fp", "w4", "w3"];
+        blocks.push((
+            format!("cem_steps_{env}"),
+            Block {
+                title: format!("{env}: success vs CEM optimization steps (rtn)"),
+                x_label: "CEM steps",
+                rows: steps.iter().map(|s| s.to_string()).collect(),
+                cols: sq.iter().map(|q| q.to_string()).collect(),
+                cells: sq
+                    .iter()
+                    .map(|q| steps.iter().map(|s| ec.get(q, "rtn", *s)).collect())
+                    .collect(),
+            },
+        ));
+        for (file, b) in &blocks {
+            if b.cells.iter().all(|c| c.iter().all(|e| e.is_none())) {
+                continue; // the study has no such cells
+            }
+            let _ = writeln!(md, "### {}\n", b.title);
+            b.markdown(&mut md);
+            let mut with_data: Vec<&str> = b
+                .cells
+                .iter()
+                .flatten()
+                .filter_map(|e| e.filter(|e| e.n() > 0).map(|e| e.cell.name.as_str()))
+                .collect();
+            with_data.sort();
+            with_data.dedup();
+            let with_data = with_data.len();
+            if with_data < 2 {
+                let _ = writeln!(
+                    md,
+                    "\n(Fewer than two of these cells have episodes: no plot yet.)\n"
+                );
+                continue;
+            }
+            let png = png_dir.join(format!("{file}.png"));
+            b.png(&png)?;
+            let _ = writeln!(
+                md,
+                "\n![{}]({})\n",
+                b.title,
+                link.join(format!("{file}.png")).display()
+            );
+            pngs.push(png);
+        }
+        extra_sections(ec, png_dir, &link, &mut md, &mut pngs)?;
+        let _ = writeln!(
+            md,
+            "### Every cell of {env}\n\n{HEADER}{}",
+            ec.entries
+                .iter()
+                .map(|e| table_row(e) + "\n")
+                .collect::<String>()
+        );
+    }
+    Ok(Written {
+        markdown: md,
+        pngs,
+        findings: verdicts,
+    })
+}
+
+/// Weight bits of a uniform weight-only spec (`None` for float or mixed specs).
+fn uniform_bits(q: &str) -> Option<String> {
+    let s: QuantSpec = q.parse().ok()?;
+    if s.encoder != s.predictor || s.encoder.act.is_some() {
+        return None;
+    }
+    Some(
+        s.encoder
+            .weight
+            .map_or("fp".into(), |w| format!("W{}", w.bits)),
+    )
+}
+
+/// Alignment (objective vs distance), latent divergence vs success, bytes.
+fn extra_sections(
+    ec: &EnvCells,
+    png_dir: &Path,
+    link: &Path,
+    md: &mut String,
+    pngs: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let env = &ec.env;
+    let default: Vec<&Entry> = ec
+        .entries
+        .iter()
+        .copied()
+        .filter(|e| e.n() > 0 && e.cell.opt_steps == ec.default_steps && e.default_mpc)
+        .collect();
+    // Objective vs final distance per bit-width (uniform weight-only cells, all methods).
+    let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let _ = writeln!(md, "### {env}: planning objective vs final distance\n");
+    let _ = writeln!(
+        md,
+        "| cell | episodes | Spearman rho | 95% (Fisher z) |\n|---|---|---|---|"
+    );
+    for e in &default {
+        let Some(bits) = uniform_bits(&e.cell.quant) else {
+            continue;
+        };
+        let r = e.report.as_ref().expect("n > 0");
+        for ep in &r.episodes {
+            groups
+                .entry(bits.clone())
+                .or_default()
+                .push((ep.final_objective as f64, ep.final_state_distance as f64));
+        }
+        let rho = r.spearman_objective_vs_distance;
+        let ci = rho.and_then(|x| rho_ci(x, e.n()));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            e.cell.name,
+            e.n(),
+            f(rho, 2),
+            ci.map_or("-".into(), |[lo, hi]| format!("{lo:+.2} to {hi:+.2}"))
+        );
+    }
+    let mut pooled = String::new();
+    for (b, pts) in &groups {
+        let (x, y): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
+        let _ = write!(
+            pooled,
+            "{b} {} (n {}); ",
+            f(crate::plan::stats::spearman(&x, &y), 2),
+            pts.len()
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nPooled per bit-width (every granularity and method): {pooled}\n"
+    );
+    if groups.is_empty() {
+        let _ = writeln!(md, "(No weight-only cell has episodes yet, so no plot.)\n");
+    } else {
+        alignment_png(env, groups, png_dir, link, md, pngs)?;
+    }
+
+    // Latent divergence vs success, and bytes per configuration.
+    let _ = writeln!(md, "### {env}: latent divergence, bytes and success\n");
+    let _ = writeln!(
+        md,
+        "| cell | latent divergence | linear bytes | / f32 | success |\n|---|---|---|---|---|"
+    );
+    let mut div_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut byte_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for e in &default {
+        let r = e.report.as_ref().expect("n > 0");
+        let p = e.k() as f64 / e.n() as f64;
+        let ratio = r.linear_bytes.map(|[q, fb]| q as f64 / fb.max(1) as f64);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            e.cell.name,
+            r.latent_divergence
+                .map_or("-".into(), |d| format!("{d:.2e}")),
+            r.linear_bytes.map_or("-".into(), |b| b[0].to_string()),
+            f(ratio.or((e.cell.quant == "fp").then_some(1.0)), 3),
+            cell_text(Some(e))
+        );
+        let key = if e.cell.quant.contains('a') {
+            "weight+activation"
+        } else if e.cell.quant.contains("enc=") {
+            "one module"
+        } else {
+            "weight-only"
+        };
+        let key = format!(
+            "{key} ({})",
+            if e.cell.quant == "fp" {
+                "fp"
+            } else {
+                &e.cell.method
+            }
+        );
+        if let Some(d) = r.latent_divergence {
+            push(&mut div_pts, &key, (d, p));
+        }
+        if let Some(x) = ratio.or((e.cell.quant == "fp").then_some(1.0)) {
+            push(&mut byte_pts, &key, (x, p));
+        }
+    }
+    for (file, title, axes, pts, log) in [
+        (
+            "divergence",
+            "latent divergence vs success",
+            ("latent divergence from float", "success rate"),
+            &div_pts,
+            (true, false),
+        ),
+        (
+            "bytes",
+            "linear-layer bytes vs success",
+            ("linear bytes / f32", "success rate"),
+            &byte_pts,
+            (false, false),
+        ),
+    ] {
+        if pts.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n(No cell has a value for {} yet, so no plot.)",
+                axes.0
+            );
+            continue;
+        }
+        let png = png_dir.join(format!("{file}_{env}.png"));
+        plots::scatter(&png, &format!("{env}: {title}"), axes, pts, log)?;
+        let _ = writeln!(
+            md,
+            "\n![{title}]({})",
+            link.join(png.file_name().unwrap()).display()
+        );
+        pngs.push(png);
+    }
+    let _ = writeln!(md);
+    Ok(())
+}
+
+fn alignment_png(
+    env: &str,
+    groups: BTreeMap<String, Vec<(f64, f64)>>,
+    png_dir: &Path,
+    link: &Path,
+    md: &mut String,
+    pngs: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let png = png_dir.join(format!("alignment_{env}.png"));
+    let order = ["fp", "W8", "W6", "W4", "W3", "W2"];
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = groups.into_iter().collect();
+    series.sort_by_key(|(b, _)| order.iter().position(|o| o == b).unwrap_or(9));
+    plots::scatter(
+        &png,
+        &format!("{env}: final objective vs final distance per episode"),
+        ("final planning objective", "final state distance"),
+        &series,
+        (true, false),
+    )?;
+    let _ = writeln!(
+        md,
+        "![alignment]({})\n",
+        link.join(png.file_name().unwrap()).display()
+    );
+    pngs.push(png);
+
+    Ok(())
+}
+
+fn push(v: &mut Vec<(String, Vec<(f64, f64)>)>, key: &str, p: (f64, f64)) {
+    match v.iter_mut().find(|(k, _)| k == key) {
+        Some((_, pts)) => pts.push(p),
+        None => v.push((key.to_string(), vec![p])),
+    }
+}

@@ -1,0 +1,671 @@
+//! `qwm study` end to end on the `smoke` preset (12 cells x 4 episodes of the shipped Wall
+//! model, about a minute of CPU): a run completes, resumes without redoing anything after a
+//! kill, two shards (and two unsharded processes) give the same reports as one process, and
+//! the report and bad input behave. The Slurm job-array test is tests/study_slurm.rs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn qwm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qwm"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qwm-study-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    qwm().args(args).output().expect("run qwm")
+}
+
+fn ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "qwm failed: {err}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails(o: &Output) -> String {
+    assert!(!o.status.success(), "qwm should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn smoke(dir: &Path, extra: &[&str]) -> Output {
+    let d = dir.to_str().unwrap();
+    let mut a = vec!["study", "run", "smoke", "--out", d, "--backend", "cpu"];
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+/// One unsharded single-process run, shared by the tests that compare against it.
+fn reference() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tmp("reference");
+        ok(&smoke(&d, &["--jobs", "1"]));
+        d
+    })
+}
+
+/// Every cell report (`cells/ENV/NAME.json`) with the timing fields removed.
+fn reports(dir: &Path) -> Vec<(String, Value)> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("plan_seconds");
+                m.remove("plan_seconds_median");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for env in std::fs::read_dir(dir.join("cells")).unwrap() {
+        for f in std::fs::read_dir(env.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            strip(&mut v);
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            out.push((rel, v));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[track_caller]
+fn assert_same_reports(a: &Path, b: &Path) {
+    let (ra, rb) = (reports(a), reports(b));
+    assert_eq!(ra.len(), 12, "12 smoke cells in {}", a.display());
+    assert_eq!(
+        ra.iter().map(|r| &r.0).collect::<Vec<_>>(),
+        rb.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
+    for ((name, x), (_, y)) in ra.iter().zip(&rb) {
+        // Same JSON text apart from the timing fields.
+        assert_eq!(
+            serde_json::to_string_pretty(x).unwrap(),
+            serde_json::to_string_pretty(y).unwrap(),
+            "{name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+#[test]
+fn smoke_study_completes_and_a_rerun_plays_nothing() {
+    let d = reference();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("study.json")).unwrap()).unwrap();
+    let cells = m["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 12);
+    for c in cells {
+        assert_eq!(c["state"], "done", "{c}");
+        assert_eq!(c["done"], 4, "{c}");
+    }
+    assert_eq!(m["qwm_version"], env!("CARGO_PKG_VERSION"));
+    // Each cell report is an eval report: 4 episodes, the study's settings, the model's CRC.
+    for (name, r) in reports(d) {
+        assert_eq!(r["finished"], 4, "{name}");
+        assert_eq!(r["config"]["plan"]["samples"], 20, "{name}");
+        assert_eq!(r["config"]["mpc"]["max_iters"], 2, "{name}");
+        assert!(r["config"]["model_crc32"].is_string(), "{name}");
+        let quantized = r["config"]["quant"] != "fp";
+        assert_eq!(r["latent_divergence"].is_f64(), quantized, "{name}");
+        assert_eq!(r["linear_bytes"].is_array(), quantized, "{name}");
+    }
+    let before = std::fs::read_to_string(d.join("cells/wall/w4.json")).unwrap();
+    let out = ok(&smoke(d, &["--jobs", "1"]));
+    assert!(out.contains("0 episodes played here"), "{out}");
+    let after = std::fs::read_to_string(d.join("cells/wall/w4.json")).unwrap();
+    assert_eq!(before, after, "a rerun must not change a finished cell");
+    // Status lists every cell with its progress.
+    let st = ok(&run(&["study", "status", d.to_str().unwrap()]));
+    assert!(st.contains("wall/w8a8t") && st.contains("4/4"), "{st}");
+    assert!(st.contains("12 of 12 cells done"), "{st}");
+}
+
+#[test]
+fn shards_and_parallel_workers_give_the_same_reports_as_one_process() {
+    let reference = reference();
+    // Two shards as two concurrent processes.
+    let d = tmp("shards");
+    let ds = d.to_str().unwrap();
+    let args = |s: &'static str| {
+        let mut c = qwm();
+        c.args([
+            "study",
+            "run",
+            "smoke",
+            "--out",
+            ds,
+            "--backend",
+            "cpu",
+            "--jobs",
+            "1",
+        ])
+        .args(["--shard", s]);
+        c
+    };
+    let (mut a, mut b) = (args("0/2").spawn().unwrap(), args("1/2").spawn().unwrap());
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    assert_same_reports(reference, &d);
+    // --jobs 2: two single-threaded workers sharing one shard through the item locks.
+    let j = tmp("jobs");
+    ok(&smoke(&j, &["--jobs", "2"]));
+    assert_same_reports(reference, &j);
+}
+
+#[test]
+fn two_unsharded_runs_on_one_directory_share_the_work() {
+    let reference = reference();
+    let d = tmp("twice");
+    let start = |d: PathBuf| {
+        qwm()
+            .args([
+                "study",
+                "run",
+                "smoke",
+                "--backend",
+                "cpu",
+                "--jobs",
+                "1",
+                "--out",
+            ])
+            .arg(d)
+            .output()
+    };
+    let d2 = d.clone();
+    let t = std::thread::spawn(move || start(d2));
+    let o1 = start(d.clone()).unwrap();
+    let o2 = t.join().unwrap().unwrap();
+    ok(&o1);
+    ok(&o2);
+    assert_same_reports(reference, &d);
+    // Every episode was played once: the parts hold 48 episodes in all, none twice.
+    let mut n = 0;
+    for env in std::fs::read_dir(d.join("parts")).unwrap() {
+        for cell in std::fs::read_dir(env.unwrap().path()).unwrap() {
+            let mut seen = std::collections::BTreeSet::new();
+            for f in std::fs::read_dir(cell.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if !name.starts_with('e') || !name.ends_with(".json") {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                for e in v["episodes"].as_array().unwrap() {
+                    assert!(seen.insert(e["index"].as_u64().unwrap()), "{name} twice");
+                    n += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(n, 48);
+}
+
+#[test]
+fn a_killed_run_resumes_where_it_stopped() {
+    let reference = reference();
+    let d = tmp("killed");
+    let ds = d.to_str().unwrap();
+    let mut child = qwm()
+        .args([
+            "study",
+            "run",
+            "smoke",
+            "--out",
+            ds,
+            "--backend",
+            "cpu",
+            "--jobs",
+            "1",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a few cells have episodes, then kill it mid-run.
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_dir(d.join("cells/wall")).map_or(0, |r| r.count());
+        if n >= 3 || t0.elapsed().as_secs() > 600 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let count = |dir: &Path| -> usize {
+        let mut n = 0;
+        for c in walk(&dir.join("parts")) {
+            let name = c.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('e') && name.ends_with(".json") {
+                let v: Value = serde_json::from_str(&std::fs::read_to_string(&c).unwrap()).unwrap();
+                n += v["episodes"].as_array().unwrap().len();
+            }
+        }
+        n
+    };
+    let done_before = count(&d);
+    assert!(done_before > 0 && done_before < 48, "{done_before}");
+    let out = ok(&smoke(&d, &["--jobs", "1"]));
+    assert!(
+        out.contains(&format!("{} episodes played here", 48 - done_before)),
+        "after {done_before} episodes the rerun should play the other {}: {out}",
+        48 - done_before
+    );
+    assert_same_reports(reference, &d);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_report_has_tables_plots_and_a_verdict_for_every_finding() {
+    let d = reference();
+    let r = tmp("report");
+    let results = r.join("RESULTS.md");
+    let out = ok(&run(&[
+        "study",
+        "report",
+        d.to_str().unwrap(),
+        "--out",
+        r.join("png").to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ]));
+    for k in 1..=6 {
+        assert!(out.contains(&format!("finding {k} (")), "{out}");
+    }
+    let md = std::fs::read_to_string(&results).unwrap();
+    for needle in [
+        "## The paper's findings",
+        "success vs weight bits",
+        "which module is quantized",
+        "activation granularity",
+        "CEM optimization steps",
+        "objective vs final distance",
+        "latent divergence",
+        "| wall/w8a8t | w8a8t | rtn |",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?}");
+    }
+    // Every finding is stated with one of the three verdicts.
+    let verdicts = md
+        .lines()
+        .filter(|l| {
+            ["REPRODUCED.**", "NOT REPRODUCED.**", "INCONCLUSIVE.**"]
+                .iter()
+                .any(|v| l.ends_with(v))
+        })
+        .count();
+    assert_eq!(verdicts, 6, "{md}");
+    // The PNGs it links exist and decode.
+    let mut linked = 0;
+    for l in md.lines().filter(|l| l.starts_with("![")) {
+        let rel = &l[l.find("](").unwrap() + 2..l.len() - 1];
+        let img = image::open(r.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(img.width() > 100 && img.height() > 100);
+        linked += 1;
+    }
+    assert!(linked >= 7, "{linked} plots");
+    // Regenerating from the same reports gives the same text.
+    ok(&run(&[
+        "study",
+        "report",
+        d.to_str().unwrap(),
+        "--out",
+        r.join("png").to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ]));
+    assert_eq!(md, std::fs::read_to_string(&results).unwrap());
+}
+
+#[test]
+fn bad_input_is_refused_with_the_file_line_or_cell() {
+    let d = tmp("bad");
+    std::fs::create_dir_all(&d).unwrap();
+    let ds = d.to_str().unwrap();
+    let err = fails(&run(&["study", "run", "smok", "--out", ds]));
+    assert!(
+        err.contains("neither a study file nor a preset") && err.contains("smoke"),
+        "{err}"
+    );
+
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let base = "name = \"t\"\nepisodes = 2\n[[env]]\nname = \"wall\"\n[[grid]]\nname = \"g\"\nquant = [\"fp\"]\n";
+    let f = write("unknown.toml", &format!("{base}colour = 3\n"));
+    let err = fails(&run(&["study", "list", &f]));
+    assert!(
+        err.contains("unknown.toml:8") && err.contains("colour"),
+        "{err}"
+    );
+    let f = write("malformed.toml", "name = \"t\"\nepisodes = = 2\n");
+    let err = fails(&run(&["study", "list", &f]));
+    assert!(err.contains("malformed.toml:2"), "{err}");
+    let f = write("spec.toml", &base.replace("[\"fp\"]", "[\"fp\",\n \"w5\"]"));
+    let err = fails(&run(&["study", "list", &f]));
+    assert!(err.contains("spec.toml:8") && err.contains("w5"), "{err}");
+    let f = write("env.toml", &format!("{base}envs = [\"maze\"]\n"));
+    let err = fails(&run(&["study", "list", &f]));
+    assert!(err.contains("env.toml:8") && err.contains("maze"), "{err}");
+
+    let err = fails(&run(&[
+        "study", "run", "smoke", "--out", ds, "--shard", "2/2",
+    ]));
+    assert!(
+        err.contains("out of range") && err.contains("0 to 1"),
+        "{err}"
+    );
+    let err = fails(&run(&[
+        "study", "run", "smoke", "--out", ds, "--shard", "auto",
+    ]));
+    assert!(err.contains("SLURM_ARRAY_TASK_ID"), "{err}");
+
+    // A cell whose parts were written with other settings: same study name, other planner.
+    let other = d.join("other");
+    let os = other.to_str().unwrap();
+    ok(&run(&[
+        "study",
+        "run",
+        "smoke",
+        "--out",
+        os,
+        "--backend",
+        "cpu",
+        "--jobs",
+        "1",
+        "--only",
+        "wall/fp",
+    ]));
+    let changed =
+        include_str!("../src/study/presets/smoke.toml").replace("samples = 20", "samples = 22");
+    let f = write("changed.toml", &changed);
+    let err = fails(&run(&[
+        "study",
+        "run",
+        &f,
+        "--out",
+        os,
+        "--backend",
+        "cpu",
+        "--jobs",
+        "1",
+        "--only",
+        "wall/fp",
+    ]));
+    assert!(
+        err.contains("cell wall/fp") && err.contains("e000-002.json") && err.contains("samples"),
+        "{err}"
+    );
+    // Another study into the same directory.
+    let err = fails(&run(&[
+        "study", "run", "quantwm", "--out", os, "--only", "wall/fp",
+    ]));
+    assert!(err.contains("holds study \"smoke\""), "{err}");
+}
+
+#[test]
+fn earlier_eval_reports_import_as_quantwm_cells() {
+    let d = tmp("import");
+    let ds = d.to_str().unwrap();
+    let vm = "docs/results/vm-cpu";
+    let out = ok(&run(&[
+        "study",
+        "import",
+        "quantwm",
+        "--out",
+        ds,
+        &format!("{vm}/wall_w4.json"),
+        &format!("{vm}/wall_w8a8.json"),
+    ]));
+    assert!(
+        out.contains("-> cell wall/w4") && out.contains("-> cell wall/w8a8"),
+        "{out}"
+    );
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("cells/wall/w4.json")).unwrap())
+            .unwrap();
+    let orig: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{vm}/wall_w4.json")).unwrap())
+            .unwrap();
+    // The imported cell is the eval report it came from (the label is the study's path).
+    for k in [
+        "finished",
+        "success_rate",
+        "success_ci95",
+        "latent_divergence",
+        "linear_bytes",
+        "episodes",
+    ] {
+        assert_eq!(r[k], orig[k], "{k}");
+    }
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("study.json")).unwrap()).unwrap();
+    let state = |name: &str| {
+        m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(state("wall/w4")["state"], "done");
+    assert_eq!(state("wall/w8a8")["state"], "partial");
+    assert_eq!(state("wall/w8a8")["done"], 44);
+    // The first Wall model's report is another model: refused with the differing CRC.
+    let err = fails(&run(&[
+        "study",
+        "import",
+        "quantwm",
+        "--out",
+        ds,
+        &format!("{vm}/wall_fp_v1.json"),
+    ]));
+    assert!(
+        err.contains("model_crc32") && err.contains("758645cf"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cluster_files_run_the_study_by_array_index() {
+    let o = ok(&run(&[
+        "study",
+        "slurm",
+        "smoke",
+        "--out",
+        "/shared/st",
+        "--tasks",
+        "4",
+        "--cpus",
+        "2",
+        "--workdir",
+        "/repo",
+        "--time",
+        "1:00:00",
+    ]));
+    assert!(o.contains("#SBATCH --array=0-3"), "{o}");
+    assert!(o.contains("#SBATCH --cpus-per-task=2"), "{o}");
+    assert!(o.contains("#SBATCH --chdir=/repo"), "{o}");
+    assert!(
+        o.contains("study run smoke --out /shared/st --shard auto --jobs 2"),
+        "{o}"
+    );
+    let k = ok(&run(&[
+        "study",
+        "k8s",
+        "smoke",
+        "--out",
+        "/work/st",
+        "--tasks",
+        "3",
+        "--image",
+        "reg/qwm:1",
+    ]));
+    assert!(
+        k.contains("completionMode: Indexed") && k.contains("completions: 3"),
+        "{k}"
+    );
+    assert!(
+        k.contains("name: JOB_COMPLETIONS") && k.contains("value: \"3\""),
+        "{k}"
+    );
+    assert!(k.contains("\"--shard\", \"auto\""), "{k}");
+    // --shard auto inside such a job: each index is one shard of the stated count.
+    let err = fails(
+        &qwm()
+            .args([
+                "study",
+                "run",
+                "smoke",
+                "--out",
+                "/nonexistent/x",
+                "--shard",
+                "auto",
+            ])
+            .env("JOB_COMPLETION_INDEX", "3")
+            .env("JOB_COMPLETIONS", "3")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("shard index 3 is out of range for 3 shards"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shards_split_the_work_items_disjointly_and_completely() {
+    use qwm::study::{work, Shard, Study};
+    let study = Study::load("quantwm").unwrap();
+    let all = work::items(&study, None, Shard::ALL);
+    // 50 episodes per cell in ranges of 10.
+    assert_eq!(all.len(), study.cells.len() * 5);
+    for n in [1, 2, 3, 7] {
+        let mut union = Vec::new();
+        for i in 0..n {
+            union.extend(work::items(&study, None, Shard { index: i, count: n }));
+        }
+        union.sort_by_key(|it| (it.cell, it.range));
+        assert_eq!(union, all, "{n} shards");
+    }
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let slurm = env(&[
+        ("SLURM_ARRAY_TASK_ID", "11"),
+        ("SLURM_ARRAY_TASK_MIN", "10"),
+        ("SLURM_ARRAY_TASK_COUNT", "4"),
+    ]);
+    assert_eq!(
+        Shard::parse("auto", &slurm).unwrap(),
+        Shard { index: 1, count: 4 }
+    );
+    let k8s = env(&[("JOB_COMPLETION_INDEX", "2"), ("JOB_COMPLETIONS", "3")]);
+    assert_eq!(
+        Shard::parse("auto", &k8s).unwrap(),
+        Shard { index: 2, count: 3 }
+    );
+    let stepped = env(&[
+        ("SLURM_ARRAY_TASK_ID", "2"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+        ("SLURM_ARRAY_TASK_STEP", "2"),
+    ]);
+    assert!(Shard::parse("auto", &stepped).is_err());
+    let none = env(&[]);
+    assert!(Shard::parse("1/0", &none).is_err());
+    assert!(Shard::parse("x/2", &none).is_err());
+    assert_eq!(
+        Shard::parse("1/2", &none).unwrap(),
+        Shard { index: 1, count: 2 }
+    );
+    assert!(work::matches("wall/*,pointmaze/fp", "wall/w4.os30"));
+    assert!(work::matches("wall/*,pointmaze/fp", "pointmaze/fp"));
+    assert!(!work::matches("wall/*,pointmaze/fp", "pointmaze/w4"));
+}
+
+#[test]
+fn quantwm_preset_is_the_issue_grid() {
+    let study = qwm::study::Study::load("quantwm").unwrap();
+    let names: Vec<&str> = study.cells.iter().map(|c| c.name.as_str()).collect();
+    for env in ["wall", "pointmaze"] {
+        for q in [
+            "fp",
+            "w8",
+            "w6",
+            "w4",
+            "w3",
+            "w2",
+            "w4g64",
+            "w2g32",
+            "w8a8",
+            "w8a8t",
+            "w6a6",
+            "w6a6t",
+            "w4a8",
+            "w4a8t",
+            "w4a4",
+            "w4a4t",
+            "enc-w4_pred-fp",
+            "enc-fp_pred-w3",
+            "fp.os30",
+            "fp.os50",
+            "w4.os30",
+            "w3.os50",
+            "w4.omse",
+            "w2g32.omse",
+            "w4a4t.omse",
+        ] {
+            let n = format!("{env}/{q}");
+            assert!(names.contains(&n.as_str()), "{n} missing");
+        }
+    }
+    for c in &study.cells {
+        assert_eq!(c.episodes, 50, "{}", c.name);
+        assert_eq!(c.max_iter, 50, "{}", c.name);
+        assert_eq!(study.planner.samples, 300);
+    }
+    // The finished 50-episode Wall reports carry these cells' names and settings.
+    let w4 = study.cell("wall/w4").unwrap();
+    assert_eq!((w4.opt_steps, w4.method.as_str()), (10, "rtn"));
+}
+
+#[test]
+fn newcombe_difference_interval_matches_published_values() {
+    // Newcombe (1998), example (a): 56/70 vs 48/80 gives 0.0524 to 0.3339.
+    let [d, lo, hi] = qwm::study::findings::diff_ci(56, 70, 48, 80);
+    assert!((d - 0.2).abs() < 1e-12);
+    assert!(
+        (lo - 0.0524).abs() < 5e-4 && (hi - 0.3339).abs() < 5e-4,
+        "{lo} {hi}"
+    );
+}
