@@ -65,6 +65,12 @@ pub struct TrainConfig {
     /// frames (the slope of the temporal-distance metric).
     #[serde(default = "default_td_scale")]
     pub td_scale: f64,
+    /// State dimensions the probes (and the temporal-distance term) see instead of the
+    /// position part of proprio; empty = proprio position. Dimensions named "... angle" enter
+    /// as (cos, sin), the others z-normalized over the training episodes. PushT needs the
+    /// block pose here: its proprio is the agent alone.
+    #[serde(default)]
+    pub probe_state: Vec<usize>,
     /// Use at most this many episodes of the dataset (all when None).
     pub max_episodes: Option<usize>,
     /// Cap on optimizer steps per epoch (all batches when None).
@@ -98,6 +104,7 @@ impl TrainConfig {
             flat_probe_weight: 0.0,
             td_weight: 0.0,
             td_scale: default_td_scale(),
+            probe_state: Vec::new(),
             max_episodes: None,
             max_steps_per_epoch: None,
             val_fraction: 0.1,
@@ -238,6 +245,20 @@ struct Data {
     train: Vec<Episode>,
     val: Vec<Episode>,
     norm: Normalization,
+    /// Probe targets from states: (state index, mean, std, is an angle) per dimension of
+    /// `TrainConfig::probe_state`; empty = proprio position.
+    probe: Vec<(usize, f32, f32, bool)>,
+}
+
+impl Data {
+    /// Length of a probe target.
+    fn probe_len(&self, cfg: &ModelConfig) -> usize {
+        if self.probe.is_empty() {
+            cfg.proprio_dim.min(2)
+        } else {
+            self.probe.iter().map(|p| 1 + p.3 as usize).sum()
+        }
+    }
 }
 
 fn load_data(dir: &Path, cfg: &TrainConfig) -> Result<Data> {
@@ -291,10 +312,31 @@ fn load_data(dir: &Path, cfg: &TrainConfig) -> Result<Data> {
         proprio_std: m.proprio_std.iter().map(|s| s.max(1e-6)).collect(),
     };
     norm.validate(mc)?;
+    let sd = m.state_dim;
+    let mut probe = Vec::new();
+    for &i in &cfg.probe_state {
+        if i >= sd {
+            return Err(Error::Invalid(format!(
+                "--probe-state {i}: {} has {sd} state dimensions ({})",
+                dir.display(),
+                m.state_names.join(", ")
+            )));
+        }
+        let vals: Vec<f64> = eps
+            .iter()
+            .flat_map(|e| e.states.chunks_exact(sd).map(move |s| s[i] as f64))
+            .collect();
+        let n = vals.len().max(1) as f64;
+        let mean = vals.iter().sum::<f64>() / n;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        let angle = m.state_names.get(i).is_some_and(|s| s.contains("angle"));
+        probe.push((i, mean as f32, (var.sqrt() as f32).max(1e-6), angle));
+    }
     Ok(Data {
         train: eps,
         val,
         norm,
+        probe,
     })
 }
 
@@ -335,7 +377,7 @@ fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// All parameters as Vars: the model's tensors plus the encoder phase's heads (`aux.`).
-fn init_vars(cfg: &TrainConfig) -> Result<BTreeMap<String, Var>> {
+fn init_vars(cfg: &TrainConfig, npos: usize) -> Result<BTreeMap<String, Var>> {
     let w = Weights::random(&cfg.model, cfg.seed)?;
     let mut vars = BTreeMap::new();
     for (n, t) in &w.tensors {
@@ -348,7 +390,6 @@ fn init_vars(cfg: &TrainConfig) -> Result<BTreeMap<String, Var>> {
     let d = mc.encoder.width;
     let p = mc.encoder.resize / mc.grid();
     let pix = 3 * p * p;
-    let npos = mc.proprio_dim.min(2);
     let mut add = |name: &str, shape: &[usize], std: f32, seed: u64| -> Result<()> {
         let n: usize = shape.iter().product();
         let data = crate::tensor::randn(n, std, sub_seed(cfg.seed, seed));
@@ -698,8 +739,22 @@ impl Ctx<'_> {
         Ok((step + spread)?)
     }
 
-    /// The normalized position part (first two dimensions) of frame `t`'s proprio.
+    /// The probe target of frame `t`: the normalized position part (first two dimensions)
+    /// of its proprio, or the `probe_state` dimensions of its state.
     fn position(&self, eps: &[Episode], e: usize, t: usize) -> Vec<f32> {
+        if !self.data.probe.is_empty() {
+            let sd = eps[e].states.len() / (eps[e].steps + 1);
+            let s = &eps[e].states[t * sd..(t + 1) * sd];
+            let mut out = Vec::new();
+            for &(i, mean, std, angle) in &self.data.probe {
+                if angle {
+                    out.extend([s[i].cos(), s[i].sin()]);
+                } else {
+                    out.push((s[i] - mean) / std);
+                }
+            }
+            return out;
+        }
         let pd = self.cfg.model.proprio_dim;
         let pr = &eps[e].proprio[t * pd..(t + 1) * pd];
         let mut p = self.data.norm.normalize_proprio(pr);
@@ -879,7 +934,7 @@ pub fn train(
     let start = Instant::now();
     let data = load_data(data_dir, cfg)?;
     let dir = run_dir(out);
-    let vars = init_vars(cfg)?;
+    let vars = init_vars(cfg, data.probe_len(&cfg.model))?;
     let data_key = data_dir.display().to_string();
     let mut state = State {
         config: cfg.clone(),

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Train (or resume) the PushT world model in stages; every stage is resumable, so rerunning
+# this script after an interruption (or in a later session) continues where the run stopped.
+# docs/MODELS.md (PushT) explains the settings.
+#
+#   tools/train_pusht.sh [WORK] [QWM]
+#
+# WORK (default /var/tmp/qwm-pusht) holds the dataset (WORK/data, regenerated
+# deterministically when missing: ~1.5 min) and the run (WORK/pusht.safetensors and its run
+# directory WORK/pusht.safetensors.train). To continue a run from another machine or session,
+# copy the committed run files (assets/train/pusht/{checkpoint.safetensors,state.json,loss.csv})
+# into WORK/pusht.safetensors.train/ first; `state.json` records the dataset path, so WORK must
+# be the same path as in the original run (/var/tmp/qwm-pusht).
+#
+# Stages (the schedule is the only thing that changes between them):
+#   A. encoder: 4 epochs of 1000 steps (pixel head + probes on agent and block pose +
+#      temporal-distance term);
+#   B. predictor: PRED_EPOCHS epochs of 1200 steps (teacher forcing), no decoder;
+#   C. decoder: 1 epoch of 1000 steps (visualization only).
+# Each stage ends by writing WORK/pusht.safetensors. Run it under `nice -n 19` on a shared box.
+set -euo pipefail
+WORK=${1:-/var/tmp/qwm-pusht}
+Q=${2:-target/release/qwm}
+PRED_EPOCHS=${PRED_EPOCHS:-24}
+DATA=$WORK/data
+OUT=$WORK/pusht.safetensors
+RUN=$OUT.train
+mkdir -p "$WORK"
+"$Q" data --env pusht --episodes 1000 --steps 100 --seed 0 --size 64 --out "$DATA"
+COMMON=(--env pusht --data "$DATA" --out "$OUT" --resize 64 --patch 16
+    --probe-state 0,1,2,3,4 --flat-probe-weight 1 --td-weight 30 --seed 0)
+count() { # finished epochs of a phase
+    if [ -f "$RUN/loss.csv" ]; then grep -c "^$1," "$RUN/loss.csv" || true; else echo 0; fi
+}
+if [ "$(count predictor)" -eq 0 ] && [ "$(count encoder)" -lt 4 ]; then
+    echo "stage A: encoder ($(count encoder)/4 epochs done)"
+    "$Q" train "${COMMON[@]}" --encoder-epochs 4 --predictor-epochs 0 --decoder-epochs 0 \
+        --max-steps-per-epoch 1000
+fi
+if [ "$(count decoder)" -eq 0 ] && [ "$(count predictor)" -lt "$PRED_EPOCHS" ]; then
+    echo "stage B: predictor ($(count predictor)/$PRED_EPOCHS epochs done)"
+    "$Q" train "${COMMON[@]}" --encoder-epochs 4 --predictor-epochs "$PRED_EPOCHS" \
+        --decoder-epochs 0 --max-steps-per-epoch 1200
+fi
+echo "stage C: decoder ($(count decoder)/1 epochs done)"
+"$Q" train "${COMMON[@]}" --encoder-epochs 4 --predictor-epochs "$(count predictor)" \
+    --decoder-epochs 1 --max-steps-per-epoch 1000
+echo "done: $OUT"
