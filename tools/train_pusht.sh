@@ -13,15 +13,18 @@
 # be the same path as in the original run (/var/tmp/qwm-pusht).
 #
 # Stages (the schedule is the only thing that changes between them):
-#   A. encoder: 4 epochs of 1000 steps (pixel head + probes on agent and block pose +
+#   A. encoder: 16 epochs of 250 steps (pixel head + probes on agent and block pose +
 #      temporal-distance term);
-#   B. predictor: PRED_EPOCHS epochs of 1200 steps (teacher forcing), no decoder;
+#   B. predictor: PRED_EPOCHS (default 60) epochs of 500 steps (teacher forcing), no decoder;
 #   C. decoder: 1 epoch of 1000 steps (visualization only).
+# Short epochs because a checkpoint is written only at the end of an epoch: on a shared
+# 2-core box a niced run may get a few percent of a core, and an interruption loses at most
+# one epoch.
 # Each stage ends by writing WORK/pusht.safetensors. Run it under `nice -n 19` on a shared box.
 set -euo pipefail
 WORK=${1:-/var/tmp/qwm-pusht}
 Q=${2:-target/release/qwm}
-PRED_EPOCHS=${PRED_EPOCHS:-24}
+PRED_EPOCHS=${PRED_EPOCHS:-60}
 DATA=$WORK/data
 OUT=$WORK/pusht.safetensors
 RUN=$OUT.train
@@ -32,17 +35,17 @@ COMMON=(--env pusht --data "$DATA" --out "$OUT" --resize 64 --patch 16
 count() { # finished epochs of a phase
     if [ -f "$RUN/loss.csv" ]; then grep -c "^$1," "$RUN/loss.csv" || true; else echo 0; fi
 }
-if [ "$(count predictor)" -eq 0 ] && [ "$(count encoder)" -lt 4 ]; then
-    echo "stage A: encoder ($(count encoder)/4 epochs done)"
-    "$Q" train "${COMMON[@]}" --encoder-epochs 4 --predictor-epochs 0 --decoder-epochs 0 \
-        --max-steps-per-epoch 1000
+if [ "$(count predictor)" -eq 0 ] && [ "$(count encoder)" -lt 16 ]; then
+    echo "stage A: encoder ($(count encoder)/16 epochs done)"
+    "$Q" train "${COMMON[@]}" --encoder-epochs 16 --predictor-epochs 0 --decoder-epochs 0 \
+        --max-steps-per-epoch 250
 fi
 if [ "$(count decoder)" -eq 0 ] && [ "$(count predictor)" -lt "$PRED_EPOCHS" ]; then
     echo "stage B: predictor ($(count predictor)/$PRED_EPOCHS epochs done)"
-    "$Q" train "${COMMON[@]}" --encoder-epochs 4 --predictor-epochs "$PRED_EPOCHS" \
-        --decoder-epochs 0 --max-steps-per-epoch 1200
+    "$Q" train "${COMMON[@]}" --encoder-epochs 16 --predictor-epochs "$PRED_EPOCHS" \
+        --decoder-epochs 0 --max-steps-per-epoch 500
 fi
 echo "stage C: decoder ($(count decoder)/1 epochs done)"
-"$Q" train "${COMMON[@]}" --encoder-epochs 4 --predictor-epochs "$(count predictor)" \
+"$Q" train "${COMMON[@]}" --encoder-epochs 16 --predictor-epochs "$(count predictor)" \
     --decoder-epochs 1 --max-steps-per-epoch 1000
 echo "done: $OUT"
