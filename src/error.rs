@@ -28,6 +28,9 @@ pub enum Error {
     },
     #[error("CPU backend: {0}")]
     Cpu(String),
+    /// The caller asked a running plan or evaluation to stop (`app::Session::cancel_flag`).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,8 +3,10 @@
 //! Data flows one way: `env` -> encoder -> planner <-> predictor rollouts -> `env`.
 //! The runtime lives in [`gpu`] (wgpu + WGSL kernels in `shaders/`), with [`cpu`] as the
 //! reference implementation of every op, used both as the test oracle and as the
-//! `--backend cpu` path.
+//! `--backend cpu` path. [`app`] puts a model, its quantization and a backend together for
+//! the front ends (CLI, benchmarks); docs/ARCHITECTURE.md maps the layers.
 
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod cpu;

@@ -1,7 +1,7 @@
 //! Quantizing a whole model: which layers, the quantized file round trip, and bad files.
 
+use qwm::model::quantized::{self as qm, quantized_linears, Module};
 use qwm::model::{ModelConfig, Weights};
-use qwm::quant::model::{self as qm, quantized_linears, Module};
 use qwm::quant::QuantSpec;
 
 fn tmp(name: &str) -> std::path::PathBuf {

@@ -4,11 +4,11 @@
 mod common;
 
 use common::{assert_close, gpu};
+use qwm::model::quantized::quantize_model;
 use qwm::model::{CpuModel, GpuModel, ModelConfig, Weights};
 use qwm::plan::calibrate::calibrate;
 use qwm::plan::world::WorldPlanModel;
 use qwm::plan::{PlanConfig, PlanModel};
-use qwm::quant::model::quantize_model;
 
 fn costs<M: qwm::model::WorldModel>(m: &M, w: &Weights, acts: &[f32], n: usize) -> Vec<f32> {
     let env = qwm::env::make("wall").unwrap();

@@ -7,10 +7,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::kernels::{today, AdapterId};
+use crate::app::{Backend, LoadedModel};
 use crate::env;
 use crate::gpu::GpuContext;
-use crate::model::{CpuModel, GpuModel, Weights, WorldModel};
-use crate::plan::world::WorldPlanModel;
+use crate::model::Weights;
 use crate::plan::PlanModel;
 use crate::tensor::randn;
 use crate::Result;
@@ -36,14 +36,14 @@ pub struct PlanBench {
     pub gpu_peak_bytes: Option<u64>,
 }
 
-fn time_steps<M: WorldModel>(m: &M, w: &Weights, o: &Options) -> Result<f64> {
+/// Median seconds of `pm.costs` on `o.samples` sequences, after one untimed call.
+fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options) -> Result<f64> {
     let env = env::make(if w.config.proprio_dim == 4 {
         "pointmaze"
     } else {
         "wall"
     })
     .or_else(|_| env::make("wall"))?;
-    let mut pm = WorldPlanModel::new(m, w.norm.clone(), o.horizon, 1.0);
     let size = w.config.image_size;
     let (s, g) = env.sample_start_goal(1);
     let obs = env.render_state(&s, size)?;
@@ -68,7 +68,8 @@ fn time_steps<M: WorldModel>(m: &M, w: &Weights, o: &Options) -> Result<f64> {
     Ok(times[times.len() / 2])
 }
 
-pub fn run(w: &Weights, name: &str, o: &Options) -> Result<PlanBench> {
+pub fn run(m: &LoadedModel, name: &str, o: &Options) -> Result<PlanBench> {
+    let w = &m.weights;
     let mut out = PlanBench {
         model: name.to_string(),
         adapter: None,
@@ -87,14 +88,16 @@ pub fn run(w: &Weights, name: &str, o: &Options) -> Result<PlanBench> {
             .ok()
     };
     if let Some(ctx) = ctx {
-        let m = GpuModel::new(&ctx, w)?;
-        out.gpu_seconds_per_cem_step = Some(time_steps(&m, w, o)?);
+        let gpu = Backend::Gpu(Box::new(ctx));
+        let secs = gpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o))?;
+        out.gpu_seconds_per_cem_step = Some(secs);
+        let ctx = gpu.gpu().expect("opened above");
         out.gpu_peak_bytes = Some(ctx.pool_stats().peak_bytes);
-        out.adapter = Some(AdapterId::of(&ctx));
+        out.adapter = Some(AdapterId::of(ctx));
     }
     if !o.skip_cpu {
-        let m = CpuModel::new(w)?;
-        out.cpu_seconds_per_cem_step = Some(time_steps(&m, w, o)?);
+        let secs = Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o))?;
+        out.cpu_seconds_per_cem_step = Some(secs);
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use crate::app::{LoadedModel, ModelSource};
 use crate::model::{format, ModelConfig, Weights};
 
 #[derive(Subcommand, Debug)]
@@ -105,34 +106,11 @@ pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelCommand::Info(a) => {
-            let quantized = crate::quant::model::is_quantized_file(&a.path)?;
-            let (w, q) = if quantized {
-                let q = crate::quant::model::load(&a.path)?;
-                (q.weights.clone(), Some(q))
-            } else {
-                (format::load(&a.path)?, None)
-            };
-            let bytes = std::fs::metadata(&a.path).map(|m| m.len()).unwrap_or(0);
-            // GPU bytes: every tensor as uploaded (quantized linears as packed codes).
-            let lin_names = crate::quant::model::quantized_linears(&w.config);
-            let linear_bytes_f32: usize = lin_names
-                .iter()
-                .map(|(n, _)| w.get(n).map(|t| t.data.len() * 4).unwrap_or(0))
-                .sum();
-            let (linear_bytes, quant_spec) = match &q {
-                Some(q) => {
-                    let packed: usize = q.packed.values().map(|p| p.bytes()).sum();
-                    let float_lin: usize = lin_names
-                        .iter()
-                        .filter(|(n, _)| !q.packed.contains_key(n))
-                        .map(|(n, _)| w.get(n).map(|t| t.data.len() * 4).unwrap_or(0))
-                        .sum();
-                    (packed + float_lin, q.spec.to_string())
-                }
-                None => (linear_bytes_f32, "fp".to_string()),
-            };
-            let total_f32: usize = w.tensors.values().map(|t| t.data.len() * 4).sum();
-            let total_bytes = total_f32 - linear_bytes_f32 + linear_bytes;
+            let i = crate::app::inspect_model_file(&a.path)?;
+            let w = &i.weights;
+            let (quant_spec, bytes) = (&i.quant, i.file_bytes);
+            let (linear_bytes, linear_bytes_f32, total_bytes) =
+                (i.linear_bytes, i.linear_bytes_f32, i.total_bytes);
             if a.json {
                 let v = serde_json::json!({
                     "quant": quant_spec,
@@ -149,7 +127,7 @@ pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", info_text(&w, &a.path, bytes));
+                print!("{}", info_text(w, &a.path, bytes));
                 println!(
                     "quantization: {quant_spec}; linear layers {:.2} MB on the GPU ({:.2} MB in f32,                      ratio {:.4}); whole model {:.2} MB",
                     linear_bytes as f64 / 1e6,
@@ -220,10 +198,8 @@ pub fn info_text(w: &Weights, path: &std::path::Path, bytes: u64) -> String {
 }
 
 pub fn run_bench_model(a: BenchModelArgs) -> anyhow::Result<()> {
-    let weights = match ModelConfig::preset(&a.config) {
-        Some(c) => Weights::random(&c, 0)?,
-        None => format::load(&a.config)?,
-    };
+    let m = LoadedModel::for_bench(&ModelSource::preset_or_file(&a.config))?;
+    let weights = m.weights;
     let opts = crate::bench::model::Options {
         batches: a.batches.clone(),
         cpu_batches: a.cpu_batches.clone().unwrap_or_else(|| a.batches.clone()),

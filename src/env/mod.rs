@@ -60,6 +60,10 @@ pub struct EnvSpec {
     pub action_scale: f32,
     /// Names of the state dimensions, for error messages and docs.
     pub state_names: &'static [&'static str],
+    /// Planning defaults from DINO-WM's plan configs: CEM/MPPI optimization steps per plan
+    /// and MPC iterations per episode (10 and 50 for Wall and PointMaze, 30 and 30 PushT).
+    pub plan_opt_steps: usize,
+    pub plan_max_iters: usize,
 }
 
 /// A visual control task. Implementations are cheap to clone (`box_clone`) and `Send`, so a

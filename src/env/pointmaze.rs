@@ -58,6 +58,8 @@ fn spec() -> EnvSpec {
         action_clip: Some(1.0),
         action_scale: 1.0,
         state_names: &["x", "y", "vx", "vy"],
+        plan_opt_steps: 10,
+        plan_max_iters: 50,
     }
 }
 

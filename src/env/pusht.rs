@@ -86,6 +86,8 @@ fn spec() -> EnvSpec {
             "agent vx",
             "agent vy",
         ],
+        plan_opt_steps: 30,
+        plan_max_iters: 30,
     }
 }
 

@@ -242,6 +242,24 @@ impl Frame {
         }
         out
     }
+
+    /// Frames one above the other, left-aligned, with a `gap`-pixel separator of colour `bg`.
+    pub fn vstack(frames: &[Frame], gap: usize, bg: Rgb) -> Frame {
+        let w = frames.iter().map(|f| f.width).max().unwrap_or(0);
+        let h =
+            frames.iter().map(|f| f.height).sum::<usize>() + gap * frames.len().saturating_sub(1);
+        let mut out = Frame::new(w, h, bg);
+        let mut y0 = 0;
+        for f in frames {
+            for y in 0..f.height {
+                let dst = ((y0 + y) * w) * 3;
+                out.data[dst..dst + f.width * 3]
+                    .copy_from_slice(&f.data[y * f.width * 3..(y + 1) * f.width * 3]);
+            }
+            y0 += f.height + gap;
+        }
+        out
+    }
 }
 
 /// For each output index, the (input index, weight) pairs of a 1-D resampling.

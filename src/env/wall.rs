@@ -70,6 +70,8 @@ fn spec() -> EnvSpec {
         action_clip: None,
         action_scale: 1.0,
         state_names: &["dot x", "dot y"],
+        plan_opt_steps: 10,
+        plan_max_iters: 50,
     }
 }
 

@@ -49,12 +49,44 @@ impl GpuFeatures {
     }
 }
 
+/// The kind of adapter, as a typed fact (the report's `device_type` is its printed name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterKind {
+    Discrete,
+    Integrated,
+    Virtual,
+    /// A software rasterizer running on the CPU (lavapipe, SwiftShader, WARP).
+    Cpu,
+    Other,
+}
+
+impl AdapterKind {
+    pub fn of(t: wgpu::DeviceType) -> Self {
+        match t {
+            wgpu::DeviceType::DiscreteGpu => AdapterKind::Discrete,
+            wgpu::DeviceType::IntegratedGpu => AdapterKind::Integrated,
+            wgpu::DeviceType::VirtualGpu => AdapterKind::Virtual,
+            wgpu::DeviceType::Cpu => AdapterKind::Cpu,
+            wgpu::DeviceType::Other => AdapterKind::Other,
+        }
+    }
+
+    /// Whether the adapter runs on the CPU (kernels then favour fewer, larger workgroups and
+    /// the CPU backend plans faster than it).
+    pub fn is_software(self) -> bool {
+        self == AdapterKind::Cpu
+    }
+}
+
 /// A printable description of one adapter, as `qwm info` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct AdapterReport {
     pub name: String,
     pub backend: String,
     pub device_type: String,
+    /// `device_type` as a typed fact, for decisions.
+    #[serde(skip)]
+    pub kind: AdapterKind,
     pub driver: String,
     pub driver_info: String,
     pub features: GpuFeatures,
@@ -77,6 +109,7 @@ impl AdapterReport {
             name: info.name,
             backend: backend_name(info.backend).to_string(),
             device_type: device_type_name(info.device_type).to_string(),
+            kind: AdapterKind::of(info.device_type),
             driver: info.driver,
             driver_info: info.driver_info,
             features: GpuFeatures::from_wgpu(adapter.features()),
@@ -352,9 +385,10 @@ impl GpuContext {
         if let Some(v) = std::env::var("QWM_WG").ok().and_then(|v| v.parse().ok()) {
             return v;
         }
-        match self.report.device_type.as_str() {
-            "cpu" => self.report.subgroup_max_size.clamp(4, 64) as usize,
-            _ => 64,
+        if self.report.kind.is_software() {
+            self.report.subgroup_max_size.clamp(4, 64) as usize
+        } else {
+            64
         }
     }
 

@@ -9,8 +9,8 @@ pub mod qops;
 mod recorder;
 
 pub use context::{
-    backend_name, device_type_name, list_adapters, AdapterChoice, AdapterReport, GpuContext,
-    GpuFeatures,
+    backend_name, device_type_name, list_adapters, AdapterChoice, AdapterKind, AdapterReport,
+    GpuContext, GpuFeatures,
 };
 pub use pipeline::{shader_source, SHADERS};
 pub use pool::{GpuTensor, PoolStats};

@@ -86,11 +86,7 @@ fn tile(ctx: &GpuContext, m: usize) -> (u32, u32) {
     // amortizing each activation load over 4 columns (QWM_QCOLS overrides, for tuning).
     let cols = super::tuning("QWM_QCOLS")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if ctx.report.device_type == "cpu" {
-            4
-        } else {
-            1
-        });
+        .unwrap_or(if ctx.report.kind.is_software() { 4 } else { 1 });
     match m {
         0..=1 => (1, cols),
         2 => (2, cols),
@@ -152,7 +148,7 @@ fn split_k(ctx: &GpuContext, m: usize, n: usize) -> bool {
     match super::tuning("QWM_QMATVEC") {
         Some("split") => true,
         Some("lanes") => false,
-        _ => ctx.report.device_type != "cpu",
+        _ => !ctx.report.kind.is_software(),
     }
 }
 
@@ -205,7 +201,7 @@ fn use_tiled(ctx: &GpuContext, m: usize) -> bool {
     match super::tuning("QWM_QTOKENS") {
         Some("tiled") => true,
         Some("lanes") => false,
-        _ => ctx.report.device_type != "cpu",
+        _ => !ctx.report.kind.is_software(),
     }
 }
 

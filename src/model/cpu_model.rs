@@ -2,13 +2,13 @@
 
 use candle_core::{Device, Tensor};
 
+use super::quantized::QuantizedModel;
 use super::{
     check_actions, check_history, objective_weights, ModelConfig, ObjectiveMode, Rollout,
     RolloutChunk, Weights, WorldModel,
 };
 use crate::cpu;
-use crate::quant::model::QuantizedModel;
-use crate::quant::{act, calib, ActParams, ActSpec};
+use crate::quant::{act, ActObserver, ActParams, ActSpec};
 use crate::{Error, Result};
 
 /// The CPU counterpart of [`super::Linear`]: every linear layer goes through it. Quantized
@@ -23,9 +23,10 @@ pub struct CpuLinear {
 }
 
 impl CpuLinear {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if calib::active() {
-            calib::observe(&self.name, &cpu::to_vec(x)?);
+    /// `observer` (the calibrating model's, if any) sees the input before quantization.
+    pub fn forward(&self, x: &Tensor, observer: Option<&ActObserver>) -> Result<Tensor> {
+        if let Some(o) = observer {
+            o.observe(&self.name, &cpu::to_vec(x)?);
         }
         match &self.act {
             None => cpu::matmul(x, &self.w, self.b.as_ref()),
@@ -102,6 +103,8 @@ pub struct CpuModel {
     pred_norm: Norm,
     decoder: Option<Vec<DecStage>>,
     chunk: usize,
+    /// Set while calibrating: every linear reports its inputs here.
+    observer: Option<ActObserver>,
 }
 
 fn t(w: &Weights, name: &str) -> Result<Tensor> {
@@ -311,8 +314,21 @@ impl CpuModel {
             pred_norm: norm("predictor.transformer.norm", pe)?,
             decoder,
             chunk,
+            observer: None,
             cfg,
         })
+    }
+
+    /// This model with an observer on the inputs of every linear (calibration); read the
+    /// statistics with [`CpuModel::take_observed`].
+    pub fn observing(mut self) -> Self {
+        self.observer = Some(ActObserver::default());
+        self
+    }
+
+    /// Input statistics of every linear since the last call (empty when not observing).
+    pub fn take_observed(&self) -> std::collections::BTreeMap<String, crate::quant::ActStats> {
+        self.observer.as_ref().map(|o| o.take()).unwrap_or_default()
     }
 
     /// Samples per chunk (bounds the attention scores materialised on the CPU).
@@ -332,15 +348,19 @@ impl CpuModel {
         }
         for blk in &self.enc_blocks {
             let h = blk.n1.forward(&x)?;
-            let a = cpu::attention(&blk.qkv.forward(&h)?, self.cfg.encoder.heads, None)?;
-            let o = blk.proj.forward(&a)?;
+            let a = cpu::attention(
+                &blk.qkv.forward(&h, self.observer.as_ref())?,
+                self.cfg.encoder.heads,
+                None,
+            )?;
+            let o = blk.proj.forward(&a, self.observer.as_ref())?;
             x = match &blk.ls1 {
                 Some(g) => cpu::add_scaled(&x, &o, g)?,
                 None => cpu::add(&x, &o)?,
             };
             let h = blk.n2.forward(&x)?;
-            let h = cpu::gelu(&blk.fc1.forward(&h)?)?;
-            let o = blk.fc2.forward(&h)?;
+            let h = cpu::gelu(&blk.fc1.forward(&h, self.observer.as_ref())?)?;
+            let o = blk.fc2.forward(&h, self.observer.as_ref())?;
             x = match &blk.ls2 {
                 Some(g) => cpu::add_scaled(&x, &o, g)?,
                 None => cpu::add(&x, &o)?,
@@ -362,11 +382,15 @@ impl CpuModel {
         let mut x = x.broadcast_add(&pos)?;
         for blk in &self.pred_blocks {
             let h = blk.n1.forward(&x)?;
-            let a = cpu::attention(&blk.qkv.forward(&h)?, self.cfg.predictor.heads, Some(n))?;
-            x = cpu::add(&x, &blk.out.forward(&a)?)?;
+            let a = cpu::attention(
+                &blk.qkv.forward(&h, self.observer.as_ref())?,
+                self.cfg.predictor.heads,
+                Some(n),
+            )?;
+            x = cpu::add(&x, &blk.out.forward(&a, self.observer.as_ref())?)?;
             let h = blk.n2.forward(&x)?;
-            let h = cpu::gelu(&blk.fc1.forward(&h)?)?;
-            x = cpu::add(&x, &blk.fc2.forward(&h)?)?;
+            let h = cpu::gelu(&blk.fc1.forward(&h, self.observer.as_ref())?)?;
+            x = cpu::add(&x, &blk.fc2.forward(&h, self.observer.as_ref())?)?;
         }
         self.pred_norm.forward(&x)
     }
@@ -388,8 +412,8 @@ impl CpuModel {
             cfg.proprio_emb,
             cfg.action_emb,
         );
-        let pe = self.prop.forward(p0)?;
-        let ae = self.act.forward(actions)?; // [b, T, Ea]
+        let pe = self.prop.forward(p0, self.observer.as_ref())?;
+        let ae = self.act.forward(actions, self.observer.as_ref())?; // [b, T, Ea]
         let act_t = |t: usize| -> Result<Tensor> { Ok(ae.narrow(1, t, 1)?.reshape((b, ea))?) };
         let f0 = cpu::concat_tile(&cpu::concat_tile(z0, &pe)?, &act_t(0)?)?;
         let mut frames = vec![f0];
@@ -467,7 +491,7 @@ impl WorldModel for CpuModel {
                 self.cfg.action_in()
             )));
         }
-        self.act.forward(a)
+        self.act.forward(a, self.observer.as_ref())
     }
 
     fn embed_proprio(&self, p: &Tensor) -> Result<Tensor> {
@@ -478,7 +502,7 @@ impl WorldModel for CpuModel {
                 self.cfg.proprio_dim
             )));
         }
-        self.prop.forward(p)
+        self.prop.forward(p, self.observer.as_ref())
     }
 
     fn predict(&self, history: &Tensor) -> Result<Tensor> {

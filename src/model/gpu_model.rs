@@ -1,13 +1,13 @@
 //! The world model on the GPU. Weights are uploaded once; every forward records into a
 //! [`Recorder`] and nothing is read back until the caller asks.
 
+use super::quantized::QuantizedModel;
 use super::{
     check_actions, check_history, objective_weights, ModelConfig, ObjectiveMode, Rollout,
     RolloutChunk, Weights, WorldModel,
 };
 use crate::gpu::qops::{self, GpuQuantWeight};
 use crate::gpu::{ops, GpuContext, GpuTensor, Recorder};
-use crate::quant::model::QuantizedModel;
 use crate::quant::{ActParams, ActSpec};
 use crate::{Error, Result};
 

@@ -15,11 +15,13 @@ pub mod config;
 mod cpu_model;
 pub mod format;
 mod gpu_model;
+pub mod quantized;
 pub mod weights;
 
 pub use config::{DecoderConfig, EncoderConfig, ModelConfig, Normalization, PredictorConfig};
 pub use cpu_model::{CpuLinear, CpuModel};
 pub use gpu_model::{GpuModel, Linear};
+pub use quantized::QuantizedModel;
 pub use weights::{expected_tensors, HostTensor, Weights};
 
 use crate::{Error, Result};

@@ -149,6 +149,15 @@ impl EvalReport {
     }
 }
 
+/// Write a report atomically (a temporary file renamed over `path`), so that an interrupted
+/// write never leaves a truncated report for the next run to resume from.
+pub fn write_report(path: &Path, report: &EvalReport) -> Result<()> {
+    write_atomic(
+        path,
+        &serde_json::to_string_pretty(report).expect("serializable"),
+    )
+}
+
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp: PathBuf = path.with_extension("json.tmp");
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;

@@ -4,8 +4,22 @@
 
 use super::mpc::PlanModel;
 use crate::env::Frame;
-use crate::model::{Frames, Normalization, ObjectiveMode, WorldModel};
+use crate::model::{Frames, ModelConfig, Normalization, ObjectiveMode, WorldModel};
 use crate::{Error, Result};
+
+/// A [`PlanModel`] over a world model, with what strips and divergence measures need beyond
+/// costs: object-safe, so that code above the backends (the application layer, benchmarks)
+/// holds `&mut dyn WorldPlan` whatever backend built it.
+pub trait WorldPlan: PlanModel {
+    fn model_config(&self) -> &ModelConfig;
+    /// Planning horizon in model steps.
+    fn horizon(&self) -> usize;
+    /// Latents of the imagined trajectory for one normalized action sequence: `horizon + 1`
+    /// frames, each flattened `[N * W]`.
+    fn imagine(&mut self, actions: &[f32]) -> Result<Vec<Vec<f32>>>;
+    /// Decode every frame of an imagined rollout to RGB frames (needs a decoder).
+    fn decode_rollout(&mut self, actions: &[f32]) -> Result<Vec<Frame>>;
+}
 
 pub struct WorldPlanModel<'m, M: WorldModel> {
     pub model: &'m M,
@@ -94,6 +108,24 @@ impl<'m, M: WorldModel> WorldPlanModel<'m, M> {
     }
 }
 
+impl<M: WorldModel> WorldPlan for WorldPlanModel<'_, M> {
+    fn model_config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    fn horizon(&self) -> usize {
+        self.horizon
+    }
+
+    fn imagine(&mut self, actions: &[f32]) -> Result<Vec<Vec<f32>>> {
+        WorldPlanModel::imagine(self, actions)
+    }
+
+    fn decode_rollout(&mut self, actions: &[f32]) -> Result<Vec<Frame>> {
+        WorldPlanModel::decode_rollout(self, actions)
+    }
+}
+
 impl<M: WorldModel> PlanModel for WorldPlanModel<'_, M> {
     fn action_dim(&self) -> usize {
         self.model.config().action_dim
@@ -156,17 +188,18 @@ impl<M: WorldModel> PlanModel for WorldPlanModel<'_, M> {
 /// Divergence of a quantized model's imagined latents from the float model's on the same
 /// action sequences: mean over `samples` random normalized sequences of
 /// `||z_q - z_f||^2 / ||z_f||^2`, over every predicted frame, from the same observation.
-pub fn latent_divergence<F: WorldModel, Q: WorldModel>(
-    float: &mut WorldPlanModel<'_, F>,
-    quant: &mut WorldPlanModel<'_, Q>,
+pub fn latent_divergence(
+    float: &mut dyn WorldPlan,
+    quant: &mut dyn WorldPlan,
     samples: usize,
     seed: u64,
 ) -> Result<f64> {
-    let step = float.model.config().frameskip * float.model.config().action_dim;
-    let acts = crate::tensor::randn(samples * float.horizon * step, 1.0, seed);
+    let step = float.model_config().frameskip * float.model_config().action_dim;
+    let h = float.horizon();
+    let acts = crate::tensor::randn(samples * h * step, 1.0, seed);
     let mut total = 0.0;
     for i in 0..samples {
-        let a = &acts[i * float.horizon * step..(i + 1) * float.horizon * step];
+        let a = &acts[i * h * step..(i + 1) * h * step];
         let zf = float.imagine(a)?;
         let zq = quant.imagine(a)?;
         let (mut num, mut den) = (0f64, 0f64);

@@ -56,6 +56,30 @@ impl ActStats {
     }
 }
 
+/// Input statistics of every linear of one model, keyed by weight name, gathered while that
+/// model runs (calibration). The model being calibrated owns it, so no other forward in the
+/// process can add to it; a mutex because forwards take `&self`.
+#[derive(Debug, Default)]
+pub struct ActObserver {
+    stats: std::sync::Mutex<std::collections::BTreeMap<String, ActStats>>,
+}
+
+impl ActObserver {
+    pub fn observe(&self, name: &str, x: &[f32]) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .observe(x);
+    }
+
+    /// The statistics gathered so far (the observer is left empty).
+    pub fn take(&self) -> std::collections::BTreeMap<String, ActStats> {
+        std::mem::take(&mut *self.stats.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// `code = clamp(round(x * inv_scale) + zero, 0, 2^bits - 1)`, `x' = (code - zero) * scale`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ActParams {

@@ -1,16 +1,16 @@
 //! Post-training quantization: the spec language, the packed weight format, the methods
-//! behind one [`Quantizer`] trait, and activation quantization. A new method is one new file
+//! behind one [`Quantizer`] trait, and activation quantization. This is a leaf module: it works
+//! on plain slices and knows nothing of the model (quantizing a whole model and its file are
+//! `model::quantized`). A new method is one new file
 //! implementing [`Quantizer`] plus one line in [`method`].
 
 pub mod act;
-pub mod calib;
-pub mod model;
 mod omse;
 pub mod pack;
 mod rtn;
 pub mod spec;
 
-pub use act::{ActParams, ActStats};
+pub use act::{ActObserver, ActParams, ActStats};
 pub use omse::Omse;
 pub use pack::PackedWeight;
 pub use rtn::{rtn_asymmetric, Rtn};

@@ -1,4 +1,6 @@
-//! Quantizing a whole world model, and the quantized model file.
+//! Quantizing a whole world model, and the quantized model file. It lives with the model
+//! (not in `quant`) so that `quant` stays a leaf: per-tensor methods and formats that know
+//! nothing of the model's tensor names.
 //!
 //! The file is a safetensors file like the float model (same metadata: format, config,
 //! normalization) where each quantized linear weight `NAME` is replaced by `NAME.qcodes`,
@@ -12,8 +14,10 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use super::{method, ActParams, ActStats, ModuleQuant, PackedWeight, QuantContext, QuantSpec};
-use crate::model::{format, HostTensor, ModelConfig, Weights};
+use super::{format, HostTensor, ModelConfig, Weights};
+use crate::quant::{
+    method, ActParams, ActSpec, ActStats, ModuleQuant, PackedWeight, QuantContext, QuantSpec,
+};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +85,7 @@ impl QuantizedModel {
     }
 
     /// The activation quantization of the linear whose weight is `name`.
-    pub fn act_for(&self, name: &str) -> Option<super::ActSpec> {
+    pub fn act_for(&self, name: &str) -> Option<ActSpec> {
         let m = quantized_linears(&self.weights.config)
             .into_iter()
             .find(|(n, _)| n == name)?

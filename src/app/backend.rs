@@ -1,0 +1,111 @@
+//! Which backend runs the world model, and the one place that builds the model on it: the GPU
+//! (packed weights when quantized) or the CPU reference (fake quant when quantized).
+
+use super::events::Event;
+use super::load::LoadedModel;
+use crate::gpu::GpuContext;
+use crate::model::{CpuModel, GpuModel};
+use crate::plan::world::{WorldPlan, WorldPlanModel};
+use crate::Result;
+
+/// What the user asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// A hardware GPU when there is one; on software rasterizers (lavapipe) the CPU backend,
+    /// which is several times faster there.
+    #[default]
+    Auto,
+    /// Any adapter, software ones included; the CPU backend when there is none.
+    Gpu,
+    Cpu,
+}
+
+/// An opened backend.
+pub enum Backend {
+    /// Boxed: a context is large and the CPU variant carries nothing.
+    Gpu(Box<GpuContext>),
+    Cpu,
+}
+
+impl Backend {
+    /// Open the backend for `choice`. Never fails for want of an adapter: it falls back to the
+    /// CPU and says so through `observer`.
+    pub fn open(choice: BackendChoice, observer: &mut dyn FnMut(&Event)) -> Backend {
+        let mut say = |m: String| observer(&Event::Notice(m));
+        let gpu = |c: GpuContext, say: &mut dyn FnMut(String)| {
+            say(format!(
+                "backend: gpu ({}, {})",
+                c.report.name, c.report.backend
+            ));
+            Backend::Gpu(Box::new(c))
+        };
+        match choice {
+            BackendChoice::Cpu => Backend::Cpu,
+            BackendChoice::Auto => match GpuContext::new() {
+                Ok(c) if !c.report.kind.is_software() => gpu(c, &mut say),
+                Ok(c) => {
+                    say(format!(
+                        "backend: cpu (the only adapter, {}, is a software rasterizer; \
+                         --backend gpu uses it anyway)",
+                        c.report.name
+                    ));
+                    Backend::Cpu
+                }
+                Err(e) => {
+                    say(format!("backend: cpu ({e}); continuing on the CPU backend"));
+                    Backend::Cpu
+                }
+            },
+            BackendChoice::Gpu => match GpuContext::new() {
+                Ok(c) => gpu(c, &mut say),
+                Err(e) => {
+                    say(format!("backend: cpu ({e}); continuing on the CPU backend"));
+                    Backend::Cpu
+                }
+            },
+        }
+    }
+
+    /// "gpu" or "cpu", as reports record it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Gpu(_) => "gpu",
+            Backend::Cpu => "cpu",
+        }
+    }
+
+    pub fn gpu(&self) -> Option<&GpuContext> {
+        match self {
+            Backend::Gpu(c) => Some(c),
+            Backend::Cpu => None,
+        }
+    }
+
+    /// Build `model` on this backend and hand `f` a planning view of it (objective weight
+    /// `alpha`, `horizon` model steps). The model lives for the call.
+    pub fn with_plan_model<R>(
+        &self,
+        model: &LoadedModel,
+        horizon: usize,
+        alpha: f32,
+        f: impl FnOnce(&mut dyn WorldPlan) -> Result<R>,
+    ) -> Result<R> {
+        let norm = model.weights.norm.clone();
+        match self {
+            Backend::Gpu(ctx) => {
+                let m = match &model.quant {
+                    Some(q) => GpuModel::new_quantized(ctx, q)?,
+                    None => GpuModel::new(ctx, &model.weights)?,
+                };
+                f(&mut WorldPlanModel::new(&m, norm, horizon, alpha))
+            }
+            Backend::Cpu => {
+                let m = match &model.quant {
+                    Some(q) => CpuModel::new_quantized(q)?,
+                    None => CpuModel::new(&model.weights)?,
+                };
+                f(&mut WorldPlanModel::new(&m, norm, horizon, alpha))
+            }
+        }
+    }
+}

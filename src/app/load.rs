@@ -1,0 +1,257 @@
+//! Opening a model for planning: a shipped model, a file, a preset or an untrained one; a
+//! quantized file as it is; a float model quantized on load, after calibrating its static
+//! activation ranges with the float planner when the spec asks for them.
+
+use std::path::Path;
+
+use super::events::Event;
+use super::settings::PlanSettings;
+use crate::env::Env;
+use crate::model::quantized::{self, quantize_model, QuantizedModel};
+use crate::model::{self, ModelConfig, Weights};
+use crate::plan::calibrate::calibrate;
+use crate::quant::QuantSpec;
+use crate::{Error, Result};
+
+/// Where the model comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// `assets/<env>.safetensors`.
+    Shipped,
+    /// A float or quantized model file.
+    File(String),
+    /// An untrained tiny model built in memory (exercises the pipeline; not expected to
+    /// succeed).
+    Random,
+    /// A named config preset with random weights (`ModelConfig::preset`: tiny, dinowm), for
+    /// benchmarks.
+    Preset(String),
+}
+
+impl ModelSource {
+    /// The `--model` flag of `plan`/`eval`/`quantize`: absent = shipped, `random`, or a path.
+    pub fn from_flag(flag: Option<&str>) -> Self {
+        match flag {
+            None => ModelSource::Shipped,
+            Some("random") => ModelSource::Random,
+            Some(p) => ModelSource::File(p.to_string()),
+        }
+    }
+
+    /// The `--model` flag of the benchmarks: a preset name or a path.
+    pub fn preset_or_file(s: &str) -> Self {
+        match ModelConfig::preset(s) {
+            Some(_) => ModelSource::Preset(s.to_string()),
+            None => ModelSource::File(s.to_string()),
+        }
+    }
+}
+
+/// What to load and how to quantize it.
+#[derive(Clone, Debug)]
+pub struct ModelRequest {
+    pub source: ModelSource,
+    /// Quantization spec (docs/QUANT.md), `fp` for none.
+    pub quant: String,
+    /// Quantization method (`quant::METHODS`).
+    pub method: String,
+    /// Calibration episodes for static activation quantization.
+    pub calib_episodes: usize,
+}
+
+impl Default for ModelRequest {
+    fn default() -> Self {
+        ModelRequest {
+            source: ModelSource::Shipped,
+            quant: "fp".into(),
+            method: "rtn".into(),
+            calib_episodes: 8,
+        }
+    }
+}
+
+/// A float model, or a quantized one (packed weights on the GPU, fake quant on the CPU).
+pub struct LoadedModel {
+    /// The weights the backends build from (dequantized when quantized).
+    pub weights: Weights,
+    /// The float model a spec was applied to on load (for divergence measures).
+    pub float: Option<Weights>,
+    pub quant: Option<QuantizedModel>,
+    /// Display name: the file (or a description) and the quantization.
+    pub name: String,
+    /// The file the model came from (`None` for in-memory models).
+    pub file: Option<String>,
+}
+
+impl LoadedModel {
+    /// The quantization spec, `fp` for float models.
+    pub fn spec(&self) -> String {
+        self.quant
+            .as_ref()
+            .map_or("fp".to_string(), |q| q.spec.to_string())
+    }
+
+    /// Numbers per planner step: frameskip x action_dim.
+    pub fn step_dim(&self) -> usize {
+        self.weights.config.frameskip * self.weights.config.action_dim
+    }
+
+    /// A model for benchmarks: a preset with random weights or a float file, no environment.
+    pub fn for_bench(source: &ModelSource) -> Result<Self> {
+        let (weights, file) = match source {
+            ModelSource::Preset(p) => {
+                let cfg = ModelConfig::preset(p).ok_or_else(|| {
+                    Error::Invalid(format!("unknown model preset {p:?}; presets: tiny, dinowm"))
+                })?;
+                (Weights::random(&cfg, 0)?, None)
+            }
+            ModelSource::File(p) => (model::format::load(p)?, Some(p.clone())),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "benchmarks take a preset or a model file, not {other:?}"
+                )))
+            }
+        };
+        Ok(LoadedModel {
+            name: weights.config.name.clone(),
+            weights,
+            float: None,
+            quant: None,
+            file,
+        })
+    }
+
+    /// Load the model for planning in `env` (quantizing it when asked; calibration runs the
+    /// float planner with `settings`) and check that it fits the environment.
+    pub fn open(
+        req: &ModelRequest,
+        env: &dyn Env,
+        settings: &PlanSettings,
+        observer: &mut dyn FnMut(&Event),
+    ) -> Result<Self> {
+        let spec: QuantSpec = req.quant.parse()?;
+        crate::quant::method(&req.method)?;
+        if let ModelSource::File(p) = &req.source {
+            if Path::new(p).exists() && quantized::is_quantized_file(p)? {
+                if spec != QuantSpec::default() {
+                    return Err(Error::Invalid(format!(
+                        "{p} is already quantized; drop --quant {spec}"
+                    )));
+                }
+                let q = quantized::load(p)?;
+                check_fits(&q.weights, p, env)?;
+                return Ok(LoadedModel {
+                    weights: q.weights.clone(),
+                    float: None,
+                    name: format!("{p} ({})", q.spec),
+                    quant: Some(q),
+                    file: Some(p.to_string()),
+                });
+            }
+        }
+        let (w, name, file) = load_float(&req.source, env)?;
+        check_fits(&w, &name, env)?;
+        if spec == QuantSpec::default() {
+            return Ok(LoadedModel {
+                weights: w,
+                float: None,
+                quant: None,
+                name,
+                file,
+            });
+        }
+        let needs_calib = [spec.encoder, spec.predictor]
+            .iter()
+            .any(|m| m.act.is_some_and(|a| !a.dynamic));
+        let stats = if needs_calib {
+            observer(&Event::Notice(format!(
+                "calibrating {spec}: float planner on {} calibration episodes",
+                req.calib_episodes
+            )));
+            let step = w.config.frameskip * w.config.action_dim;
+            let (pc, _) = settings.configs(env.spec(), step, 0);
+            Some(calibrate(
+                &w,
+                env.spec().name,
+                req.calib_episodes,
+                &pc,
+                env.spec().alpha,
+            )?)
+        } else {
+            None
+        };
+        let q = quantize_model(&w, &spec, &req.method, stats.as_ref())?;
+        let (qb, fb) = q.linear_bytes();
+        observer(&Event::Notice(format!(
+            "quantized {spec} with {}: linear layers {:.2} MB ({:.3} of f32)",
+            q.method,
+            qb as f64 / 1e6,
+            qb as f64 / fb.max(1) as f64
+        )));
+        Ok(LoadedModel {
+            weights: q.weights.clone(),
+            float: Some(w),
+            name: format!("{name} ({spec} {})", q.method),
+            quant: Some(q),
+            file,
+        })
+    }
+}
+
+fn check_fits(w: &Weights, name: &str, env: &dyn Env) -> Result<()> {
+    let c = &w.config;
+    let s = env.spec();
+    if c.action_dim != s.action_dim || c.proprio_dim != s.proprio_dim {
+        return Err(Error::Invalid(format!(
+            "model {name} plans {}-D actions with {}-D proprio but {} has {}-D actions and \
+             {}-D proprio",
+            c.action_dim, c.proprio_dim, s.name, s.action_dim, s.proprio_dim
+        )));
+    }
+    Ok(())
+}
+
+/// The float model, its display name and its file (`None` for in-memory models).
+fn load_float(source: &ModelSource, env: &dyn Env) -> Result<(Weights, String, Option<String>)> {
+    match source {
+        ModelSource::Random => {
+            let s = env.spec();
+            let mut cfg = ModelConfig::tiny();
+            cfg.action_dim = s.action_dim;
+            cfg.proprio_dim = s.proprio_dim;
+            cfg.name = format!("random-tiny-{}", s.name);
+            Ok((
+                Weights::random(&cfg, 0)?,
+                "random (untrained tiny model)".to_string(),
+                None,
+            ))
+        }
+        ModelSource::Preset(p) => {
+            let cfg = ModelConfig::preset(p)
+                .ok_or_else(|| Error::Invalid(format!("unknown model preset {p:?}")))?;
+            Ok((
+                Weights::random(&cfg, 0)?,
+                format!("{p} (random weights)"),
+                None,
+            ))
+        }
+        ModelSource::File(p) => Ok((model::format::load(p)?, p.to_string(), Some(p.to_string()))),
+        ModelSource::Shipped => {
+            let p = format!("assets/{}.safetensors", env.spec().name);
+            if !Path::new(&p).exists() {
+                let name = env.spec().name;
+                // PushT's model trains for hours (docs/MODELS.md); the others ship.
+                let train = if name == "pusht" {
+                    "train it with `tools/train_pusht.sh` (resumable, docs/MODELS.md), "
+                } else {
+                    ""
+                };
+                return Err(Error::Invalid(format!(
+                    "no model shipped for {name} ({p} is missing); {train}pass --model PATH, \
+                     or --model random for an untrained model that exercises the pipeline"
+                )));
+            }
+            Ok((model::format::load(&p)?, p.clone(), Some(p)))
+        }
+    }
+}
