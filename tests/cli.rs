@@ -275,3 +275,22 @@ fn bench_plan_can_skip_the_gpu() {
     assert!(rows[0]["median_s"].as_f64().unwrap() > 0.0, "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn plan_without_a_shipped_model_names_the_training_command() {
+    // Run where no assets/ exists: the default model path is relative to the working dir.
+    let dir = std::env::temp_dir().join(format!("qwm-cli-nomodel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_qwm"))
+        .args(["plan", "--env", "pusht", "--backend", "cpu"])
+        .current_dir(&dir)
+        .output()
+        .expect("run qwm");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("assets/pusht.safetensors is missing") && err.contains("tools/train_pusht.sh"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

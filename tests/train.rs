@@ -284,3 +284,57 @@ fn the_temporal_distance_term_spreads_the_latents_and_keeps_steps_short() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn probes_on_state_dimensions_learn_and_bad_dimensions_are_refused() {
+    let tmp = std::env::temp_dir().join(format!("qwm-train-probe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let data = tmp.join("data");
+    let c = CollectConfig {
+        env: "pusht".into(),
+        episodes: 10,
+        steps: 24,
+        seed: 5,
+        size: Some(32),
+        shard_episodes: None,
+    };
+    collect(&c, &data, |_, _| {}).unwrap();
+    let mut m = ModelConfig::tiny();
+    m.name = "tiny-pusht".into();
+    m.action_dim = 2;
+    m.proprio_dim = 4;
+    let mut cfg = TrainConfig::new(m);
+    cfg.batch = 8;
+    cfg.encoder_epochs = 3;
+    cfg.predictor_epochs = 0;
+    cfg.decoder_epochs = 0;
+    cfg.max_steps_per_epoch = Some(12);
+    cfg.seed = 3;
+    // Agent and block position plus the block angle (as cos, sin): 6 probe outputs.
+    cfg.probe_state = vec![0, 1, 2, 3, 4];
+    cfg.td_weight = 1.0;
+    let out = tmp.join("m.safetensors");
+    let r = train::train(&cfg, &data, &out, &RunOptions::default()).unwrap();
+    let v = val(&r.epochs, Phase::Encoder);
+    assert!(v.iter().all(|x| x.is_finite()), "{v:?}");
+    assert!(v[2] < v[0], "encoder validation loss did not fall: {v:?}");
+    let bytes = std::fs::read(train::run_dir(&out).join("checkpoint.safetensors")).unwrap();
+    let ck = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(ck.tensor("param.aux.probe.weight").unwrap().shape()[0], 6);
+    // A dimension the state does not have is refused, naming the state's dimensions.
+    cfg.probe_state = vec![0, 7];
+    let e = train::train(
+        &cfg,
+        &data,
+        &tmp.join("bad.safetensors"),
+        &RunOptions::default(),
+    )
+    .err()
+    .expect("state dimension 7 of a 7-D state must be refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("--probe-state 7") && msg.contains("block angle"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -273,10 +273,16 @@ fn load_float(source: &ModelSource, env: &dyn Env) -> Result<(Weights, String, O
         ModelSource::Shipped => {
             let p = format!("assets/{}.safetensors", env.spec().name);
             if !Path::new(&p).exists() {
+                let name = env.spec().name;
+                // PushT's model trains for hours (docs/MODELS.md); the others ship.
+                let train = if name == "pusht" {
+                    "train it with `tools/train_pusht.sh` (resumable, docs/MODELS.md), "
+                } else {
+                    ""
+                };
                 return Err(Error::Invalid(format!(
-                    "no model shipped for {} ({p} is missing); pass --model PATH, or \
-                     --model random for an untrained model that exercises the pipeline",
-                    env.spec().name
+                    "no model shipped for {name} ({p} is missing); {train}pass --model PATH, \
+                     or --model random for an untrained model that exercises the pipeline"
                 )));
             }
             Ok((model::format::load(&p)?, p.clone(), Some(p)))

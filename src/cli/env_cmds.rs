@@ -24,7 +24,7 @@ pub struct DataArgs {
     /// Seed; episode i depends only on (seed, i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Frame size in pixels (default: 64 for wall and pointmaze, 96 for pusht).
+    /// Frame size in pixels (default: 64, the shipped models' input).
     #[arg(long)]
     pub size: Option<usize>,
     /// Episodes per shard (default: about 64 MiB of frames per shard).

@@ -53,6 +53,11 @@ pub struct TrainArgs {
     /// slope; 1 makes the visual cost about as steep as the proprio cost at alpha = 1).
     #[arg(long, default_value_t = defaults().td_scale)]
     pub td_scale: f64,
+    /// State dimensions the encoder's probes (and --td-weight) use instead of the position
+    /// part of proprio, comma-separated (e.g. PushT's agent and block pose: 0,1,2,3,4);
+    /// angles enter as (cos, sin).
+    #[arg(long, value_delimiter = ',')]
+    pub probe_state: Vec<usize>,
     /// Use only the first N episodes of the dataset.
     #[arg(long)]
     pub max_episodes: Option<usize>,
@@ -80,6 +85,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.flat_probe_weight = a.flat_probe_weight;
     cfg.td_weight = a.td_weight;
     cfg.td_scale = a.td_scale;
+    cfg.probe_state = a.probe_state;
     cfg.max_steps_per_epoch = a.max_steps_per_epoch;
     cfg.rollout_steps = a.rollout_steps;
     let opts = train::RunOptions {

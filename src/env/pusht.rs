@@ -72,7 +72,7 @@ fn spec() -> EnvSpec {
         action_dim: 2,
         proprio_dim: 4,
         native_size: 224,
-        default_data_size: 96,
+        default_data_size: 64,
         success_threshold: SUCCESS_DIST,
         alpha: 1.0,
         action_clip: None,
@@ -125,9 +125,18 @@ fn wrap_angle(a: f32) -> f32 {
     }
 }
 
-fn angle_diff(a: f32, b: f32) -> f32 {
+/// Absolute angle difference wrapped to [0, pi].
+pub fn angle_diff(a: f32, b: f32) -> f32 {
     let d = (a - b).rem_euclid(2.0 * PI);
     d.min(2.0 * PI - d)
+}
+
+/// Whether the block moved between two states: its origin by more than 0.5 px or its angle
+/// by more than 0.5 degrees. Without a push the block stays exactly where it is (no
+/// velocity survives a physics step), so this counts the steps with contact.
+pub fn block_moved(a: &[f32], b: &[f32]) -> bool {
+    let d = ((a[2] - b[2]).powi(2) + (a[3] - b[3]).powi(2)).sqrt();
+    d > 0.5 || angle_diff(a[4], b[4]) > 0.5f32.to_radians()
 }
 
 #[derive(Clone, Debug)]
@@ -355,11 +364,9 @@ impl Env for PushT {
         [state[0] / WORKSPACE, state[1] / WORKSPACE]
     }
 
+    /// DINO-WM's PushT evaluation pair: [`eval_start_goal`].
     fn sample_start_goal(&self, seed: u64) -> (Vec<f32>, Vec<f32>) {
-        let mut rng = super::rng(seed);
-        let start = sample_state(&mut rng);
-        let goal = sample_state(&mut rng);
-        (start, goal)
+        eval_start_goal(seed)
     }
 
     fn is_success(&self, state: &[f32], goal: &[f32]) -> bool {
@@ -399,6 +406,51 @@ fn draw_t_outline(f: &mut Frame, parts: &[[[f32; 2]; 4]; 2], k: f32, color: Rgb,
             f.thick_line([a[0] * k, a[1] * k], [b[0] * k, b[1] * k], w, color, ss);
         }
     }
+}
+
+/// Steps between an evaluation start and its goal (DINO-WM: `goal_H` 5 x frameskip 5).
+pub const EVAL_GOAL_STEPS: usize = 25;
+/// Length of the behaviour-policy trajectories evaluation segments are cut from (the
+/// episode length of the shipped model's dataset).
+pub const EVAL_TRAJ_STEPS: usize = 100;
+
+/// DINO-WM's PushT evaluation (`goal_source: dset`): start and goal are states
+/// `EVAL_GOAL_STEPS` apart on a trajectory like the training data's, so the goal is reachable
+/// and the block is usually moved and turned on the way. Here the trajectory is a fresh
+/// episode of the data policy ([`super::policy::PushPolicy`]) drawn from `seed`, which plays
+/// the role of DINO-WM's validation split: the evaluation seeds are hashed apart from the
+/// dataset's, so no evaluation trajectory is a training one. From `rng(seed)`: the offset
+/// `t0` uniform in `0..=EVAL_TRAJ_STEPS - EVAL_GOAL_STEPS`, then the episode as `qwm data`
+/// would run it; start = state `t0`, goal = state `t0 + EVAL_GOAL_STEPS`. A segment whose
+/// start already meets the goal (nothing moved) is skipped for the next one from the same
+/// generator, so every episode needs planning (at most 100 draws: the block moves in 99% of
+/// the policy's 25-step windows, so the cap is never reached in practice).
+pub fn eval_start_goal(seed: u64) -> (Vec<f32>, Vec<f32>) {
+    use super::policy::Policy;
+    let mut rng = super::rng(seed);
+    for draw in 0..100 {
+        let t0 = rng.random_range(0..=EVAL_TRAJ_STEPS - EVAL_GOAL_STEPS);
+        let mut pol = super::policy::PushPolicy::default();
+        let mut s = pol.start_state(&mut rng);
+        let mut start = s.clone();
+        for t in 0..t0 + EVAL_GOAL_STEPS {
+            if t == t0 {
+                start = s.clone();
+            }
+            let a = pol.act(&s, &mut rng);
+            s = PushT::transition(&to7(&s), [a[0], a[1]]).to_vec();
+        }
+        if draw == 99 || !PushT::new().is_success(&start, &s) {
+            return (start, s);
+        }
+    }
+    unreachable!("the loop returns by its 100th draw")
+}
+
+fn to7(s: &[f32]) -> [f32; 7] {
+    let mut o = [0f32; 7];
+    o.copy_from_slice(s);
+    o
 }
 
 /// DINO-WM's random state: agent in [50, 450)^2, block in [100, 400)^2 (integers), angle

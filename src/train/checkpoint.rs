@@ -26,7 +26,7 @@ pub(crate) struct State {
 }
 
 /// All parameters as Vars: the model's tensors plus the encoder phase's heads (`aux.`).
-pub(crate) fn init_vars(cfg: &TrainConfig) -> Result<BTreeMap<String, Var>> {
+pub(crate) fn init_vars(cfg: &TrainConfig, npos: usize) -> Result<BTreeMap<String, Var>> {
     let w = Weights::random(&cfg.model, cfg.seed)?;
     let mut vars = BTreeMap::new();
     for (n, t) in &w.tensors {
@@ -39,7 +39,6 @@ pub(crate) fn init_vars(cfg: &TrainConfig) -> Result<BTreeMap<String, Var>> {
     let d = mc.encoder.width;
     let p = mc.encoder.resize / mc.grid();
     let pix = 3 * p * p;
-    let npos = mc.proprio_dim.min(2);
     let mut add = |name: &str, shape: &[usize], std: f32, seed: u64| -> Result<()> {
         let n: usize = shape.iter().product();
         let data = crate::tensor::randn(n, std, sub_seed(cfg.seed, seed));

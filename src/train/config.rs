@@ -38,6 +38,12 @@ pub struct TrainConfig {
     /// frames (the slope of the temporal-distance metric).
     #[serde(default = "default_td_scale")]
     pub td_scale: f64,
+    /// State dimensions the probes (and the temporal-distance term) see instead of the
+    /// position part of proprio; empty = proprio position. Dimensions named "... angle" enter
+    /// as (cos, sin), the others z-normalized over the training episodes. PushT needs the
+    /// block pose here: its proprio is the agent alone.
+    #[serde(default)]
+    pub probe_state: Vec<usize>,
     /// Use at most this many episodes of the dataset (all when None).
     pub max_episodes: Option<usize>,
     /// Cap on optimizer steps per epoch (all batches when None).
@@ -96,6 +102,7 @@ impl TrainConfig {
             flat_probe_weight: 0.0,
             td_weight: 0.0,
             td_scale: default_td_scale(),
+            probe_state: Vec::new(),
             max_episodes: None,
             max_steps_per_epoch: None,
             val_fraction: 0.1,

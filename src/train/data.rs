@@ -24,9 +24,21 @@ pub(crate) struct Data {
     pub(crate) train: Vec<Episode>,
     pub(crate) val: Vec<Episode>,
     pub(crate) norm: Normalization,
+    /// Probe targets from states: (state index, mean, std, is an angle) per dimension of
+    /// `TrainConfig::probe_state`; empty = proprio position.
+    pub(crate) probe: Vec<(usize, f32, f32, bool)>,
 }
 
 impl Data {
+    /// Length of a probe target.
+    pub(crate) fn probe_len(&self, cfg: &ModelConfig) -> usize {
+        if self.probe.is_empty() {
+            cfg.proprio_dim.min(2)
+        } else {
+            self.probe.iter().map(|p| 1 + p.3 as usize).sum()
+        }
+    }
+
     pub(crate) fn episodes(&self, split: Split) -> &[Episode] {
         match split {
             Split::Train => &self.train,
@@ -86,10 +98,31 @@ pub(crate) fn load_data(dir: &Path, cfg: &TrainConfig) -> Result<Data> {
         proprio_std: m.proprio_std.iter().map(|s| s.max(1e-6)).collect(),
     };
     norm.validate(mc)?;
+    let sd = m.state_dim;
+    let mut probe = Vec::new();
+    for &i in &cfg.probe_state {
+        if i >= sd {
+            return Err(Error::Invalid(format!(
+                "--probe-state {i}: {} has {sd} state dimensions ({})",
+                dir.display(),
+                m.state_names.join(", ")
+            )));
+        }
+        let vals: Vec<f64> = eps
+            .iter()
+            .flat_map(|e| e.states.chunks_exact(sd).map(move |s| s[i] as f64))
+            .collect();
+        let n = vals.len().max(1) as f64;
+        let mean = vals.iter().sum::<f64>() / n;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        let angle = m.state_names.get(i).is_some_and(|s| s.contains("angle"));
+        probe.push((i, mean as f32, (var.sqrt() as f32).max(1e-6), angle));
+    }
     Ok(Data {
         train: eps,
         val,
         norm,
+        probe,
     })
 }
 

@@ -152,8 +152,22 @@ impl LossContext<'_> {
         Ok((step + spread)?)
     }
 
-    /// The normalized position part (first two dimensions) of frame `t`'s proprio.
+    /// The probe target of frame `t`: the normalized position part (first two dimensions)
+    /// of its proprio, or the `probe_state` dimensions of its state.
     fn position(&self, eps: &[Episode], e: usize, t: usize) -> Vec<f32> {
+        if !self.data.probe.is_empty() {
+            let sd = eps[e].states.len() / (eps[e].steps + 1);
+            let s = &eps[e].states[t * sd..(t + 1) * sd];
+            let mut out = Vec::new();
+            for &(i, mean, std, angle) in &self.data.probe {
+                if angle {
+                    out.extend([s[i].cos(), s[i].sin()]);
+                } else {
+                    out.push((s[i] - mean) / std);
+                }
+            }
+            return out;
+        }
         let pd = self.cfg.model.proprio_dim;
         let pr = &eps[e].proprio[t * pd..(t + 1) * pd];
         let mut p = self.data.norm.normalize_proprio(pr);

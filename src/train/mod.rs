@@ -57,7 +57,7 @@ pub fn train(
     let start = Instant::now();
     let data = load_data(data_dir, cfg)?;
     let dir = run_dir(out);
-    let vars = init_vars(cfg)?;
+    let vars = init_vars(cfg, data.probe_len(&cfg.model))?;
     let data_key = data_dir.display().to_string();
     let mut state = State {
         config: cfg.clone(),
