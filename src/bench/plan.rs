@@ -34,6 +34,18 @@ pub struct PlanBench {
     pub gpu_seconds_per_cem_step: Option<f64>,
     pub cpu_seconds_per_cem_step: Option<f64>,
     pub gpu_peak_bytes: Option<u64>,
+    /// Quantization spec of the benchmarked model (`fp` for float).
+    pub quant: String,
+    /// Peak resident set of the whole process (VmHWM: loading included), Linux only.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set from `/proc/self/status` (`None` where absent).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Median seconds of `pm.costs` on `o.samples` sequences, after one untimed call.
@@ -79,6 +91,8 @@ pub fn run(m: &LoadedModel, name: &str, o: &Options) -> Result<PlanBench> {
         gpu_seconds_per_cem_step: None,
         cpu_seconds_per_cem_step: None,
         gpu_peak_bytes: None,
+        quant: m.spec(),
+        peak_rss_bytes: None,
     };
     let ctx = if o.skip_gpu {
         None
@@ -99,5 +113,6 @@ pub fn run(m: &LoadedModel, name: &str, o: &Options) -> Result<PlanBench> {
         let secs = Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o))?;
         out.cpu_seconds_per_cem_step = Some(secs);
     }
+    out.peak_rss_bytes = peak_rss_bytes();
     Ok(out)
 }

@@ -247,6 +247,10 @@ pub struct BenchPlanArgs {
     /// Model file, or a preset: tiny, dinowm (random weights).
     #[arg(long, default_value = "tiny")]
     pub model: String,
+    /// Quantize the model first (RTN, docs/QUANT.md spec; dynamic activations only), e.g.
+    /// w8a8t or w4g32: the CPU backend then runs the packed kernels.
+    #[arg(long, default_value = "fp")]
+    pub quant: String,
     #[arg(long, default_value_t = 300)]
     pub samples: usize,
     #[arg(long, default_value_t = 5)]
@@ -264,7 +268,8 @@ pub struct BenchPlanArgs {
 }
 
 pub fn run_bench_plan(a: BenchPlanArgs) -> anyhow::Result<()> {
-    let m = LoadedModel::for_bench(&ModelSource::preset_or_file(&a.model))?;
+    let m = LoadedModel::for_bench(&ModelSource::preset_or_file(&a.model))?
+        .quantized_for_bench(&a.quant)?;
     let r = crate::bench::plan::run(
         &m,
         &a.model,
@@ -292,7 +297,10 @@ pub fn run_bench_plan(a: BenchPlanArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(c) = r.cpu_seconds_per_cem_step {
-        println!("cpu backend: {c:.4} s per CEM step");
+        println!("cpu backend: {c:.4} s per CEM step ({})", r.quant);
+    }
+    if let Some(b) = r.peak_rss_bytes {
+        println!("peak resident memory of the process: {} MiB", b >> 20);
     }
     if let (Some(g), Some(c)) = (r.gpu_seconds_per_cem_step, r.cpu_seconds_per_cem_step) {
         println!("gpu / cpu speed: {:.2}x", c / g);
