@@ -129,6 +129,32 @@ impl LoadedModel {
         })
     }
 
+    /// This bench model quantized with `spec` (RTN; dynamic activation specs only, since
+    /// benchmarks have no environment to calibrate static ranges in). `fp` leaves it float.
+    pub fn quantized_for_bench(self, spec: &str) -> Result<Self> {
+        let spec: QuantSpec = spec.parse()?;
+        if spec == QuantSpec::default() {
+            return Ok(self);
+        }
+        if [spec.encoder, spec.predictor]
+            .iter()
+            .any(|m| m.act.is_some_and(|a| !a.dynamic))
+        {
+            return Err(Error::Invalid(format!(
+                "--quant {spec}: static activation ranges need calibration; benchmark a \
+                 dynamic spec (add `t`, e.g. w8a8t) or a quantized model file"
+            )));
+        }
+        let q = quantize_model(&self.weights, &spec, "rtn", None)?;
+        Ok(LoadedModel {
+            weights: q.weights.clone(),
+            name: format!("{} ({spec} rtn)", self.name),
+            float: None,
+            quant: Some(q),
+            file: self.file,
+        })
+    }
+
     /// Load the model for planning in `env` (quantizing it when asked; calibration runs the
     /// float planner with `settings`) and check that it fits the environment.
     pub fn open(

@@ -18,6 +18,15 @@ pub struct Options {
     pub horizon: usize,
 }
 
+/// The process's peak resident set from `/proc/self/status` (VmHWM, loading included; `None`
+/// where absent, e.g. off Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Raw seconds of `reps` CEM steps (`pm.costs` on `o.samples` sequences) after one untimed
 /// step (it compiles the pipelines).
 fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options, reps: usize) -> Result<Vec<f64>> {
@@ -85,7 +94,10 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
     }
     if s.cpu {
         let t = Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))?;
-        let c = row(name, o, "cpu", t);
+        let mut c = row(name, o, "cpu", t);
+        if let Some(rss) = peak_rss_bytes() {
+            c = c.extra("peak_rss_bytes", rss);
+        }
         if let Some(g) = gpu_row.as_mut() {
             g.reference = Some(format!("{} (cpu)", c.key()));
             g.x_reference = Some(c.median_s / g.median_s);

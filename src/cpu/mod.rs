@@ -4,6 +4,8 @@
 //! f32 with the same formulas as the WGSL kernels (two-pass LayerNorm, erf GELU, max-shifted
 //! softmax) and uses candle's multithreaded gemm for the matmuls.
 
+pub mod qlinear;
+
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 
@@ -37,6 +39,25 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
         }
     }
     Ok(f(&to_vec(t)?))
+}
+
+/// `Y[.., N] = X[.., K] W^T + b` on a packed weight (`qlinear`), activations quantized per
+/// `act`.
+pub fn packed_linear(
+    x: &Tensor,
+    w: &crate::quant::PackedWeight,
+    b: Option<&Tensor>,
+    act: Option<qlinear::ActQuant<'_>>,
+) -> Result<Tensor> {
+    let b = b.map(to_vec).transpose()?;
+    let y = with_f32(x, |xs| {
+        qlinear::qlinear(xs, w, b.as_deref(), act, qlinear::Isa::detect())
+    })??;
+    let mut dims = x.dims().to_vec();
+    if let Some(l) = dims.last_mut() {
+        *l = w.n;
+    }
+    tensor(&y, &dims)
 }
 
 /// `Y[.., N] = X[.., K] W^T + b` with `W[N, K]`.

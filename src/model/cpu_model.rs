@@ -5,6 +5,7 @@
 //! training.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -14,18 +15,25 @@ use super::params::{Init, LinearDesc, Norm, ParamSource};
 use super::quantized::QuantizedModel;
 use super::{ModelConfig, Weights};
 use crate::cpu;
-use crate::quant::{act, ActObserver, ActParams, ActSpec, ActStats};
+use crate::quant::{act, ActObserver, ActParams, ActSpec, ActStats, PackedWeight};
 use crate::{Error, Result};
 
 /// The CPU counterpart of [`super::Linear`]: every linear layer goes through it. Quantized
-/// layers run the same numerics as the GPU as quantize-dequantize: `w` holds the dequantized
-/// weights and the input is fake-quantized when `act` is set.
+/// layers run on the packed codes (`cpu::qlinear`: int8 x int8 for activation-quantized specs)
+/// or, as the test reference, as quantize-dequantize: `w` holds the dequantized weights and
+/// the input is fake-quantized when `act` is set.
 pub struct CpuLinear {
     /// Weight name, for calibration statistics.
     pub name: String,
-    pub w: Tensor,
+    pub w: CpuWeight,
     pub b: Option<Tensor>,
     pub act: Option<(ActSpec, Option<ActParams>)>,
+}
+
+/// A linear's weight on the CPU: f32 (float models and the fake-quant reference) or packed.
+pub enum CpuWeight {
+    F32(Tensor),
+    Packed(Arc<PackedWeight>),
 }
 
 impl CpuLinear {
@@ -34,14 +42,21 @@ impl CpuLinear {
         if let Some(o) = observer {
             o.observe(&self.name, &cpu::to_vec(x)?);
         }
+        let w = match &self.w {
+            CpuWeight::F32(w) => w,
+            CpuWeight::Packed(p) => {
+                let act = self.act.as_ref().map(|(s, p)| (s, p.as_ref()));
+                return cpu::packed_linear(x, p, self.b.as_ref(), act);
+            }
+        };
         match &self.act {
-            None => cpu::matmul(x, &self.w, self.b.as_ref()),
+            None => cpu::matmul(x, w, self.b.as_ref()),
             Some((spec, params)) => {
                 let dims = x.dims().to_vec();
                 let k = *dims.last().unwrap_or(&1);
                 let mut v = cpu::to_vec(x)?;
                 act::fake_quant(&mut v, k, spec, params.as_ref())?;
-                cpu::matmul(&cpu::tensor(&v, &dims)?, &self.w, self.b.as_ref())
+                cpu::matmul(&cpu::tensor(&v, &dims)?, w, self.b.as_ref())
             }
         }
     }
@@ -215,6 +230,8 @@ impl Ops for CpuOps<'_> {
 struct Wrap<'g> {
     get: &'g dyn Fn(&str) -> Result<Tensor>,
     quant: Option<&'g QuantizedModel>,
+    /// Quantized linears on packed codes (else fake-quant, the reference).
+    packed: bool,
 }
 
 impl ParamSource for Wrap<'_> {
@@ -226,10 +243,20 @@ impl ParamSource for Wrap<'_> {
     }
 
     fn linear(&mut self, l: &LinearDesc) -> Result<CpuLinear> {
-        let w = (self.get)(l.weight)?;
-        let w = match w.dims() == [l.out, l.inp] {
-            true => w,
-            false => w.reshape((l.out, l.inp))?,
+        let packed = self
+            .quant
+            .filter(|_| self.packed)
+            .and_then(|q| q.packed.get(l.weight));
+        let w = match packed {
+            // No f32 copy of a packed weight is made.
+            Some(p) => CpuWeight::Packed(Arc::new(p.clone())),
+            None => {
+                let w = (self.get)(l.weight)?;
+                CpuWeight::F32(match w.dims() == [l.out, l.inp] {
+                    true => w,
+                    false => w.reshape((l.out, l.inp))?,
+                })
+            }
         };
         Ok(CpuLinear {
             name: l.weight.to_string(),
@@ -253,13 +280,24 @@ impl Model<Cpu> {
         Self::build_cpu(w.config.clone(), &|name| tensor_of(w, name), None)
     }
 
-    /// A quantized model as quantize-dequantize (the GPU's numerics in f32).
+    /// A quantized model whose quantized linears run on the packed codes.
     pub fn new_quantized(q: &QuantizedModel) -> Result<Self> {
         q.weights.validate()?;
         Self::build_cpu(
             q.weights.config.clone(),
             &|n| tensor_of(&q.weights, n),
-            Some(q),
+            Some((q, true)),
+        )
+    }
+
+    /// A quantized model as quantize-dequantize (the GPU's numerics in f32): the reference
+    /// the packed kernels are tested against.
+    pub fn new_quantized_reference(q: &QuantizedModel) -> Result<Self> {
+        q.weights.validate()?;
+        Self::build_cpu(
+            q.weights.config.clone(),
+            &|n| tensor_of(&q.weights, n),
+            Some((q, false)),
         )
     }
 
@@ -279,7 +317,7 @@ impl Model<Cpu> {
     fn build_cpu(
         cfg: ModelConfig,
         get: &dyn Fn(&str) -> Result<Tensor>,
-        quant: Option<&QuantizedModel>,
+        quant: Option<(&QuantizedModel, bool)>,
     ) -> Result<Self> {
         // Attention scores are materialised on the CPU: bound them to ~256 MB per chunk.
         let tmax = cfg.num_hist * cfg.patches();
@@ -289,7 +327,8 @@ impl Model<Cpu> {
             chunk,
             observer: None,
         };
-        Model::build(cfg, &mut Wrap { get, quant }, backend)
+        let (quant, packed) = (quant.map(|q| q.0), quant.is_some_and(|q| q.1));
+        Model::build(cfg, &mut Wrap { get, quant, packed }, backend)
     }
 
     /// This model with an observer on the inputs of every linear (calibration); read the

@@ -1,0 +1,218 @@
+//! The packed CPU linears (`cpu::qlinear`) against the fake-quant reference (dequantized
+//! weights, quantize-dequantize activations, candle f32 matmul): decoded weights bit for bit,
+//! outputs within 1e-3 relative, on shapes that are not multiples of any block, every
+//! bit-width, per-channel and grouped, symmetric and asymmetric, weight-only and A8/A6
+//! (dynamic and static); and the AVX2 kernels against the portable ones.
+
+use qwm::cpu::{self, qlinear};
+use qwm::quant::{self, act, ActParams, ActSpec, PackedWeight, QuantContext, WeightSpec};
+use qwm::tensor::{randn, rel_error};
+
+const Q_TOL: f64 = 1e-3;
+
+fn quantize(
+    asym: bool,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bits: u8,
+    group: Option<usize>,
+) -> PackedWeight {
+    let spec = WeightSpec { bits, group };
+    if asym {
+        quant::rtn_asymmetric(w, n, k, &spec).unwrap()
+    } else {
+        quant::method("rtn")
+            .unwrap()
+            .quantize(w, n, k, &spec, &QuantContext::default())
+            .unwrap()
+    }
+}
+
+/// The fake-quant reference: what `CpuLinear` computed before packed kernels.
+fn reference(
+    x: &[f32],
+    pw: &PackedWeight,
+    b: &[f32],
+    act_q: Option<(&ActSpec, Option<&ActParams>)>,
+) -> Vec<f32> {
+    let mut xv = x.to_vec();
+    if let Some((spec, p)) = act_q {
+        act::fake_quant(&mut xv, pw.k, spec, p).unwrap();
+    }
+    let m = x.len() / pw.k;
+    let xt = cpu::tensor(&xv, &[m, pw.k]).unwrap();
+    let wt = cpu::tensor(&pw.dequantize(), &[pw.n, pw.k]).unwrap();
+    let bt = cpu::tensor(b, &[pw.n]).unwrap();
+    cpu::to_vec(&cpu::matmul(&xt, &wt, Some(&bt)).unwrap()).unwrap()
+}
+
+fn isas() -> Vec<qlinear::Isa> {
+    let mut v = vec![qlinear::Isa::Portable];
+    if qlinear::Isa::detect() != qlinear::Isa::Portable {
+        v.push(qlinear::Isa::detect());
+    }
+    v
+}
+
+#[test]
+fn decoded_rows_match_dequantize_bit_for_bit() {
+    let (n, k) = (5, 403);
+    let w = randn(n * k, 0.05, 11);
+    for bits in [2u8, 3, 4, 6, 8] {
+        for group in [None, Some(32), Some(128)] {
+            for asym in [false, true] {
+                let pw = quantize(asym, &w, n, k, bits, group);
+                let dq = pw.dequantize();
+                let kp = pw.k_pad();
+                let mut codes = vec![0u32; kp];
+                for r in 0..n {
+                    let mut row = vec![0f32; kp];
+                    qlinear::decode_row_f32(&pw, r, &mut codes, &mut row);
+                    for kk in 0..k {
+                        assert_eq!(
+                            row[kk].to_bits(),
+                            dq[r * k + kk].to_bits(),
+                            "bits {bits} group {group:?} asym {asym} at ({r}, {kk})"
+                        );
+                    }
+                    assert!(row[k..].iter().all(|v| *v == 0.0), "padding decodes to 0");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_linears_match_the_fake_quant_reference() {
+    let mut seed = 100;
+    // (M, N, K): odd, not multiples of 4 rows, 32 codes, 256 tokens or 16 lanes.
+    for (m, n, k) in [(1, 3, 5), (37, 13, 403), (301, 9, 97), (3, 70, 33)] {
+        seed += 1;
+        let x = randn(m * k, 1.0, seed);
+        let w = randn(n * k, 0.05, seed + 1000);
+        let b = randn(n, 0.1, seed + 2000);
+        let stat = act::ActStats {
+            min: -2.5,
+            max: 3.0,
+            count: 1,
+        }
+        .params(8, "x")
+        .unwrap();
+        for bits in [2u8, 3, 4, 6, 8] {
+            for group in [None, Some(32), Some(64)] {
+                if group.is_some_and(|g| g > k) {
+                    continue;
+                }
+                for asym in [false, true] {
+                    let pw = quantize(asym, &w, n, k, bits, group);
+                    let dyn8 = ActSpec {
+                        bits: 8,
+                        dynamic: true,
+                    };
+                    let st8 = ActSpec {
+                        bits: 8,
+                        dynamic: false,
+                    };
+                    let dyn6 = ActSpec {
+                        bits: 6,
+                        dynamic: true,
+                    };
+                    let acts: [Option<(&ActSpec, Option<&ActParams>)>; 4] = [
+                        None,
+                        Some((&dyn8, None)),
+                        Some((&st8, Some(&stat))),
+                        Some((&dyn6, None)),
+                    ];
+                    for a in acts {
+                        let want = reference(&x, &pw, &b, a);
+                        let mut outs = Vec::new();
+                        for isa in isas() {
+                            let got = qlinear::qlinear(&x, &pw, Some(&b), a, isa).unwrap();
+                            let e = rel_error(&got, &want);
+                            assert!(
+                                e <= Q_TOL,
+                                "[{m}, {n}, {k}] bits {bits} group {group:?} asym {asym} \
+                                 act {a:?} {isa:?}: rel error {e}"
+                            );
+                            outs.push(got);
+                        }
+                        if a.is_some() && outs.len() == 2 {
+                            // Integer sums are exact: AVX2 and portable agree bit for bit.
+                            assert_eq!(outs[0], outs[1], "int kernels differ");
+                        } else if outs.len() == 2 {
+                            assert!(rel_error(&outs[1], &outs[0]) <= 1e-5);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let pw = quantize(false, &randn(4 * 40, 0.05, 1), 4, 40, 4, Some(32));
+    let isa = qlinear::Isa::detect();
+    let e = qlinear::qlinear(&[0.0; 41], &pw, None, None, isa).unwrap_err();
+    assert!(e.to_string().contains("not rows of 40"), "{e}");
+    let e = qlinear::qlinear(&[0.0; 40], &pw, Some(&[0.0; 3]), None, isa).unwrap_err();
+    assert!(e.to_string().contains("bias"), "{e}");
+    let st = ActSpec {
+        bits: 8,
+        dynamic: false,
+    };
+    let e = qlinear::qlinear(&[0.0; 40], &pw, None, Some((&st, None)), isa).unwrap_err();
+    assert!(e.to_string().contains("calibrated"), "{e}");
+}
+
+/// Whole models: planning costs of the packed CPU model against the fake-quant reference
+/// model, with the tolerances the GPU-vs-CPU test uses (activation codes may flip by one
+/// step where float rounding moves an input across a rounding boundary).
+#[test]
+fn packed_cpu_models_plan_like_the_fake_quant_reference() {
+    use qwm::model::quantized::quantize_model;
+    use qwm::model::{CpuModel, ModelConfig, Weights};
+    use qwm::plan::world::WorldPlanModel;
+    use qwm::plan::{PlanConfig, PlanModel};
+
+    let w = Weights::random(&ModelConfig::tiny(), 5).unwrap();
+    let pc = PlanConfig {
+        horizon: 3,
+        step_dim: 10,
+        samples: 16,
+        topk: 4,
+        opt_steps: 2,
+        ..PlanConfig::default()
+    };
+    let stats = qwm::plan::calibrate::calibrate(&w, "wall", 1, &pc, 1.0).unwrap();
+    let n = 6;
+    let acts = randn(n * 30, 1.0, 8);
+    let env = qwm::env::make("wall").unwrap();
+    let (s, g) = env.sample_start_goal(2);
+    let size = w.config.image_size;
+    let costs = |m: &CpuModel| {
+        let mut pm = WorldPlanModel::new(m, w.norm.clone(), 3, 1.0);
+        pm.set_problem(
+            &env.render_state(&s, size).unwrap(),
+            &env.proprio_of(&s),
+            &env.render_state(&g, size).unwrap(),
+            &env.proprio_of(&g),
+        )
+        .unwrap();
+        pm.costs(&acts, n).unwrap()
+    };
+    for (spec, tol) in [
+        ("w8", 1e-3),
+        ("w4g32", 1e-3),
+        ("w3", 1e-3),
+        ("w8a8t", 5e-3),
+        ("enc=w8a8,pred=w4g32a8", 5e-3),
+    ] {
+        let q = quantize_model(&w, &spec.parse().unwrap(), "rtn", Some(&stats)).unwrap();
+        let packed = costs(&CpuModel::new_quantized(&q).unwrap());
+        let reference = costs(&CpuModel::new_quantized_reference(&q).unwrap());
+        let e = rel_error(&packed, &reference);
+        assert!(e <= tol, "{spec}: packed vs fake-quant costs rel error {e}");
+    }
+}
