@@ -20,12 +20,10 @@ pub enum Error {
     /// Invalid user input (arguments, actions, states, files).
     #[error("invalid input: {0}")]
     Invalid(String),
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is part of the message and deliberately not a `source()`: an error chain
+    /// printed with `{:#}` would otherwise repeat it.
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("CPU backend: {0}")]
     Cpu(String),
     /// The caller asked a running plan or evaluation to stop (`app::Session::cancel_flag`).
@@ -45,7 +43,7 @@ impl Error {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),
-            source,
+            cause: source,
         }
     }
 }

@@ -97,10 +97,17 @@ fn a_session_plans_on_a_background_thread_and_can_be_cancelled() {
     let s = Session::open(&options(), &mut |_: &Event| {}).unwrap();
     let cancel = s.cancel_flag();
     let (tx, rx) = mpsc::channel();
+    // The worker waits for this thread's answer after each optimization step, so the cancel
+    // lands before its next step whatever the scheduling.
+    let (ack_tx, ack_rx) = mpsc::channel::<()>();
     let worker = std::thread::spawn(move || {
         let mut s = s;
         s.plan_episode(3, false, &mut |e: &Event| {
+            let step = matches!(e, Event::OptStep { .. });
             let _ = tx.send(e.clone());
+            if step {
+                let _ = ack_rx.recv();
+            }
         })
     });
     // Stop after the first optimization step arrives on this thread.
@@ -109,11 +116,12 @@ fn a_session_plans_on_a_background_thread_and_can_be_cancelled() {
         if matches!(e, Event::OptStep { .. }) {
             seen += 1;
             cancel.store(true, Ordering::SeqCst);
+            ack_tx.send(()).unwrap();
         }
     }
     let r = worker.join().unwrap();
     assert!(matches!(r, Err(qwm::Error::Cancelled)), "{:?}", r.err());
-    assert!(seen >= 1, "no step reported before the cancel");
+    assert_eq!(seen, 1, "the step after the cancel ran");
 }
 
 #[test]

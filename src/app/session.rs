@@ -17,7 +17,7 @@ use super::load::{LoadedModel, ModelRequest};
 use super::settings::PlanSettings;
 use crate::env::{self, Env, EnvSpec, Frame};
 use crate::model::CpuModel;
-use crate::plan::eval::{file_crc32, run_eval, EvalConfig, EvalReport};
+use crate::plan::eval::{file_crc32, run_eval_into, EvalConfig, EvalReport, ReportFile};
 use crate::plan::mpc::MpcIter;
 use crate::plan::world::{latent_divergence, WorldPlan, WorldPlanModel};
 use crate::plan::{self, run_episode, EpisodeRecord, MpcConfig, PlanConfig, PlanModel, Task};
@@ -236,6 +236,9 @@ impl Session {
         observer: &mut Observer,
     ) -> Result<EvalReport> {
         self.cancel.store(false, Ordering::SeqCst);
+        // Own the report (path checked, lock held) for the whole run: a concurrent run into the
+        // same report is refused here, before any episode.
+        let file = json.map(|p| ReportFile::open(p, "--json")).transpose()?;
         let (pc, mpc) = self.configs(0);
         let cfg = EvalConfig {
             env: self.env.spec().name.to_string(),
@@ -258,7 +261,7 @@ impl Session {
         let mut report = self
             .backend
             .with_plan_model(&self.model, pc.horizon, alpha, |pm| {
-                run_eval(
+                run_eval_into(
                     &cfg,
                     &pc,
                     &mpc,
@@ -266,7 +269,7 @@ impl Session {
                         inner: pm,
                         progress: &progress,
                     },
-                    json,
+                    file.as_ref(),
                     &mut |rec: &EpisodeRecord, i: usize| progress.episode_done(rec, i),
                     &mut |it: &MpcIter, e: &dyn Env| progress.iteration_done(it, e),
                 )
@@ -276,9 +279,14 @@ impl Session {
             let (qb, fb) = q.linear_bytes();
             report.linear_bytes = Some([qb, fb]);
         }
-        if let Some(p) = json {
+        if let Some(f) = &file {
             if report.latent_divergence.is_some() || report.linear_bytes.is_some() {
-                crate::plan::eval::write_report(p, &report)?;
+                // Into the stored report, which keeps any episodes beyond `episodes`.
+                let (d, b) = (report.latent_divergence, report.linear_bytes);
+                f.update(|r| {
+                    r.latent_divergence = d;
+                    r.linear_bytes = b;
+                })?;
             }
         }
         Ok(report)
@@ -441,7 +449,10 @@ fn build_strip(
         }
         rows.push(Frame::hstack(&row, 2, WHITE));
     }
-    let last = env.render_state(states.last().expect("the start state"), SIZE)?;
+    let last = states
+        .last()
+        .ok_or_else(|| Error::Invalid("an episode without states".into()))?;
+    let last = env.render_state(last, SIZE)?;
     rows.push(Frame::hstack(
         &[last, goal_frame.resize(SIZE, SIZE)],
         2,

@@ -91,9 +91,10 @@ pub fn run(m: &LoadedModel, name: &str, o: &Options) -> Result<PlanBench> {
         let gpu = Backend::Gpu(Box::new(ctx));
         let secs = gpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o))?;
         out.gpu_seconds_per_cem_step = Some(secs);
-        let ctx = gpu.gpu().expect("opened above");
-        out.gpu_peak_bytes = Some(ctx.pool_stats().peak_bytes);
-        out.adapter = Some(AdapterId::of(ctx));
+        if let Some(ctx) = gpu.gpu() {
+            out.gpu_peak_bytes = Some(ctx.pool_stats().peak_bytes);
+            out.adapter = Some(AdapterId::of(ctx));
+        }
     }
     if !o.skip_cpu {
         let secs = Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o))?;

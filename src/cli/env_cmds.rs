@@ -269,8 +269,7 @@ pub fn run_bench_env(a: BenchEnvArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        crate::io::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
         println!("wrote {}", p.display());
     }
     Ok(())

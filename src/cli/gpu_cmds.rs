@@ -130,8 +130,7 @@ pub fn write_json<T: serde::Serialize>(
     report: &T,
 ) -> anyhow::Result<()> {
     if let Some(path) = path {
-        std::fs::write(path, serde_json::to_string_pretty(report)?)
-            .map_err(|e| crate::Error::io(path, e))?;
+        crate::io::write_atomic(path, serde_json::to_string_pretty(report)?.as_bytes())?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -59,6 +59,8 @@ pub enum BenchCommand {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Invalid QWM_* overrides are an error up front, never silently ignored.
+    crate::gpu::tuning::check_env()?;
     match cli.command {
         Command::Plan(a) => plan_cmds::run_plan(a),
         Command::Eval(a) => plan_cmds::run_eval_cmd(a),

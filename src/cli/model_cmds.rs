@@ -73,12 +73,15 @@ pub fn config_arg(s: &str) -> anyhow::Result<ModelConfig> {
     if let Some(c) = ModelConfig::preset(s) {
         return Ok(c);
     }
-    let text = std::fs::read_to_string(s).map_err(|e| {
-        anyhow::anyhow!("--config {s}: not a preset (dinowm, tiny) and not a readable file: {e}")
+    let text = crate::io::read_text(std::path::Path::new(s)).map_err(|e| {
+        anyhow::anyhow!(
+            "--config {s}: not a preset (dinowm, small, tiny) and not a readable file: {e}"
+        )
     })?;
     let c: ModelConfig = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("--config {s}: not a valid ModelConfig JSON: {e}"))?;
-    c.validate()?;
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("--config {s}: {e}"))?;
     Ok(c)
 }
 
@@ -220,8 +223,7 @@ pub fn run_bench_model(a: BenchModelArgs) -> anyhow::Result<()> {
     let report = crate::bench::model::run(&weights, &opts)?;
     print!("{}", report.table());
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+        crate::io::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
         println!("wrote {}", p.display());
     }
     Ok(())

@@ -189,10 +189,14 @@ pub fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
         session.env_spec().success_threshold
     );
     let strip = a.out.join("strip.png");
-    run.strip.as_ref().expect("asked for").save_png(&strip)?;
+    if let Some(s) = &run.strip {
+        s.save_png(&strip)?;
+    }
     let json = a.out.join("plan.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&run.log_json())?)
-        .map_err(|e| crate::Error::io(&json, e))?;
+    crate::io::write_atomic(
+        &json,
+        serde_json::to_string_pretty(&run.log_json())?.as_bytes(),
+    )?;
     eprintln!("wrote {} and {}", strip.display(), json.display());
     Ok(())
 }
@@ -210,6 +214,10 @@ pub struct EvalArgs {
 }
 
 pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
+    // A bad --episodes or --json (missing directory, device node, a report another process is
+    // writing) fails now, not after loading and calibrating; evaluate() takes the lock for good.
+    crate::limits::check_range("--episodes", a.episodes, 1, crate::limits::MAX_EPISODES)?;
+    drop(crate::plan::eval::ReportFile::open(&a.json, "--json")?);
     // The report holds the model's name; eval prints no model line.
     let mut session = Session::open(&a.opts.session_options(), &mut |e: &Event| {
         if let Event::Notice(m) = e {
@@ -221,7 +229,7 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} episodes {msg} [{elapsed} < {eta}]",
         )
-        .expect("valid template"),
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut ok = 0;
     let report = session.evaluate(a.episodes, Some(&a.json), &mut |e: &Event| {
@@ -248,6 +256,15 @@ pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     );
     if let Some(d) = report.latent_divergence {
         println!("latent divergence from the float model: {d:.4e}");
+    }
+    let stored = crate::plan::eval::read_report(&a.json).map_or(0, |r| r.finished);
+    if stored > report.finished {
+        eprintln!(
+            "{} holds {stored} finished episodes; this summary covers the first {} (--episodes) \
+             and the file keeps all {stored}",
+            a.json.display(),
+            report.finished
+        );
     }
     println!("wrote {}", a.json.display());
     Ok(())
@@ -309,8 +326,7 @@ pub fn run_bench_plan(a: BenchPlanArgs) -> anyhow::Result<()> {
         println!("gpu / cpu speed: {:.2}x", c / g);
     }
     if let Some(p) = a.json {
-        std::fs::write(&p, serde_json::to_string_pretty(&r)?)
-            .map_err(|e| crate::Error::io(&p, e))?;
+        crate::io::write_atomic(&p, serde_json::to_string_pretty(&r)?.as_bytes())?;
         println!("wrote {}", p.display());
     }
     Ok(())
@@ -331,10 +347,18 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     if QuantSpec::default() == a.opts.quant.parse::<QuantSpec>()? {
         anyhow::bail!("--quant fp leaves nothing to quantize; give a spec such as w8 or w4g32a8");
     }
+    // A path that cannot be written as a regular file fails before calibration, not after.
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    }
+    crate::io::check_output(&a.out, "--out")?;
     let o = a.opts.session_options();
     let env = crate::env::make(&o.env)?;
     let l = LoadedModel::open(&o.model, env.as_ref(), &o.plan, &mut print_notices)?;
-    let q = l.quant.as_ref().expect("a non-fp spec quantizes");
+    let q = l
+        .quant
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--quant {}: nothing was quantized", a.opts.quant))?;
     crate::model::quantized::save(q, &a.out)?;
     let (qb, fb) = q.linear_bytes();
     println!(

@@ -70,20 +70,7 @@ pub struct TrainArgs {
 
 pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let env = crate::env::make(&a.env)?;
-    let spec = env.spec().clone();
-    let mut model = ModelConfig::preset(&a.config).ok_or_else(|| {
-        anyhow::anyhow!("unknown --config '{}'; use small, tiny or dinowm", a.config)
-    })?;
-    model.action_dim = spec.action_dim;
-    model.proprio_dim = spec.proprio_dim;
-    model.name = format!("{}-{}", a.config, spec.name);
-    if let Some(r) = a.resize {
-        model.encoder.resize = r;
-    }
-    if let Some(p) = a.patch {
-        model.encoder.patch = p;
-    }
-    let mut cfg = TrainConfig::new(model);
+    let mut cfg = TrainConfig::for_env(&a.config, env.spec(), a.resize, a.patch)?;
     cfg.seed = a.seed;
     cfg.batch = a.batch;
     cfg.encoder_epochs = a.encoder_epochs;

@@ -58,7 +58,9 @@ pub fn matmul(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         None => y,
     };
     let mut out = dims;
-    *out.last_mut().unwrap() = n;
+    if let Some(l) = out.last_mut() {
+        *l = n;
+    }
     Ok(y.reshape(out)?)
 }
 

@@ -133,6 +133,49 @@ impl Manifest {
         )
     }
 
+    /// Check the numbers a manifest file claims before anything is computed or allocated from
+    /// them: sizes within `crate::limits`, shards listed in order with their expected names
+    /// and lengths, statistics of the right width.
+    fn validate(&self) -> Result<()> {
+        use crate::limits::{check_range, MAX_EPISODES, MAX_SMALL_DIM, MAX_STEPS};
+        check_range("episodes", self.episodes, 1, MAX_EPISODES)?;
+        check_range("steps", self.steps, 1, MAX_STEPS)?;
+        check_range("image_size", self.image_size, 1, 1024)?;
+        check_range("shard_episodes", self.shard_episodes, 1, self.episodes)?;
+        check_range("action_dim", self.action_dim, 1, MAX_SMALL_DIM)?;
+        check_range("proprio_dim", self.proprio_dim, 1, MAX_SMALL_DIM)?;
+        check_range("state_dim", self.state_dim, 1, MAX_SMALL_DIM)?;
+        let want = self.episodes.div_ceil(self.shard_episodes);
+        if self.num_shards != want || self.shards.len() > want {
+            return Err(Error::Invalid(format!(
+                "num_shards {} with {} listed, expected {want} for {} episodes of {} per shard",
+                self.num_shards,
+                self.shards.len(),
+                self.episodes,
+                self.shard_episodes
+            )));
+        }
+        for (k, s) in self.shards.iter().enumerate() {
+            let n = shard_len(k, self.shard_episodes, self.episodes);
+            let ok = s.file == shard_name(k)
+                && s.first_episode == k * self.shard_episodes
+                && s.episodes == n
+                && [
+                    (&s.actions, self.action_dim),
+                    (&s.proprio, self.proprio_dim),
+                ]
+                .iter()
+                .all(|(m, d)| m.sum.len() == *d && m.sum_sq.len() == *d);
+            if !ok {
+                return Err(Error::Invalid(format!(
+                    "shard entry {k} ({}) does not match the dataset's layout",
+                    s.file
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn refresh_stats(&mut self) {
         let mut a = Moments::new(self.action_dim);
         let mut p = Moments::new(self.proprio_dim);
@@ -238,15 +281,13 @@ fn st_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     let path = dir.join(MANIFEST);
-    let tmp = dir.join(format!("{MANIFEST}.tmp"));
     let text = serde_json::to_string_pretty(m).map_err(|e| Error::Invalid(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    crate::io::write_atomic(&path, text.as_bytes())
 }
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::io::read_text(&path)?;
     let m: Manifest = serde_json::from_str(&text).map_err(|e| {
         Error::Invalid(format!(
             "{}: not a qwm dataset manifest: {e}",
@@ -260,6 +301,8 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             m.format
         )));
     }
+    m.validate()
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     Ok(m)
 }
 
@@ -317,14 +360,13 @@ fn write_shard(path: &Path, eps: &[Episode], m: &Manifest) -> Result<()> {
     // file's bytes) would otherwise change from run to run.
     let mut info = HashMap::new();
     info.insert("format".to_string(), format!("{FORMAT} env={}", m.env));
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(tensors, Some(info), &tmp).map_err(|e| st_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let bytes = safetensors::serialize(tensors, Some(info)).map_err(|e| st_err(path, e))?;
+    crate::io::write_atomic(path, &bytes)
 }
 
 /// Read the episodes of one shard file, checking shapes against the manifest.
 fn read_shard(path: &Path, m: &Manifest, expect_n: usize) -> Result<Vec<Episode>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::io::read_file(path, crate::io::MAX_FILE_BYTES)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, e))?;
     let get = |name: &str, shape: Vec<usize>| -> Result<TensorView<'_>> {
         let t = st.tensor(name).map_err(|e| st_err(path, e))?;
@@ -392,7 +434,20 @@ pub fn collect(
             "frame size {size} is outside 1..=1024"
         )));
     }
-    let frame_bytes = (cfg.steps + 1) * size * size * 3;
+    use crate::limits::{check_range, product, MAX_EPISODES, MAX_EPISODE_FRAME_BYTES, MAX_STEPS};
+    check_range("--episodes", cfg.episodes, 1, MAX_EPISODES)?;
+    check_range("--steps", cfg.steps, 1, MAX_STEPS)?;
+    let frame_bytes = product("frames per episode", &[cfg.steps + 1, size, size, 3])?;
+    if frame_bytes as u64 > MAX_EPISODE_FRAME_BYTES {
+        return Err(Error::Invalid(format!(
+            "--steps {} at {size} px is {frame_bytes} bytes of frames per episode, more than the \
+             {MAX_EPISODE_FRAME_BYTES} an episode may hold; lower --steps or --size",
+            cfg.steps
+        )));
+    }
+    if let Some(n) = cfg.shard_episodes {
+        check_range("--shard-episodes", n, 1, MAX_EPISODES)?;
+    }
     let shard_episodes = cfg
         .shard_episodes
         .unwrap_or_else(|| (64 << 20) / frame_bytes.max(1))

@@ -212,16 +212,14 @@ impl Frame {
     /// Write as PNG.
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            }
-        }
         let img =
             image::RgbImage::from_raw(self.width as u32, self.height as u32, self.data.clone())
                 .ok_or_else(|| Error::Invalid("frame buffer has the wrong size".into()))?;
-        img.save(path)
-            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+        // Atomic, and never over a device node or other non-regular file.
+        crate::io::write_atomic(path, png.get_ref())
     }
 
     /// Frames side by side with a `gap`-pixel separator of colour `bg`; all frames must have

@@ -164,11 +164,13 @@ pub struct AdapterChoice {
 }
 
 impl AdapterChoice {
+    /// From `QWM_BACKEND` and `QWM_ADAPTER` (none if the overrides are invalid: opening a
+    /// context then fails with the error, see `tuning::check_env`).
     pub fn from_env() -> Self {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let t = super::tuning::current().ok();
         AdapterChoice {
-            backend: get("QWM_BACKEND"),
-            name_contains: get("QWM_ADAPTER"),
+            backend: t.and_then(|t| t.backend.clone()),
+            name_contains: t.and_then(|t| t.adapter.clone()),
         }
     }
 
@@ -183,8 +185,9 @@ impl AdapterChoice {
                     "gl" | "gles" | "opengl" => wgpu::Backends::GL,
                     other => {
                         return Err(Error::Invalid(format!(
-                        "QWM_BACKEND={other:?} is not a backend; use one of vulkan, metal, dx12, gl"
-                    )))
+                            "QWM_BACKEND={other:?} is an unknown backend; use one of vulkan, \
+                             metal, dx12, gl, or unset it"
+                        )))
                     }
                 },
             },
@@ -291,6 +294,8 @@ impl GpuContext {
     /// Open an adapter with the optional features limited to `mask` (e.g. all off, to run the
     /// paths that need none of SHADER_F16, SUBGROUP and TIMESTAMP_QUERY).
     pub fn with_options(choice: &AdapterChoice, mask: Option<GpuFeatures>) -> Result<Self> {
+        // Kernel launchers read the overrides later; refuse invalid ones before any work.
+        super::tuning::check_env()?;
         let backends = choice.backends()?;
         let instance = instance_for(backends);
         let adapters = pollster::block_on(instance.enumerate_adapters(backends));
@@ -298,7 +303,7 @@ impl GpuContext {
         let adapter = adapters
             .into_iter()
             .nth(idx)
-            .expect("index from pick_adapter");
+            .ok_or_else(|| Error::NoAdapter(no_adapter_help()))?;
         Self::open(adapter, mask)
     }
 
@@ -327,11 +332,17 @@ impl GpuContext {
         {
             let s = sink.clone();
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                s.errors.lock().unwrap().push(describe(&e));
+                s.errors
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(describe(&e));
             }));
             let s = sink.clone();
             device.set_device_lost_callback(move |reason, msg| {
-                *s.lost.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+                *s.lost
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(format!("{reason:?}: {msg}"));
             });
         }
         let mut report = AdapterReport::new(&adapter, true);
@@ -352,12 +363,22 @@ impl GpuContext {
 
     /// Fails if the device was lost or an earlier operation raised an error.
     pub fn check(&self) -> Result<()> {
-        if let Some(lost) = self.sink.lost.lock().unwrap().clone() {
+        if let Some(lost) = self
+            .sink
+            .lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
             return Err(Error::Gpu(format!(
                 "the GPU device was lost ({lost}); open a new context"
             )));
         }
-        let mut errs = self.sink.errors.lock().unwrap();
+        let mut errs = self
+            .sink
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !errs.is_empty() {
             let msg = errs.join("; ");
             errs.clear();
@@ -382,7 +403,8 @@ impl GpuContext {
     /// 64 at 1024^3, docs/BENCHMARKS.md); GPUs need larger groups to fill their cores.
     /// `QWM_WG` overrides it.
     pub fn lanes_per_workgroup(&self) -> usize {
-        if let Some(v) = super::tuning("QWM_WG").and_then(|v| v.parse().ok()) {
+        // Checked (a power of two, 1..=256) when the context was opened.
+        if let Some(v) = super::tuning::current().ok().and_then(|t| t.wg) {
             return v;
         }
         if self.report.kind.is_software() {

@@ -84,7 +84,9 @@ fn matmul_shapes(
         }
     }
     let mut out_shape = x.shape().to_vec();
-    *out_shape.last_mut().unwrap() = n;
+    if let Some(l) = out_shape.last_mut() {
+        *l = n;
+    }
     Ok((m, n, k, out_shape))
 }
 

@@ -10,6 +10,7 @@ pub mod probe;
 pub mod qops;
 mod recorder;
 pub mod resize;
+pub mod tuning;
 
 pub use context::{
     backend_name, device_type_name, list_adapters, AdapterChoice, AdapterKind, AdapterReport,
@@ -19,20 +20,10 @@ pub use pipeline::{shader_source, SHADERS};
 pub use pool::{GpuTensor, PoolStats};
 pub use recorder::{KernelTime, Recorder};
 
-/// A kernel-selection override from the environment (`QWM_MATMUL`, `QWM_QMATVEC`, `QWM_QTOKENS`,
-/// `QWM_QCOLS`, `QWM_WG`), read once per process: kernels are chosen for every matmul a
-/// forward records.
+/// A kernel-selection override from the environment (`QWM_MATMUL`, `QWM_QMATVEC`, `QWM_QTOKENS`),
+/// read and checked once per process by [`tuning`]: kernels are chosen for every matmul a
+/// forward records. An invalid value makes opening a context fail, so launchers only see valid
+/// ones.
 pub(crate) fn tuning(name: &'static str) -> Option<&'static str> {
-    use std::sync::OnceLock;
-    const NAMES: [&str; 5] = [
-        "QWM_MATMUL",
-        "QWM_QMATVEC",
-        "QWM_QTOKENS",
-        "QWM_QCOLS",
-        "QWM_WG",
-    ];
-    static VALUES: OnceLock<Vec<Option<String>>> = OnceLock::new();
-    let values = VALUES.get_or_init(|| NAMES.iter().map(|n| std::env::var(n).ok()).collect());
-    let i = NAMES.iter().position(|n| *n == name)?;
-    values[i].as_deref()
+    tuning::current().ok()?.value(name)
 }

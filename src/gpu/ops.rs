@@ -157,13 +157,18 @@ fn eltwise(
     let pl = pipeline(rec, "elementwise", entry, &[("WG", wg as f64)])?;
     // Bindings are numbered as in the shader: a=1, b=2, scale=3, y=4. Auto layouts drop the
     // unused ones, so pass exactly the used buffers at their binding numbers.
+    let missing = || Error::Shape(format!("{entry}: a second operand is missing"));
     let used: Vec<(u32, &wgpu::Buffer)> = match entry {
         "gelu" | "relu" => vec![(1, a.buffer()), (4, y.buffer())],
-        "add" => vec![(1, a.buffer()), (2, b.unwrap().buffer()), (4, y.buffer())],
+        "add" => vec![
+            (1, a.buffer()),
+            (2, b.ok_or_else(missing)?.buffer()),
+            (4, y.buffer()),
+        ],
         _ => vec![
             (1, a.buffer()),
-            (2, b.unwrap().buffer()),
-            (3, scale.unwrap().buffer()),
+            (2, b.ok_or_else(missing)?.buffer()),
+            (3, scale.ok_or_else(missing)?.buffer()),
             (4, y.buffer()),
         ],
     };
@@ -260,7 +265,9 @@ pub fn concat_tile(rec: &mut Recorder, x: &GpuTensor, v: &GpuTensor) -> Result<G
         )));
     }
     let mut out_shape = xs.to_vec();
-    *out_shape.last_mut().unwrap() = dx + dt;
+    if let Some(l) = out_shape.last_mut() {
+        *l = dx + dt;
+    }
     let y = rec.ctx().alloc(&out_shape)?;
     let n = y.len();
     if n == 0 {
@@ -305,7 +312,9 @@ pub fn slice_cols(
         )));
     }
     let mut out_shape = x.shape().to_vec();
-    *out_shape.last_mut().unwrap() = width;
+    if let Some(l) = out_shape.last_mut() {
+        *l = width;
+    }
     let y = rec.ctx().alloc(&out_shape)?;
     let n = y.len();
     if n == 0 {

@@ -61,11 +61,19 @@ impl PipelineCache {
             entry,
             constants: sorted.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
         };
-        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
             return Ok(p.clone());
         }
         let module = {
-            let mut modules = self.modules.lock().unwrap();
+            let mut modules = self
+                .modules
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match modules.get(shader) {
                 Some(m) => m.clone(),
                 None => {
@@ -102,11 +110,17 @@ impl PipelineCache {
                 "pipeline {shader}.wgsl:{entry} {sorted:?}: {e}"
             )));
         }
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        self.pipelines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
     pub fn len(&self) -> usize {
-        self.pipelines.lock().unwrap().len()
+        self.pipelines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 }

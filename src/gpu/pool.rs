@@ -41,12 +41,18 @@ pub(crate) struct BufferPool {
 
 impl BufferPool {
     pub(crate) fn open_recording(&self) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *st.open.entry(std::thread::current().id()).or_default() += 1;
     }
 
     pub(crate) fn close_recording(&self) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = std::thread::current().id();
         if let Some(n) = st.open.get_mut(&id) {
             *n -= 1;
@@ -65,7 +71,10 @@ impl BufferPool {
     /// A pooled buffer or a new one. `for_queue_write`: the caller fills it with
     /// `queue.write_buffer`, so only buffers without pending users qualify.
     fn take(&self, device: &wgpu::Device, bytes: u64, for_queue_write: bool) -> PooledBuffer {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let me = std::thread::current().id();
         let only_recorder = st.open.len() == 1 && st.open.contains_key(&me);
         let mut reused = st.free.get_mut(&bytes).and_then(|v| v.pop());
@@ -94,7 +103,10 @@ impl BufferPool {
     }
 
     fn give_back(&self, buffer: wgpu::Buffer, bytes: u64) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.live_bytes -= bytes;
         st.pooled_bytes += bytes;
         let list = if st.open.is_empty() {
@@ -106,7 +118,10 @@ impl BufferPool {
     }
 
     pub fn stats(&self) -> PoolStats {
-        let st = self.state.lock().unwrap();
+        let st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         PoolStats {
             live_bytes: st.live_bytes,
             pooled_bytes: st.pooled_bytes,
@@ -116,7 +131,10 @@ impl BufferPool {
 
     /// Free every idle buffer (live tensors are untouched).
     pub fn trim(&self) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut freed = 0;
         for (bytes, v) in st.free.drain() {
             freed += bytes * v.len() as u64;

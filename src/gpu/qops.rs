@@ -84,8 +84,9 @@ pub(super) struct QParams {
 fn tile(ctx: &GpuContext, m: usize) -> (u32, u32) {
     // Mat-vec shapes: one output column per lane keeps GPUs busy; CPU drivers gain more from
     // amortizing each activation load over 4 columns (QWM_QCOLS overrides, for tuning).
-    let cols = super::tuning("QWM_QCOLS")
-        .and_then(|v| v.parse().ok())
+    let cols = super::tuning::current()
+        .ok()
+        .and_then(|t| t.qcols)
         .unwrap_or(if ctx.report.kind.is_software() { 4 } else { 1 });
     match m {
         0..=1 => (1, cols),
@@ -124,7 +125,9 @@ fn check_x(
     check_bias(w, b)?;
     let m = x.len() / k.max(1);
     let mut out = x.shape().to_vec();
-    *out.last_mut().unwrap() = w.n;
+    if let Some(l) = out.last_mut() {
+        *l = w.n;
+    }
     Ok((m, out))
 }
 

@@ -41,7 +41,10 @@ pub(crate) struct UniformCache {
 
 impl UniformCache {
     fn get(&self, device: &wgpu::Device, bytes: &[u8]) -> wgpu::Buffer {
-        let mut map = self.map.lock().unwrap();
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(b) = map.get(bytes) {
             return b.clone();
         }
@@ -174,7 +177,10 @@ impl<'a> Recorder<'a> {
                 layout: &pipeline.get_bind_group_layout(0),
                 entries: &entries,
             });
-        let encoder = self.encoder.as_mut().expect("recorder already submitted");
+        let encoder = self
+            .encoder
+            .as_mut()
+            .ok_or_else(|| Error::Gpu("recorder already submitted".into()))?;
         match &mut self.profiler {
             Some(prof) => {
                 if prof.labels.len() as u32 * 2 + 2 > MAX_QUERIES {
@@ -198,16 +204,14 @@ impl<'a> Recorder<'a> {
                 prof.labels.push(label);
             }
             None => {
-                if self.pass.is_none() {
-                    let pass = encoder
+                let pass = self.pass.get_or_insert_with(|| {
+                    encoder
                         .begin_compute_pass(&wgpu::ComputePassDescriptor {
                             label: Some("qwm ops"),
                             timestamp_writes: None,
                         })
-                        .forget_lifetime();
-                    self.pass = Some(pass);
-                }
-                let pass = self.pass.as_mut().unwrap();
+                        .forget_lifetime()
+                });
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
                 pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -220,6 +224,8 @@ impl<'a> Recorder<'a> {
     /// Record a buffer copy (ends the current pass).
     pub fn copy(&mut self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
         self.pass = None;
+        // `copy` takes `self` by `&mut` and the encoder only goes in `submit(self)`: it is here.
+        #[allow(clippy::expect_used)]
         let encoder = self.encoder.as_mut().expect("recorder already submitted");
         encoder.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
     }
@@ -227,7 +233,10 @@ impl<'a> Recorder<'a> {
     /// Submit everything recorded so far. Does not wait.
     pub fn submit(mut self) -> Result<()> {
         self.pass = None;
-        let enc = self.encoder.take().unwrap();
+        let enc = self
+            .encoder
+            .take()
+            .ok_or_else(|| Error::Gpu("recorder already submitted".into()))?;
         self.ctx.queue.submit([enc.finish()]);
         self.ctx.check()
     }
@@ -235,7 +244,10 @@ impl<'a> Recorder<'a> {
     /// Submit, wait, and return the GPU time of each dispatch (empty without timestamps).
     pub fn submit_profiled(mut self) -> Result<Vec<KernelTime>> {
         self.pass = None;
-        let mut enc = self.encoder.take().unwrap();
+        let mut enc = self
+            .encoder
+            .take()
+            .ok_or_else(|| Error::Gpu("recorder already submitted".into()))?;
         let Some(prof) = self.profiler.take() else {
             self.ctx.queue.submit([enc.finish()]);
             self.ctx.wait()?;

@@ -261,31 +261,61 @@ impl ModelConfig {
                 Ok(())
             }
         };
-        for (v, w) in [
-            (self.image_size, "image_size"),
-            (e.resize, "encoder.resize"),
-            (e.patch, "encoder.patch"),
-            (e.width, "encoder.width"),
-            (e.depth, "encoder.depth"),
-            (e.heads, "encoder.heads"),
-            (e.mlp, "encoder.mlp"),
-            (p.depth, "predictor.depth"),
-            (p.heads, "predictor.heads"),
-            (p.head_dim, "predictor.head_dim"),
-            (p.mlp, "predictor.mlp"),
-            (self.action_dim, "action_dim"),
-            (self.frameskip, "frameskip"),
-            (self.action_emb, "action_emb"),
-            (self.proprio_dim, "proprio_dim"),
-            (self.proprio_emb, "proprio_emb"),
-            (self.num_hist, "num_hist"),
+        use crate::limits::*;
+        // Upper bounds first: nothing below (layout, parameter count) may overflow or loop
+        // over a size a corrupt file made up.
+        for (v, w, max) in [
+            (self.image_size, "image_size", MAX_IMAGE),
+            (e.resize, "encoder.resize", MAX_IMAGE),
+            (e.patch, "encoder.patch", MAX_IMAGE),
+            (e.width, "encoder.width", MAX_WIDTH),
+            (e.depth, "encoder.depth", MAX_DEPTH),
+            (e.heads, "encoder.heads", MAX_HEADS),
+            (e.mlp, "encoder.mlp", MAX_WIDTH),
+            (p.depth, "predictor.depth", MAX_DEPTH),
+            (p.heads, "predictor.heads", MAX_HEADS),
+            (p.head_dim, "predictor.head_dim", MAX_WIDTH),
+            (p.mlp, "predictor.mlp", MAX_WIDTH),
+            (self.action_dim, "action_dim", MAX_SMALL_DIM),
+            (self.frameskip, "frameskip", MAX_SMALL_DIM),
+            (self.action_emb, "action_emb", MAX_WIDTH),
+            (self.proprio_dim, "proprio_dim", MAX_SMALL_DIM),
+            (self.proprio_emb, "proprio_emb", MAX_WIDTH),
+            (self.num_hist, "num_hist", MAX_HIST),
         ] {
             pos(v, w)?;
+            if v > max {
+                return Err(Error::Invalid(format!(
+                    "config: {w} is {v}, more than the {max} qwm supports"
+                )));
+            }
+        }
+        if let Some(d) = &self.decoder {
+            for (v, w, max) in [
+                (d.channel, "decoder.channel", MAX_WIDTH),
+                (d.res_blocks, "decoder.res_blocks", MAX_RES_BLOCKS),
+                (d.res_channel, "decoder.res_channel", MAX_WIDTH),
+            ] {
+                if v > max {
+                    return Err(Error::Invalid(format!(
+                        "config: {w} is {v}, more than the {max} qwm supports"
+                    )));
+                }
+            }
         }
         if !e.resize.is_multiple_of(e.patch) {
             return Err(Error::Invalid(format!(
                 "config: encoder.resize {} is not a multiple of encoder.patch {}",
                 e.resize, e.patch
+            )));
+        }
+        if self.patches() > MAX_TOKENS {
+            return Err(Error::Invalid(format!(
+                "config: encoder.resize {} / encoder.patch {} gives {} patches per frame, more \
+                 than the {MAX_TOKENS} qwm supports",
+                e.resize,
+                e.patch,
+                self.patches()
             )));
         }
         if !e.width.is_multiple_of(e.heads) {
@@ -317,6 +347,14 @@ impl ModelConfig {
                     d.channel, d.res_channel
                 )));
             }
+        }
+        // The whole model's size, in checked arithmetic, before anyone allocates it.
+        let params = super::weights::param_count(self)
+            .ok_or_else(|| Error::Invalid("config: the parameter count overflows".to_string()))?;
+        if params > MAX_PARAMS {
+            return Err(Error::Invalid(format!(
+                "config: {params} parameters, more than the {MAX_PARAMS} qwm supports"
+            )));
         }
         Ok(())
     }

@@ -45,7 +45,7 @@ fn meta_err(path: &Path, msg: String) -> Error {
 /// Read the config and normalization from a file's metadata without loading tensors.
 pub fn read_config(path: impl AsRef<Path>) -> Result<(ModelConfig, Normalization)> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_model_file(path)?;
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
         meta_err(
             path,
@@ -108,8 +108,66 @@ pub(crate) fn parse_meta(
 /// Load and validate a model file (f32, f16 or bf16 tensors; f32 in memory).
 pub fn load(path: impl AsRef<Path>) -> Result<Weights> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_model_file(path)?;
     load_bytes(path, &bytes)
+}
+
+/// A model file's bytes: a regular file, read no further than its declared length.
+pub(crate) fn read_model_file(path: &Path) -> Result<Vec<u8>> {
+    crate::io::read_file(path, crate::io::MAX_FILE_BYTES)
+}
+
+/// Check every tensor's name, dtype and shape against what the config implies, before any
+/// tensor is converted (allocated): a file whose header disagrees with its config is refused
+/// here, whatever sizes either claims. `extra_ok` admits names outside the layout (fixtures).
+fn check_header(path: &Path, config: &ModelConfig, st: &SafeTensors, extra_ok: bool) -> Result<()> {
+    let expected: HashMap<String, Vec<usize>> = super::weights::expected_tensors(config)
+        .into_iter()
+        .collect();
+    for (name, view) in st.tensors() {
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(meta_err(
+                path,
+                format!(
+                    "tensor {name}: dtype {:?} is not supported; expected F32, F16 or BF16",
+                    view.dtype()
+                ),
+            ));
+        }
+        match expected.get(&name) {
+            Some(shape) if shape.as_slice() != view.shape() => {
+                return Err(Error::Shape(format!(
+                    "{}: tensor {name}: the config '{}' implies shape {shape:?}, the file has {:?}",
+                    path.display(),
+                    config.name,
+                    view.shape()
+                )))
+            }
+            None if !extra_ok => {
+                return Err(meta_err(
+                    path,
+                    format!(
+                        "unexpected tensor {name} for config '{}' (expected {} tensors)",
+                        config.name,
+                        expected.len()
+                    ),
+                ))
+            }
+            _ => {}
+        }
+    }
+    for (name, shape) in &expected {
+        if st.tensor(name).is_err() {
+            return Err(meta_err(
+                path,
+                format!(
+                    "missing tensor {name} (expected shape {shape:?} for config '{}')",
+                    config.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Load from bytes already in memory (`path` only names the source in errors).
@@ -126,6 +184,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Weights> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| meta_err(path, format!("bad safetensors header: {e}")))?;
     let (config, norm) = parse_meta(path, meta.metadata())?;
+    check_header(path, &config, &st, false)?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let data = to_f32(&view).map_err(|m| meta_err(path, format!("tensor {name}: {m}")))?;
@@ -256,7 +315,8 @@ pub fn save_with_extra(
 /// A tensor ready to serialize: name, dtype, shape, little-endian bytes.
 pub(crate) type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
 
-/// Write raw tensors and metadata as a safetensors file (creating the parent directory).
+/// Write raw tensors and metadata as a safetensors file (creating the parent directory),
+/// atomically and with the same bytes for the same content (see [`canonical`]).
 pub(crate) fn write_tensors(
     bufs: &[RawTensor],
     meta: HashMap<String, String>,
@@ -270,20 +330,56 @@ pub(crate) fn write_tensors(
                 .map_err(|e| Error::Invalid(format!("tensor {n}: {e}")))
         })
         .collect::<Result<_>>()?;
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))?;
+    crate::io::write_atomic(path, &canonical(&bytes)?)
+}
+
+/// The same safetensors file with its JSON header's keys (tensor names and metadata entries)
+/// sorted. safetensors writes the metadata in `HashMap` order, which changes from run to run:
+/// the same model would get different bytes and a different CRC, and a regenerated model could
+/// not resume its evaluation. Tensor data and offsets are untouched (offsets are relative to
+/// the end of the header); the header is padded with spaces to 8 bytes, as safetensors does.
+pub(crate) fn canonical(bytes: &[u8]) -> Result<Vec<u8>> {
+    let bad = |m: &str| Error::Invalid(format!("serializing a safetensors file: {m}"));
+    let n = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("no header"))?;
+    let end = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|e| *e <= bytes.len())
+        .ok_or_else(|| bad("header length"))?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..end]).map_err(|e| bad(&e.to_string()))?;
+    // serde_json::Value may keep insertion order (feature preserve_order): sort nested maps
+    // explicitly.
+    let sorted: BTreeMap<String, BTreeMap<String, serde_json::Value>> = header
+        .into_iter()
+        .map(|(k, v)| {
+            let m: BTreeMap<String, serde_json::Value> =
+                serde_json::from_value(v).map_err(|e| bad(&e.to_string()))?;
+            Ok((k, m))
+        })
+        .collect::<Result<_>>()?;
+    let mut h = serde_json::to_vec(&sorted).map_err(|e| bad(&e.to_string()))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
     }
-    safetensors::serialize_to_file(views, Some(meta), path)
-        .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
+    let mut out = Vec::with_capacity(8 + h.len() + bytes.len() - end);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 /// Load a file that holds a model plus extra tensors (names not in the model layout): returns
 /// the validated model and the extra tensors.
 pub fn load_extra(path: impl AsRef<Path>) -> Result<(Weights, BTreeMap<String, HostTensor>)> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_model_file(path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         meta_err(
             path,
@@ -293,6 +389,7 @@ pub fn load_extra(path: impl AsRef<Path>) -> Result<(Weights, BTreeMap<String, H
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| meta_err(path, format!("bad safetensors header: {e}")))?;
     let (config, norm) = parse_meta(path, meta.metadata())?;
+    check_header(path, &config, &st, true)?;
     let known: std::collections::HashSet<String> = super::weights::expected_tensors(&config)
         .into_iter()
         .map(|(n, _)| n)
@@ -345,7 +442,7 @@ pub(crate) type F32Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Read every tensor of a safetensors file of f32 tensors (training checkpoints).
 pub(crate) fn read_f32_tensors(path: &Path) -> Result<F32Tensors> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_model_file(path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         Error::Invalid(format!(
             "{}: not a readable checkpoint ({e}); delete it to start over",

@@ -18,7 +18,7 @@ use super::{format, HostTensor, ModelConfig, Weights};
 use crate::quant::layout::{Fold, Layout, Producer, QLinear, TensorStore};
 use crate::quant::{
     method, ActParams, ActSpec, ActStats, CalibData, ModuleQuant, PackedWeight, QuantContext,
-    QuantSpec,
+    QuantSpec, WeightSpec,
 };
 use crate::{Error, Result};
 
@@ -413,8 +413,7 @@ pub fn is_quantized_file(path: impl AsRef<Path>) -> Result<bool> {
             path.display()
         ))
     };
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let (mut f, file_len) = crate::io::open_regular(path)?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
         .map_err(|e| corrupt(format!("no header length ({e})")))?;
@@ -434,11 +433,119 @@ pub fn is_quantized_file(path: impl AsRef<Path>) -> Result<bool> {
         .is_some())
 }
 
-/// Read a quantized model file, checking that the metadata matches the tensors.
+/// What a file's tensor of the given name must be: a float weight, or one part of a layer's
+/// packed codes (with its length in u32 words).
+enum Slot {
+    Float(Vec<usize>),
+    Packed(usize),
+}
+
+/// Check one layer's metadata against the config and the spec label, and return the packed
+/// lengths (codes, scales, zero points) it implies. Nothing is allocated from the metadata
+/// before this passes.
+fn check_layer(
+    name: &str,
+    lm: &LayerMeta,
+    shape: Option<&Vec<usize>>,
+    want: Option<WeightSpec>,
+    spec: &QuantSpec,
+) -> std::result::Result<(usize, usize, bool), String> {
+    let Some([n, k]) = shape.map(|s| s.as_slice()) else {
+        return Err(format!(
+            "qwm_quant lists layer {name}, which is not a quantized linear of this config"
+        ));
+    };
+    let Some(ws) = want else {
+        return Err(format!(
+            "the spec label says {spec}, which leaves layer {name} in float, but the file holds \
+             it packed"
+        ));
+    };
+    if (lm.n, lm.k) != (*n, *k) {
+        return Err(format!(
+            "layer {name} is [{}, {}] in qwm_quant but [{n}, {k}] in the config",
+            lm.n, lm.k
+        ));
+    }
+    if lm.bits != ws.bits {
+        return Err(format!(
+            "the spec label says {spec} ({}-bit weights) but layer {name} holds {}-bit codes",
+            ws.bits, lm.bits
+        ));
+    }
+    let group_ok = match ws.group {
+        Some(g) => !lm.per_channel && lm.group == g,
+        None => lm.per_channel && lm.group == crate::quant::pack::k_pad(*k),
+    };
+    if !group_ok {
+        return Err(format!(
+            "the spec label says {spec} but layer {name} has group {} (per_channel {})",
+            lm.group, lm.per_channel
+        ));
+    }
+    let probe = PackedWeight {
+        n: *n,
+        k: *k,
+        bits: lm.bits,
+        group: lm.group,
+        per_channel: lm.per_channel,
+        codes: Vec::new(),
+        scales: Vec::new(),
+        zeros: None,
+    };
+    let (codes, scales) = probe.expected_words().map_err(|e| e.to_string())?;
+    Ok((codes, scales, lm.symmetric))
+}
+
+/// Check the static activation parameters against the spec: one set, with the spec's bits, for
+/// every linear with static activation quantization, and nothing else.
+fn check_act(
+    qm: &QuantMeta,
+    spec: &QuantSpec,
+    linears: &[(String, Module)],
+) -> std::result::Result<(), String> {
+    let spec_of = |m: Module| match m {
+        Module::Encoder => spec.encoder,
+        Module::Predictor => spec.predictor,
+    };
+    for (name, module) in linears {
+        if let Some(a) = spec_of(*module).act.filter(|a| !a.dynamic) {
+            let p = qm.act.get(name).ok_or_else(|| {
+                format!("the spec label says {spec} but there are no activation ranges for {name}")
+            })?;
+            if p.bits != a.bits {
+                return Err(format!(
+                    "activation parameters of {name} have {} bits, the spec label {spec} says {}",
+                    p.bits, a.bits
+                ));
+            }
+            p.validate()
+                .map_err(|e| format!("activation parameters of {name}: {e}"))?;
+        }
+    }
+    for name in qm.act.keys() {
+        let static_act = linears
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, m)| spec_of(*m).act)
+            .is_some_and(|a| !a.dynamic);
+        if !static_act {
+            return Err(format!(
+                "activation parameters for {name}, which the spec label {spec} does not \
+                 quantize statically"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Read a quantized model file. Its metadata (layers, bits, groups, activation parameters,
+/// method, spec label) is checked against the config and the tensors' headers before any tensor
+/// is read; a layer stored both as a float weight and as packed codes is refused.
 pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
     let path = path.as_ref();
     let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = format::read_model_file(path)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
         bad(format!(
             "not a valid safetensors file (truncated or corrupt?): {e}"
@@ -453,22 +560,97 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
         .and_then(|s| {
             serde_json::from_str(s).map_err(|e| bad(format!("qwm_quant metadata: {e}")))
         })?;
-    let spec: QuantSpec = qm.spec.parse()?;
+    let spec: QuantSpec = qm
+        .spec
+        .parse()
+        .map_err(|e: Error| bad(format!("qwm_quant spec label: {e}")))?;
+    let method_name = method(&qm.method)
+        .map_err(|e| bad(format!("qwm_quant method: {e}")))?
+        .name()
+        .to_string();
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         bad(format!(
             "not a valid safetensors file (truncated or corrupt?): {e}"
         ))
     })?;
+    // Every tensor the file may hold, from the config and the (checked) layer metadata.
+    let linears = quantized_linears(&config);
+    let shapes: HashMap<String, Vec<usize>> = crate::model::expected_tensors(&config)
+        .into_iter()
+        .collect();
+    let mut slots: HashMap<String, Slot> = shapes
+        .iter()
+        .map(|(n, s)| (n.clone(), Slot::Float(s.clone())))
+        .collect();
+    for (name, lm) in &qm.layers {
+        let module = linears.iter().find(|(n, _)| n == name).map(|(_, m)| *m);
+        let want = module.and_then(|m| match m {
+            Module::Encoder => spec.encoder.weight,
+            Module::Predictor => spec.predictor.weight,
+        });
+        let shape = module.and_then(|_| shapes.get(name));
+        let (codes, scales, symmetric) = check_layer(name, lm, shape, want, &spec).map_err(&bad)?;
+        slots.remove(name);
+        slots.insert(format!("{name}.qcodes"), Slot::Packed(codes));
+        slots.insert(format!("{name}.qscales"), Slot::Packed(scales));
+        if !symmetric {
+            slots.insert(format!("{name}.qzeros"), Slot::Packed(scales));
+        }
+    }
+    for (name, module) in &linears {
+        let want = match module {
+            Module::Encoder => spec.encoder.weight.is_some(),
+            Module::Predictor => spec.predictor.weight.is_some(),
+        };
+        if want && !qm.layers.contains_key(name) {
+            return Err(bad(format!(
+                "metadata says {spec} but layer {name} is not quantized"
+            )));
+        }
+    }
+    check_act(&qm, &spec, &linears).map_err(&bad)?;
+    for (name, v) in st.tensors() {
+        match slots.get(&name) {
+            Some(Slot::Float(shape)) => {
+                if v.dtype() != Dtype::F32 || v.shape() != shape.as_slice() {
+                    return Err(bad(format!(
+                        "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
+                        v.dtype(),
+                        v.shape()
+                    )));
+                }
+            }
+            Some(Slot::Packed(words)) => {
+                if v.dtype() != Dtype::U32 || v.shape() != [*words] {
+                    return Err(bad(format!(
+                        "tensor {name} is {:?} {:?}, expected U32 [{words}]",
+                        v.dtype(),
+                        v.shape()
+                    )));
+                }
+            }
+            None if qm.layers.contains_key(&name) => {
+                return Err(bad(format!(
+                    "holds both a float weight and packed codes for layer {name}; the CPU \
+                     backend would use one and the GPU the other. Re-quantize the float model"
+                )))
+            }
+            None => return Err(bad(format!("unexpected tensor {name}"))),
+        }
+    }
+    let present: std::collections::HashSet<&str> = st.names().into_iter().collect();
+    let mut missing: Vec<&String> = slots
+        .keys()
+        .filter(|n| !present.contains(n.as_str()))
+        .collect();
+    missing.sort();
+    if let Some(m) = missing.first() {
+        return Err(bad(format!("tensor {m} is missing")));
+    }
     let u32s = |name: &str| -> Result<Vec<u32>> {
         let v = st
             .tensor(name)
             .map_err(|_| bad(format!("tensor {name} is missing")))?;
-        if v.dtype() != Dtype::U32 {
-            return Err(bad(format!(
-                "tensor {name} is {:?}, expected U32",
-                v.dtype()
-            )));
-        }
         Ok(v.data()
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -491,7 +673,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
                 Some(u32s(&format!("{name}.qzeros"))?)
             },
         };
-        pw.validate(name)?;
+        pw.validate(name).map_err(|e| bad(e.to_string()))?;
         tensors.insert(
             name.clone(),
             HostTensor {
@@ -502,14 +684,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
         packed.insert(name.clone(), pw);
     }
     for (name, v) in st.tensors() {
-        if name.ends_with(".qcodes") || name.ends_with(".qscales") || name.ends_with(".qzeros") {
+        if !matches!(slots.get(&name), Some(Slot::Float(_))) {
             continue;
-        }
-        if v.dtype() != Dtype::F32 {
-            return Err(bad(format!(
-                "tensor {name} is {:?}, expected F32",
-                v.dtype()
-            )));
         }
         let data: Vec<f32> = v
             .data()
@@ -533,23 +709,10 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
         tensors,
     };
     weights.validate().map_err(|e| bad(e.to_string()))?;
-    // Every layer the spec quantizes must be packed, and nothing else.
-    for (name, module) in quantized_linears(&weights.config) {
-        let want = match module {
-            Module::Encoder => spec.encoder.weight.is_some(),
-            Module::Predictor => spec.predictor.weight.is_some(),
-        };
-        if want != packed.contains_key(&name) {
-            return Err(bad(format!(
-                "metadata says {spec} but layer {name} is {}quantized",
-                if want { "not " } else { "" }
-            )));
-        }
-    }
     Ok(QuantizedModel {
         weights,
         spec,
-        method: qm.method,
+        method: method_name,
         packed,
         act: qm.act,
     })

@@ -50,6 +50,17 @@ fn layout(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
     Layout::of(cfg).tensors
 }
 
+/// The parameter count a config implies, `None` on overflow. Only for configs whose sizes are
+/// already bounded (`ModelConfig::validate` calls it after its per-field bounds).
+pub(crate) fn param_count(cfg: &ModelConfig) -> Option<u64> {
+    layout(cfg).iter().try_fold(0u64, |acc, (_, shape, _)| {
+        let n = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))?;
+        acc.checked_add(n)
+    })
+}
+
 /// Names and shapes of every tensor the config implies, in file order.
 pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     layout(cfg).into_iter().map(|(n, s, _)| (n, s)).collect()

@@ -22,6 +22,12 @@ pub fn calibrate(
     plan_cfg: &PlanConfig,
     alpha: f32,
 ) -> Result<BTreeMap<String, ActStats>> {
+    if episodes == 0 {
+        return Err(crate::Error::Invalid(
+            "calibration needs at least 1 episode (--calib-episodes 0 was given)".into(),
+        ));
+    }
+    crate::limits::check_range("--calib-episodes", episodes, 1, crate::limits::MAX_EPISODES)?;
     let m = CpuModel::new(w)?.observing();
     run_calibration(&m, w, env_name, episodes, plan_cfg, alpha)?;
     Ok(m.take_observed())
@@ -104,6 +110,8 @@ pub fn load_or_capture_inputs(
     alpha: f32,
     tokens: usize,
 ) -> Result<CalibData> {
+    // Rows kept per linear: bounded so a typo cannot ask for gigabytes.
+    crate::limits::check_range("--calib-tokens", tokens, 1, 1 << 20)?;
     if let Some(p) = path.filter(|p| p.exists()) {
         let c = CalibData::load(p)?;
         let linears = linear_widths(w);

@@ -47,7 +47,7 @@ pub struct EvalConfig {
 
 /// CRC-32 (hex) of a file's bytes, for [`EvalConfig::model_crc32`].
 pub fn file_crc32(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::io::read_file(path, crate::io::MAX_FILE_BYTES)?;
     Ok(format!("{:08x}", crc32fast::hash(&bytes)))
 }
 
@@ -96,12 +96,17 @@ impl From<&MpcConfig> for MpcConfigKey {
     }
 }
 
+/// Statistics that can be NaN (no episodes, a diverging model) are written as `null` and read
+/// back as NaN (`crate::io::nan_as_null`), so a report is always readable by qwm itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     pub config: EvalConfig,
     pub finished: usize,
+    #[serde(with = "crate::io::nan_as_null")]
     pub success_rate: f64,
+    #[serde(with = "crate::io::nan_as_null::pair")]
     pub success_ci95: [f64; 2],
+    #[serde(with = "crate::io::nan_as_null")]
     pub mean_state_dist: f64,
     pub plan_seconds_median: Option<f64>,
     /// Spearman correlation across episodes of the final planning objective and the final
@@ -153,33 +158,93 @@ impl EvalReport {
     }
 }
 
-/// Write a report atomically (a temporary file renamed over `path`), so that an interrupted
-/// write never leaves a truncated report for the next run to resume from.
+/// Write a report atomically (a per-process temporary renamed over `path`), so that an
+/// interrupted write never leaves a truncated report for the next run to resume from. A process
+/// that owns the report for a whole run writes through [`ReportFile`], which also holds the lock.
 pub fn write_report(path: &Path, report: &EvalReport) -> Result<()> {
-    write_atomic(
-        path,
-        &serde_json::to_string_pretty(report).expect("serializable"),
-    )
+    let text = serde_json::to_string_pretty(report)
+        .map_err(|e| Error::Invalid(format!("{}: cannot serialize: {e}", path.display())))?;
+    crate::io::write_atomic(path, text.as_bytes())
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp: PathBuf = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-/// Finished episodes of an earlier run with the same config (empty if none).
-fn resume(path: &Path, config: &EvalConfig) -> Result<Vec<EpisodeRecord>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let old: EvalReport = serde_json::from_str(&text).map_err(|e| {
+/// Read an eval report (a regular file of at most `io::MAX_JSON_BYTES`).
+pub fn read_report(path: &Path) -> Result<EvalReport> {
+    let text = crate::io::read_text(path)?;
+    serde_json::from_str(&text).map_err(|e| {
         Error::Invalid(format!(
             "{} exists but is not a qwm eval report ({e}); pick another --json path or delete it",
             path.display()
         ))
-    })?;
+    })
+}
+
+/// An eval report file owned by this process: its path checked as an output and its advisory
+/// lock held until dropped, so a second process evaluating into the same report is refused
+/// instead of silently overwriting episodes. Writes are atomic (per-process temporary, rename).
+#[derive(Debug)]
+pub struct ReportFile {
+    path: PathBuf,
+    _lock: crate::io::FileLock,
+}
+
+impl ReportFile {
+    /// Check `path` (`flag` names the option in errors) and take its lock; an error if another
+    /// process holds it.
+    pub fn open(path: &Path, flag: &str) -> Result<Self> {
+        crate::io::check_output(path, flag)?;
+        match crate::io::FileLock::try_acquire(path)? {
+            Some(lock) => Ok(ReportFile {
+                path: path.to_path_buf(),
+                _lock: lock,
+            }),
+            None => Err(Error::Invalid(format!(
+                "{flag} {}: another qwm process is writing this report now; wait for it to \
+                 finish (a rerun then resumes) or pick another {flag} path",
+                path.display()
+            ))),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored report, if the file exists.
+    pub fn read(&self) -> Result<Option<EvalReport>> {
+        if std::fs::symlink_metadata(&self.path).is_err() {
+            return Ok(None);
+        }
+        read_report(&self.path).map(Some)
+    }
+
+    pub fn write(&self, report: &EvalReport) -> Result<()> {
+        let text = serde_json::to_string_pretty(report).map_err(|e| {
+            Error::Invalid(format!("{}: cannot serialize: {e}", self.path.display()))
+        })?;
+        crate::io::write_atomic(&self.path, text.as_bytes())
+    }
+
+    /// Change the stored report in place (e.g. add the latent divergence): it keeps every
+    /// finished episode, also those beyond a smaller `--episodes` of this run.
+    pub fn update(&self, f: impl FnOnce(&mut EvalReport)) -> Result<()> {
+        let Some(mut r) = self.read()? else {
+            return Err(Error::Invalid(format!(
+                "{}: the report disappeared while qwm was writing it",
+                self.path.display()
+            )));
+        };
+        f(&mut r);
+        self.write(&r)
+    }
+}
+
+/// Finished episodes of an earlier run with the same config (empty if none); all of them, also
+/// beyond `config.episodes`.
+fn resume(file: &ReportFile, config: &EvalConfig) -> Result<Vec<EpisodeRecord>> {
+    let Some(old) = file.read()? else {
+        return Ok(Vec::new());
+    };
+    let path = file.path();
     // The episode count may grow between runs; everything else must match.
     let diffs = config_differences(&old.config, config);
     if !diffs.is_empty() {
@@ -190,9 +255,7 @@ fn resume(path: &Path, config: &EvalConfig) -> Result<Vec<EpisodeRecord>> {
             diffs.join("; ")
         )));
     }
-    let mut eps = old.episodes;
-    eps.truncate(config.episodes);
-    Ok(eps)
+    Ok(old.episodes)
 }
 
 /// The settings that differ between a stored report's config and this run's, as
@@ -227,7 +290,7 @@ fn config_differences(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
         .collect()
 }
 
-/// Run (or resume) an evaluation, rewriting `json` after every episode.
+/// Run (or resume) an evaluation, rewriting `json` after every episode. See [`run_eval_into`].
 pub fn run_eval(
     config: &EvalConfig,
     plan_cfg: &PlanConfig,
@@ -237,12 +300,47 @@ pub fn run_eval(
     on_episode: &mut dyn FnMut(&EpisodeRecord, usize),
     on_iter: &mut dyn FnMut(&MpcIter, &dyn Env),
 ) -> Result<EvalReport> {
+    let file = json.map(|p| ReportFile::open(p, "--json")).transpose()?;
+    run_eval_into(
+        config,
+        plan_cfg,
+        mpc,
+        model,
+        file.as_ref(),
+        on_episode,
+        on_iter,
+    )
+}
+
+/// Run (or resume) an evaluation into a report this process owns, rewriting it after every
+/// episode. A stored report with the same settings is resumed; one that already holds more
+/// finished episodes than `config.episodes` is left as it is (nothing finished is ever dropped)
+/// and the returned report covers its first `config.episodes`.
+pub fn run_eval_into(
+    config: &EvalConfig,
+    plan_cfg: &PlanConfig,
+    mpc: &MpcConfig,
+    model: &mut dyn PlanModel,
+    json: Option<&ReportFile>,
+    on_episode: &mut dyn FnMut(&EpisodeRecord, usize),
+    on_iter: &mut dyn FnMut(&MpcIter, &dyn Env),
+) -> Result<EvalReport> {
+    crate::limits::check_range(
+        "--episodes",
+        config.episodes,
+        1,
+        crate::limits::MAX_EPISODES,
+    )?;
     let mut env = env::make(&config.env)?;
     make(&config.planner, plan_cfg.clone())?; // validate before any work
     let mut episodes = match json {
-        Some(p) => resume(p, config)?,
+        Some(f) => resume(f, config)?,
         None => Vec::new(),
     };
+    if episodes.len() >= config.episodes && json.is_some() {
+        episodes.truncate(config.episodes);
+        return Ok(EvalReport::summarize(config.clone(), episodes, None));
+    }
     for i in episodes.len()..config.episodes {
         let seed = eval_seed(i);
         let (start, goal) = env.sample_start_goal(seed);
@@ -264,20 +362,17 @@ pub fn run_eval(
         )?;
         on_episode(&rec, i);
         episodes.push(rec);
-        if let Some(p) = json {
-            let report = EvalReport::summarize(config.clone(), episodes.clone(), None);
-            write_atomic(
-                p,
-                &serde_json::to_string_pretty(&report).expect("serializable"),
-            )?;
+        if let Some(f) = json {
+            f.write(&EvalReport::summarize(
+                config.clone(),
+                episodes.clone(),
+                None,
+            ))?;
         }
     }
     let report = EvalReport::summarize(config.clone(), episodes, None);
-    if let Some(p) = json {
-        write_atomic(
-            p,
-            &serde_json::to_string_pretty(&report).expect("serializable"),
-        )?;
+    if let Some(f) = json {
+        f.write(&report)?;
     }
     Ok(report)
 }

@@ -125,6 +125,22 @@ impl PlanConfig {
         if self.opt_steps == 0 {
             return bad("opt steps must be at least 1".into());
         }
+        use crate::limits::{check_range, product, MAX_PLAN_STEPS, MAX_SAMPLES};
+        check_range("planning horizon", self.horizon, 1, MAX_PLAN_STEPS)?;
+        check_range("samples", self.samples, 2, MAX_SAMPLES)?;
+        check_range("opt steps", self.opt_steps, 1, MAX_PLAN_STEPS)?;
+        // The planner holds samples x horizon x step values a few times over.
+        let values = product(
+            "samples x horizon x action step",
+            &[self.samples, self.horizon, self.step_dim],
+        )?;
+        if values > 1 << 28 {
+            return bad(format!(
+                "samples x horizon x action step = {values} values, more than the {} a plan may \
+                 hold; lower --samples or --horizon",
+                1u64 << 28
+            ));
+        }
         if !(self.var_scale > 0.0 && self.var_scale.is_finite()) {
             return bad(format!("var_scale must be > 0, got {}", self.var_scale));
         }

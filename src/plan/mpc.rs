@@ -65,12 +65,19 @@ pub struct EpisodeRecord {
     pub seed: u64,
     pub success: bool,
     pub iterations: usize,
+    // Floats that a diverging model can make NaN round-trip through JSON as null.
+    #[serde(with = "crate::io::nan_as_null")]
     pub final_state_distance: f32,
     /// Planning objective of the last executed plan (its mean's cost).
+    #[serde(with = "crate::io::nan_as_null")]
     pub final_objective: f32,
+    #[serde(with = "crate::io::nan_as_null::vec")]
     pub plan_seconds: Vec<f64>,
+    #[serde(with = "crate::io::nan_as_null::vec")]
     pub start: Vec<f32>,
+    #[serde(with = "crate::io::nan_as_null::vec")]
     pub goal: Vec<f32>,
+    #[serde(with = "crate::io::nan_as_null::vec")]
     pub final_state: Vec<f32>,
 }
 
@@ -96,6 +103,13 @@ pub fn run_episode(
     if cfg.n_taken == 0 {
         return Err(Error::Invalid("n_taken must be at least 1".into()));
     }
+    crate::limits::check_range(
+        "MPC iterations",
+        cfg.max_iters,
+        0,
+        crate::limits::MAX_PLAN_STEPS,
+    )?;
+    crate::limits::check_range("n_taken", cfg.n_taken, 1, crate::limits::MAX_PLAN_STEPS)?;
     let a = model.action_dim();
     if a != env.action_dim() {
         return Err(Error::Invalid(format!(

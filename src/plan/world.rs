@@ -163,7 +163,9 @@ impl<M: WorldModel> PlanModel for WorldPlanModel<'_, M> {
 
     fn costs(&mut self, actions: &[f32], n: usize) -> Result<Vec<f32>> {
         let r = self.rollout(actions, n)?;
-        let pr = self.problem.as_ref().expect("checked in rollout");
+        let pr = self.problem.as_ref().ok_or_else(|| {
+            crate::Error::Invalid("costs before set_problem: no start or goal".into())
+        })?;
         let c = self
             .model
             .objective(&r, &pr.goal_z, &pr.goal_p, self.mode, self.alpha)?;

@@ -139,6 +139,38 @@ impl ActParams {
         }
     }
 
+    /// Check parameters read from a file: supported bits, a positive finite scale with its
+    /// inverse, an integral zero point within the code range.
+    pub fn validate(&self) -> Result<()> {
+        if !super::spec::ACT_BITS.contains(&self.bits) {
+            return Err(Error::Invalid(format!(
+                "{} activation bits unsupported; use one of {:?}",
+                self.bits,
+                super::spec::ACT_BITS
+            )));
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(Error::Invalid(format!(
+                "scale {} must be positive and finite",
+                self.scale
+            )));
+        }
+        if !(self.inv_scale.is_finite() && (self.inv_scale * self.scale - 1.0).abs() <= 1e-5) {
+            return Err(Error::Invalid(format!(
+                "inv_scale {} is not 1 / scale (scale {})",
+                self.inv_scale, self.scale
+            )));
+        }
+        let levels = ((1u32 << self.bits) - 1) as f32;
+        if !(self.zero >= 0.0 && self.zero <= levels && self.zero.fract() == 0.0) {
+            return Err(Error::Invalid(format!(
+                "zero point {} is not an integer in 0..={levels}",
+                self.zero
+            )));
+        }
+        Ok(())
+    }
+
     pub fn code(&self, v: f32) -> u32 {
         let levels = ((1u32 << self.bits) - 1) as f32;
         ((v * self.inv_scale).round_ties_even() + self.zero).clamp(0.0, levels) as u32

@@ -151,12 +151,47 @@ impl PackedWeight {
         4 * (self.codes.len() + self.scales.len() + self.zeros.as_ref().map_or(0, |z| z.len()))
     }
 
+    /// The lengths in u32 words that `codes` and `scales` (and `zeros`) must have, from the
+    /// sizes, bit-width and group alone, in checked arithmetic: these numbers come from files.
+    pub fn expected_words(&self) -> Result<(usize, usize)> {
+        check_bits(self.bits)?;
+        let shape = format!(
+            "[{}, {}] at {} bits, group {}",
+            self.n, self.k, self.bits, self.group
+        );
+        if self.group == 0 {
+            return Err(Error::Invalid(format!("{shape}: group size 0")));
+        }
+        if self.per_channel {
+            if Some(self.group) != self.k.checked_next_multiple_of(32) {
+                return Err(Error::Invalid(format!(
+                    "{shape}: a per-channel group must be the padded row width"
+                )));
+            }
+        } else if !self.group.is_multiple_of(32) {
+            return Err(Error::Invalid(format!(
+                "{shape}: group size {} is not a multiple of 32",
+                self.group
+            )));
+        }
+        let overflow = || Error::Invalid(format!("{shape}: the sizes overflow"));
+        let k_pad = self.k.checked_next_multiple_of(32).ok_or_else(overflow)?;
+        // Bits per row over all planes = k_pad * bits (planes add up to the bit-width).
+        let words_per_row = k_pad.checked_mul(self.bits as usize).ok_or_else(overflow)? / 32;
+        let codes = words_per_row.checked_mul(self.n).ok_or_else(overflow)?;
+        let scales = self
+            .n
+            .checked_mul(self.k.div_ceil(self.group))
+            .ok_or_else(overflow)?
+            .div_ceil(2);
+        Ok((codes, scales))
+    }
+
     /// Check internal consistency (lengths, bit-width), e.g. after loading from a file.
     pub fn validate(&self, name: &str) -> Result<()> {
-        check_bits(self.bits)?;
-        let want_codes: usize = self.plane_layout().iter().map(|(_, w, _)| w * self.n).sum();
-        let gpr = self.groups_per_row();
-        let want_s = (self.n * gpr).div_ceil(2);
+        let (want_codes, want_s) = self
+            .expected_words()
+            .map_err(|e| Error::Invalid(format!("quantized weight {name}: {e}")))?;
         let bad = |what: &str, want: usize, got: usize| {
             Err(Error::Invalid(format!(
                 "quantized weight {name}: {what} has {got} words, expected {want} for [{}, {}] \
@@ -164,12 +199,6 @@ impl PackedWeight {
                 self.n, self.k, self.bits, self.group
             )))
         };
-        if self.group == 0 || (!self.per_channel && !self.group.is_multiple_of(32)) {
-            return Err(Error::Invalid(format!(
-                "quantized weight {name}: group size {} is not a multiple of 32",
-                self.group
-            )));
-        }
         if self.codes.len() != want_codes {
             return bad("codes", want_codes, self.codes.len());
         }

@@ -63,10 +63,13 @@ fn bad(spec: &str, why: impl fmt::Display) -> Error {
     Error::Invalid(format!("invalid quant spec {spec:?}: {why}; {GRAMMAR}"))
 }
 
-/// Leading decimal digits of `s` and the rest.
-fn number(s: &str) -> (Option<usize>, &str) {
+/// Leading decimal digits of `s` (their value and text) and the rest; `None` when there are
+/// no digits. A number too large for `usize` has the value `usize::MAX`, so it is reported as
+/// unsupported (with the digits as given), not as missing.
+fn number(s: &str) -> (Option<(usize, &str)>, &str) {
     let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    (s[..end].parse().ok(), &s[end..])
+    let n = (end > 0).then(|| (s[..end].parse().unwrap_or(usize::MAX), &s[..end]));
+    (n, &s[end..])
 }
 
 impl FromStr for ModuleQuant {
@@ -81,16 +84,16 @@ impl FromStr for ModuleQuant {
             .strip_prefix('w')
             .ok_or_else(|| bad(s, "a module spec starts with `w<bits>` or is `fp`"))?;
         let (bits, mut rest) = number(rest);
-        let bits = bits.ok_or_else(|| bad(s, "missing weight bit-width after `w`"))?;
-        if !WEIGHT_BITS.contains(&(bits as u8)) || bits > 8 {
-            return Err(bad(s, format!("weight bits {bits} unsupported")));
+        let (bits, text) = bits.ok_or_else(|| bad(s, "missing weight bit-width after `w`"))?;
+        if bits > 8 || !WEIGHT_BITS.contains(&(bits as u8)) {
+            return Err(bad(s, format!("weight bits {text} unsupported")));
         }
         let mut group = None;
         if let Some(r) = rest.strip_prefix('g') {
             let (g, r) = number(r);
-            let g = g.ok_or_else(|| bad(s, "missing group size after `g`"))?;
+            let (g, text) = g.ok_or_else(|| bad(s, "missing group size after `g`"))?;
             if !GROUP_SIZES.contains(&g) {
-                return Err(bad(s, format!("group size {g} unsupported")));
+                return Err(bad(s, format!("group size {text} unsupported")));
             }
             group = Some(g);
             rest = r;
@@ -98,9 +101,9 @@ impl FromStr for ModuleQuant {
         let mut act = None;
         if let Some(r) = rest.strip_prefix('a') {
             let (a, r) = number(r);
-            let a = a.ok_or_else(|| bad(s, "missing activation bit-width after `a`"))?;
-            if !ACT_BITS.contains(&(a as u8)) || a > 8 {
-                return Err(bad(s, format!("activation bits {a} unsupported")));
+            let (a, text) = a.ok_or_else(|| bad(s, "missing activation bit-width after `a`"))?;
+            if a > 8 || !ACT_BITS.contains(&(a as u8)) {
+                return Err(bad(s, format!("activation bits {text} unsupported")));
             }
             let (dynamic, r) = match r.strip_prefix('t') {
                 Some(r) => (true, r),

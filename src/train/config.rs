@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::env::EnvSpec;
 use crate::model::{ModelConfig, Weights};
+use crate::{Error, Result};
 
 /// What to train and how long.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -52,6 +54,31 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Defaults for the model preset `preset` (small, tiny, dinowm) sized for `env`'s actions
+    /// and proprio, named `<preset>-<env>`, with optional encoder input side and patch size.
+    pub fn for_env(
+        preset: &str,
+        env: &EnvSpec,
+        resize: Option<usize>,
+        patch: Option<usize>,
+    ) -> Result<Self> {
+        let mut model = ModelConfig::preset(preset).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown --config '{preset}'; use small, tiny or dinowm"
+            ))
+        })?;
+        model.action_dim = env.action_dim;
+        model.proprio_dim = env.proprio_dim;
+        model.name = format!("{preset}-{}", env.name);
+        if let Some(r) = resize {
+            model.encoder.resize = r;
+        }
+        if let Some(p) = patch {
+            model.encoder.patch = p;
+        }
+        Ok(TrainConfig::new(model))
+    }
+
     /// Defaults for a model config (action/proprio sizes must already match the data).
     pub fn new(model: ModelConfig) -> Self {
         TrainConfig {
