@@ -202,9 +202,10 @@ impl LoadedModel {
                 .any(|m| m.act.is_some_and(|a| !a.dynamic));
         if needs_calib && req.calib_episodes == 0 {
             return Err(Error::Invalid(format!(
-                "--calib-episodes 0: static activation quantization ({spec}) calibrates on at \
-                 least 1 episode; give --calib-episodes 1 or more (default 8), or a dynamic \
-                 spec such as w8a8t that needs none"
+                "--calib-episodes 0: {} with {spec} calibrates on at least 1 episode; give \
+                 --calib-episodes 1 or more (default 8), or a dynamic spec such as w8a8t with \
+                 rtn or omse, which need none",
+                req.method
             )));
         }
         let inputs = if needs_calib {

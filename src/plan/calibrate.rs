@@ -110,6 +110,8 @@ pub fn load_or_capture_inputs(
     alpha: f32,
     tokens: usize,
 ) -> Result<CalibData> {
+    // Rows kept per linear: bounded so a typo cannot ask for gigabytes.
+    crate::limits::check_range("--calib-tokens", tokens, 1, 1 << 20)?;
     if let Some(p) = path.filter(|p| p.exists()) {
         let c = CalibData::load(p)?;
         let linears = linear_widths(w);
