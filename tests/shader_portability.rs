@@ -215,7 +215,7 @@ fn every_shader_variant_translates_for_metal_dx12_vulkan_and_gl() {
                         let mut bindings = glsl::BindingMap::default();
                         for (_, g) in m.global_variables.iter() {
                             if let Some(b) = &g.binding {
-                                bindings.insert(b.clone(), b.binding as u8);
+                                bindings.insert(*b, b.binding as u8);
                             }
                         }
                         for version in [glsl::Version::Desktop(430), glsl::Version::new_gles(310)] {

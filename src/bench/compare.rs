@@ -12,6 +12,9 @@ use std::fmt::Write as _;
 use super::record::{BenchFile, BenchRecord};
 use crate::{Error, Result};
 
+/// The shapes of one benchmark, each with the ids of the columns that measured it.
+pub type ShapeColumns = Vec<(String, Vec<String>)>;
+
 /// One column: one device of one input file.
 #[derive(Clone, Debug)]
 pub struct Column {
@@ -214,7 +217,7 @@ impl Comparison {
 
     /// Benchmarks measured at different shapes in different columns: (family/name, the
     /// shapes with the columns that have them).
-    pub fn shape_mismatches(&self) -> Vec<(String, Vec<(String, Vec<String>)>)> {
+    pub fn shape_mismatches(&self) -> Vec<(String, ShapeColumns)> {
         let mut by_name: BTreeMap<String, Vec<(String, Vec<String>)>> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         for r in &self.rows {
@@ -448,8 +451,6 @@ pub fn sig3(x: f64) -> String {
     let a = x.abs();
     if a == 0.0 {
         "0".into()
-    } else if a >= 1000.0 {
-        format!("{x:.0}")
     } else if a >= 100.0 {
         format!("{x:.0}")
     } else if a >= 10.0 {

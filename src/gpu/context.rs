@@ -420,9 +420,7 @@ impl GpuContext {
     }
 
     /// Every pipeline compiled so far: (shader, entry point, constants sorted by name).
-    pub fn compiled_pipelines(
-        &self,
-    ) -> Vec<(&'static str, &'static str, Vec<(&'static str, f64)>)> {
+    pub fn compiled_pipelines(&self) -> Vec<super::pipeline::CompiledPipeline> {
         self.pipelines.compiled()
     }
 

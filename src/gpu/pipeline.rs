@@ -33,6 +33,9 @@ pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
+/// A compiled pipeline: (shader, entry point, constants sorted by name).
+pub type CompiledPipeline = (&'static str, &'static str, Vec<(&'static str, f64)>);
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PipelineKey {
     shader: &'static str,
@@ -126,7 +129,7 @@ impl PipelineCache {
     }
 
     /// Every compiled pipeline as (shader, entry point, constants sorted by name).
-    pub fn compiled(&self) -> Vec<(&'static str, &'static str, Vec<(&'static str, f64)>)> {
+    pub fn compiled(&self) -> Vec<CompiledPipeline> {
         self.pipelines
             .lock()
             .unwrap()
