@@ -25,6 +25,7 @@ mod forward;
 mod gpu_model;
 pub mod params;
 pub mod preprocess;
+pub mod quant_error;
 pub mod quantized;
 pub mod weights;
 

@@ -23,6 +23,7 @@ use crate::quant::{
 use crate::{Error, Result};
 
 pub use super::params::Module;
+pub use super::quant_error::layer_output_errors;
 
 /// The weight names of every quantized linear (attention qkv and output projection, both MLP
 /// linears) in the encoder and the predictor, as in the QuantWM study.
@@ -290,47 +291,6 @@ pub fn quantize_model_with(
         },
         inputs,
     ))
-}
-
-/// Relative output error `||Y - Yq||^2 / ||Y||^2` of every linear `q` quantizes: `Y` from the
-/// `reference` weights on `ref_inputs`, `Yq` from `q` on `q_inputs` (the calibration inputs as
-/// `q`'s linears see them, from [`quantize_model_with`]), activation quantization included.
-/// The reference must be the float model the outputs are comparable to: AWQ rescales qkv's
-/// value rows, so its reference is the float model with AWQ's scales folded in.
-pub fn layer_output_errors(
-    reference: &Weights,
-    ref_inputs: &CalibData,
-    q: &QuantizedModel,
-    q_inputs: &CalibData,
-) -> Result<Vec<(String, f64)>> {
-    let mut out = Vec::new();
-    for (name, _) in quantized_linears(&reference.config) {
-        if !q.packed.contains_key(&name) {
-            continue;
-        }
-        let bias = name.replace(".weight", ".bias");
-        let fwd = |w: &Weights, x: &[f32]| -> Result<Vec<f32>> {
-            let t = w.get(&name)?;
-            let (n, k) = (t.shape[0], t.shape[1]);
-            let mut y = crate::quant::layout::linear_out(x, &t.data, n, k);
-            if let Ok(b) = w.get(&bias) {
-                for row in y.chunks_exact_mut(n) {
-                    row.iter_mut().zip(&b.data).for_each(|(v, b)| *v += b);
-                }
-            }
-            Ok(y)
-        };
-        let y = fwd(reference, &ref_inputs.layer(&name)?.x)?;
-        let l = q_inputs.layer(&name)?;
-        let mut xq = l.x.clone();
-        if let Some(a) = q.act_for(&name) {
-            crate::quant::act::fake_quant(&mut xq, l.k, &a, q.act.get(&name))?;
-        }
-        let yq = fwd(&q.weights, &xq)?;
-        let den: f64 = y.iter().map(|v| (*v as f64).powi(2)).sum();
-        out.push((name, crate::quant::layout::sq_err(&yq, &y) / den.max(1e-30)));
-    }
-    Ok(out)
 }
 
 fn u32_bytes(v: &[u32]) -> Vec<u8> {
