@@ -145,7 +145,7 @@ impl LoadedModel {
                  dynamic spec (add `t`, e.g. w8a8t) or a quantized model file"
             )));
         }
-        let q = quantize_model(&self.weights, &spec, "rtn", None)?;
+        let q = crate::model::quantized::quantize_model(&self.weights, &spec, "rtn", None)?;
         Ok(LoadedModel {
             weights: q.weights.clone(),
             name: format!("{} ({spec} rtn)", self.name),

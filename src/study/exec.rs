@@ -100,6 +100,8 @@ pub fn settings(study: &Study, cell: &Cell) -> PlanSettings {
         n_taken: p.n_taken,
         var_scale: p.var_scale,
         temperature: p.temperature,
+        // Divisor k, as every imported 50-episode report (docs/RESULTS_HISTORY.md).
+        cem_std: crate::plan::CemStd::default(),
     }
 }
 
@@ -157,6 +159,9 @@ pub fn load(study: &Study, cell: &Cell, backend: &str) -> Result<CellModel> {
         quant: cell.quant.clone(),
         method: cell.method.clone(),
         calib_episodes: study.calib_episodes,
+        calib_tokens: crate::quant::calib_data::DEFAULT_TOKENS,
+        // One calibration-inputs file per model, next to it (shared by every cell's method).
+        calib: None,
     };
     let name = &cell.name;
     let model = LoadedModel::open(&req, env.as_ref(), &settings, &mut |e| {

@@ -209,6 +209,7 @@ impl Study {
                 var_scale: f.planner.var_scale,
                 temperature: f.planner.temperature,
                 seed: 0,
+                cem_std: crate::plan::CemStd::default(),
             },
         )
         .map_err(|e| Error::Invalid(format!("{origin}: [planner]: {e}")))?;
@@ -350,6 +351,7 @@ impl Study {
             var_scale: self.planner.var_scale,
             temperature: self.planner.temperature,
             seed: 0,
+            cem_std: crate::plan::CemStd::default(),
         }
     }
 
