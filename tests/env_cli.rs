@@ -122,8 +122,19 @@ fn bench_env_prints_a_table() {
     for n in ["wall", "pointmaze", "pusht"] {
         assert!(text.contains(n), "{text}");
     }
-    let rows: serde_json::Value =
+    // The qwm-bench schema (docs/BENCHMARKS.md): env rows (step, render) for each environment.
+    let file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 3);
+    let rows = file["results"]
+        .as_array()
+        .expect("a qwm-bench results array");
+    assert!(rows.iter().all(|r| r["family"] == "env"), "{file}");
+    for n in ["wall", "pointmaze", "pusht"] {
+        assert!(
+            rows.iter()
+                .any(|r| r["name"].as_str().is_some_and(|s| s.contains(n))),
+            "no row for {n}: {file}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
