@@ -180,7 +180,11 @@ impl Weights {
     /// data is stamped with it, so retraining the visualization decoder keeps it valid).
     pub fn crc32(&self) -> String {
         let mut h = crc32fast::Hasher::new();
-        for (name, t) in self.tensors.iter().filter(|(n, _)| !n.starts_with("decoder.")) {
+        for (name, t) in self
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with("decoder."))
+        {
             h.update(name.as_bytes());
             for d in &t.shape {
                 h.update(&(*d as u64).to_le_bytes());
