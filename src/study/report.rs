@@ -64,12 +64,7 @@ pub fn load(dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
     })?;
     let mut entries = Vec::new();
     for (cell, state) in m.study.cells.iter().zip(&m.cells) {
-        let p = st.report_path(&cell.name);
-        let report: Option<EvalReport> = if p.exists() {
-            Some(store::read_json(&p, "qwm eval report")?)
-        } else {
-            None
-        };
+        let report = st.report(&cell.name)?;
         entries.push(Entry {
             cell: cell.clone(),
             state: state.clone(),
@@ -506,7 +501,9 @@ fn extra_sections(
         let Some(bits) = uniform_bits(&e.cell.quant) else {
             continue;
         };
-        let r = e.report.as_ref().expect("n > 0");
+        let Some(r) = e.report.as_ref() else {
+            continue;
+        };
         for ep in &r.episodes {
             groups
                 .entry(bits.clone())
@@ -553,7 +550,9 @@ fn extra_sections(
     let mut div_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let mut byte_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for e in &default {
-        let r = e.report.as_ref().expect("n > 0");
+        let Some(r) = e.report.as_ref() else {
+            continue;
+        };
         let p = e.k() as f64 / e.n() as f64;
         let ratio = r.linear_bytes.map(|[q, fb]| q as f64 / fb.max(1) as f64);
         let _ = writeln!(
@@ -617,7 +616,7 @@ fn extra_sections(
         let _ = writeln!(
             md,
             "\n![{title}]({})",
-            link.join(png.file_name().unwrap()).display()
+            link.join(png.file_name().unwrap_or_default()).display()
         );
         pngs.push(png);
     }
@@ -647,7 +646,7 @@ fn alignment_png(
     let _ = writeln!(
         md,
         "![alignment]({})\n",
-        link.join(png.file_name().unwrap()).display()
+        link.join(png.file_name().unwrap_or_default()).display()
     );
     pngs.push(png);
 
