@@ -331,3 +331,42 @@ fn loss_report_whose_count_disagrees_with_its_episodes_is_refused() {
     let e = qwm::plan::eval::read_report(&p).unwrap_err().to_string();
     assert!(e.contains("r.json") && e.contains("finished"), "{e}");
 }
+
+// ---- 6. unclear errors ----
+
+#[test]
+fn unclear_trace_states_outside_the_environment_are_refused_naming_the_file() {
+    // Before: a trace whose start (or an iteration's first state) lay outside the workspace
+    // loaded, and `qwm view DIR --gif` then failed with "wall: state[0] ... is outside the
+    // workspace", naming no file (found by the fuzzer's long run on iteration files).
+    let d = dir("trace-state");
+    let src = Path::new("tests/fixtures/trace-wall");
+    for e in walk(src) {
+        let to = d.join(e.strip_prefix(src).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&e, &to).unwrap();
+    }
+    let jp = d.join("trace.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&jp).unwrap()).unwrap();
+    m["start"][0] = 1e9.into();
+    std::fs::write(&jp, m.to_string()).unwrap();
+    let e = qwm::trace::load(&d).unwrap_err().to_string();
+    assert!(
+        e.contains("trace.json") && e.contains("start") && e.contains("outside"),
+        "{e}"
+    );
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

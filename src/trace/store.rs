@@ -189,7 +189,7 @@ pub fn load(dir: &Path) -> Result<Trace> {
             check_range("executed_steps", im.executed_steps, 0, MAX_STEPS).map_err(in_file)?;
         }
     }
-    let env = crate::env::make(&meta.env).map_err(in_file)?;
+    let mut env = crate::env::make(&meta.env).map_err(in_file)?;
     let sd = env.state_dim();
     for (name, v) in [("start", &meta.start), ("goal", &meta.goal)] {
         if v.len() != sd {
@@ -200,6 +200,10 @@ pub fn load(dir: &Path) -> Result<Trace> {
                 meta.env
             )));
         }
+        // A state the environment cannot be in cannot be drawn either (the viewer and the
+        // GIF export render it): refused here, naming the file.
+        env.reset_to(v)
+            .map_err(|e| e.within(&format!("{origin}: {name}")))?;
     }
     let gp = dir.join("goal.safetensors");
     if !gp.exists() {
@@ -261,6 +265,11 @@ pub fn load(dir: &Path) -> Result<Trace> {
                     .map(|e| e.chunks(sd).map(|c| c.to_vec()).collect())
                     .collect(),
             };
+            // The state each iteration starts from is rendered (viewer, GIF export).
+            if let Some(s0) = it.executed_states.first() {
+                env.reset_to(s0)
+                    .map_err(|e| e.within(&format!("{}: executed_states[0]", p.display())))?;
+            }
             iters.push(it);
         }
         runs.push(RunTrace {
