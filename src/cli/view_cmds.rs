@@ -94,6 +94,13 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
         if a.env.is_some() {
             anyhow::bail!("pass either a trace directory (replay) or --env (live), not both");
         }
+        if let Some(gif) = &a.gif {
+            // A device node or FIFO is refused before the trace is read, not replaced.
+            crate::io::check_output(gif, "--gif")?;
+        }
+        if let Some(png) = &a.screenshot {
+            crate::io::check_output(png, "--screenshot")?;
+        }
         let trace = crate::trace::load(dir)?;
         if let Some(gif) = &a.gif {
             viewer::export::episode_gif(&trace, gif)?;
@@ -179,12 +186,12 @@ pub fn plan_trace(
                 writer = Some((w, *meta));
             }
             Msg::Run(r, rm) => {
-                let (w, meta) = writer.as_mut().expect("meta first");
+                let (w, meta) = writer.as_mut().ok_or_else(meta_missing)?;
                 meta.runs[r] = *rm;
                 w.write_meta(meta)?;
             }
             Msg::Event(Event::Iter { run, iter }) => {
-                let (w, meta) = writer.as_mut().expect("meta first");
+                let (w, meta) = writer.as_mut().ok_or_else(meta_missing)?;
                 w.write_iter(run, &iter)?;
                 let m = &iter.meta;
                 eprintln!(
@@ -200,7 +207,7 @@ pub fn plan_trace(
             }
             Msg::Event(Event::OptStep { .. }) => {}
             Msg::Done(r, res) => {
-                let (w, meta) = writer.as_mut().expect("meta first");
+                let (w, meta) = writer.as_mut().ok_or_else(meta_missing)?;
                 let ok = res.map_err(anyhow::Error::msg)?;
                 meta.runs[r].finished = true;
                 meta.runs[r].success = ok;
@@ -402,4 +409,10 @@ impl Recording<'_> {
         ))?;
         Ok(!stopped)
     }
+}
+
+/// The recorder sends a trace's metadata before any run or iteration of it; an event without
+/// it is a bug, reported instead of a panic.
+fn meta_missing() -> anyhow::Error {
+    anyhow::anyhow!("internal error: a trace event arrived before the trace's metadata")
 }

@@ -302,7 +302,7 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot4_f32(x: &[f32], w: &[f32], kp: usize, acc: &mut [f32; NB]) {
-        assert!(x.len() >= kp && w.len() >= NB * kp && kp % 8 == 0);
+        assert!(x.len() >= kp && w.len() >= NB * kp && kp.is_multiple_of(8));
         let mut s = [_mm256_setzero_ps(); NB];
         let mut j = 0;
         while j + 8 <= kp {

@@ -38,7 +38,9 @@ impl Linear {
             (LinearWeight::Packed(q), Some((spec, params))) => {
                 let xq = qops::quant_act(rec, x, spec, params.as_ref())?;
                 let mut shape = x.shape().to_vec();
-                *shape.last_mut().unwrap() = q.n;
+                if let Some(last) = shape.last_mut() {
+                    *last = q.n;
+                }
                 qops::qmatmul_a8(rec, &xq, q, self.b.as_ref(), &shape, true)
             }
             (LinearWeight::F32(_), Some(_)) => Err(Error::Invalid(
@@ -304,14 +306,18 @@ impl Ops for GpuOps<'_> {
 
     fn tokens_to_image(&mut self, x: &GpuTensor, g: usize) -> Result<GpuTensor> {
         let (b, n, c) = dims3(x)?;
-        if self.eye.as_ref().is_none_or(|e| e.shape()[0] != c) {
-            let mut eye = vec![0f32; c * c];
-            for i in 0..c {
-                eye[i * c + i] = 1.0;
+        let eye = match &self.eye {
+            Some(e) if e.shape()[0] == c => e.clone(),
+            _ => {
+                let mut eye = vec![0f32; c * c];
+                for i in 0..c {
+                    eye[i * c + i] = 1.0;
+                }
+                let e = self.constant(&eye, &[c, c])?;
+                self.eye = Some(e.clone());
+                e
             }
-            self.eye = Some(self.constant(&eye, &[c, c])?);
-        }
-        let eye = self.eye.clone().expect("set above");
+        };
         let mut outs = Vec::new();
         for i in 0..b {
             // [N, C] -> [C, N] as I[C, C] x^T.

@@ -83,7 +83,9 @@ pub fn capture_inputs(
     let sampler = InputSampler::new(&linear_widths(w), tokens);
     let m = CpuModel::new(w)?.observing_with(ActObserver::sampling(sampler));
     run_calibration(&m, w, env_name, episodes, plan_cfg, alpha)?;
-    let s = m.take_inputs().expect("the observer samples");
+    let s = m.take_inputs().ok_or_else(|| {
+        Error::Invalid("internal error: the calibration observer kept no inputs".into())
+    })?;
     Ok(s.finish(w.crc32(), episodes, capture_key(env_name, plan_cfg, alpha)))
 }
 

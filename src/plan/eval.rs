@@ -175,12 +175,31 @@ pub fn write_report(path: &Path, report: &EvalReport) -> Result<()> {
 /// Read an eval report (a regular file of at most `io::MAX_JSON_BYTES`).
 pub fn read_report(path: &Path) -> Result<EvalReport> {
     let text = crate::io::read_text(path)?;
-    serde_json::from_str(&text).map_err(|e| {
+    let r: EvalReport = serde_json::from_str(&text).map_err(|e| {
         Error::Invalid(format!(
             "{} exists but is not a qwm eval report ({e}); pick another --json path or delete it",
             path.display()
         ))
-    })
+    })?;
+    r.check(path)?;
+    Ok(r)
+}
+
+impl EvalReport {
+    /// A report read back must agree with itself: its summary counts the episodes it holds
+    /// (every reader, the study's report and resumes among them, relies on that).
+    pub fn check(&self, path: &Path) -> Result<()> {
+        if self.finished != self.episodes.len() {
+            return Err(Error::Invalid(format!(
+                "{}: says {} episodes finished but holds {}; the file was edited or damaged \
+                 (restore it, or delete it to start over)",
+                path.display(),
+                self.finished,
+                self.episodes.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// An eval report file owned by this process: its path checked as an output and its advisory

@@ -208,7 +208,10 @@ impl Quantizer for Awq {
         let inputs = self.inputs(inputs)?;
         self.scale_model(model, layout, inputs)?;
         for (_, lin) in layout.quantized() {
-            let ws = lin.spec.weight.expect("quantized");
+            let ws = lin
+                .spec
+                .weight
+                .ok_or_else(|| Error::Invalid(format!("{}: not a quantized linear", lin.name)))?;
             let x = inputs.layer(&lin.name)?;
             let w = model.tensor_mut(&lin.name)?;
             self.auto_clip(w, lin.n, lin.k, &ws, x, lin.qk_rows)?;

@@ -96,7 +96,12 @@ impl Quantizer for SmoothQuant {
     ) -> Result<()> {
         let inputs = self.inputs(inputs)?;
         for (li, s) in self.scales(model, layout, inputs)? {
-            let fold = layout.fold_for(li).expect("scales come from folds");
+            let fold = layout.fold_for(li).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: no fold for its scales",
+                    layout.linears[li].name
+                ))
+            })?;
             apply_fold(model, layout, fold, &s, None)?;
             inputs
                 .layer_mut(&layout.linears[li].name)?

@@ -121,7 +121,7 @@ pub fn cell_config(
             cell.name, cell.model
         )));
     }
-    let fp = cell.spec() == QuantSpec::default();
+    let fp = cell.spec()? == QuantSpec::default();
     Ok(EvalConfig {
         env: cell.env.clone(),
         episodes: cell.episodes,

@@ -63,12 +63,7 @@ pub fn load(dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
     })?;
     let mut entries = Vec::new();
     for (cell, state) in m.study.cells.iter().zip(&m.cells) {
-        let p = st.report_path(&cell.name);
-        let report: Option<EvalReport> = if p.exists() {
-            Some(store::read_json(&p, "qwm eval report")?)
-        } else {
-            None
-        };
+        let report = st.report(&cell.name)?;
         entries.push(Entry {
             cell: cell.clone(),
             state: state.clone(),

@@ -50,7 +50,9 @@ pub(super) fn extra_sections(
         let Some(bits) = uniform_bits(&e.cell.quant) else {
             continue;
         };
-        let r = e.report.as_ref().expect("n > 0");
+        let Some(r) = e.report.as_ref() else {
+            continue;
+        };
         for ep in &r.episodes {
             groups
                 .entry(bits.clone())
@@ -97,7 +99,9 @@ pub(super) fn extra_sections(
     let mut div_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let mut byte_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for e in &default {
-        let r = e.report.as_ref().expect("n > 0");
+        let Some(r) = e.report.as_ref() else {
+            continue;
+        };
         let p = e.k() as f64 / e.n() as f64;
         let ratio = r.linear_bytes.map(|[q, fb]| q as f64 / fb.max(1) as f64);
         let _ = writeln!(
@@ -161,7 +165,7 @@ pub(super) fn extra_sections(
         let _ = writeln!(
             md,
             "\n![{title}]({})",
-            link.join(png.file_name().unwrap()).display()
+            link.join(png.file_name().unwrap_or_default()).display()
         );
         pngs.push(png);
     }
@@ -191,7 +195,7 @@ fn alignment_png(
     let _ = writeln!(
         md,
         "![alignment]({})\n",
-        link.join(png.file_name().unwrap()).display()
+        link.join(png.file_name().unwrap_or_default()).display()
     );
     pngs.push(png);
 

@@ -187,8 +187,12 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn cm(&self) -> &CellModel {
-        &self.loaded.as_ref().expect("ensure() first").1
+    /// The loaded cell's model (`ensure` loads it first).
+    fn cm(&self) -> Result<&CellModel> {
+        self.loaded
+            .as_ref()
+            .map(|l| &l.1)
+            .ok_or_else(|| Error::Invalid("internal error: no cell model loaded".into()))
     }
 
     /// The cell's eval configuration, without quantizing (only the model file's config).
@@ -240,7 +244,7 @@ impl<'a> Runner<'a> {
         }
         let backend = self.engine.name();
         self.ensure(it.cell)?;
-        let config = self.cm().config.clone();
+        let config = self.cm()?.config.clone();
         self.store.parts(cell, Some(&config))?; // refuse parts from other settings
                                                 // Episodes of one part share a backend: a part started on another backend is
                                                 // continued in a sibling file (`eAAA-BBB.gpu.json`).
@@ -269,7 +273,7 @@ impl<'a> Runner<'a> {
                 episodes: Vec::new(),
             }
         };
-        let cm = self.cm();
+        let cm = self.cm()?;
         part.linear_bytes = exec::linear_bytes(cm);
         // Kept from the part's first load: a resumed part's reload must not change it.
         part.quantize_seconds = part.quantize_seconds.or(cm.model.quantize_seconds);
@@ -318,7 +322,7 @@ impl<'a> Runner<'a> {
         {
             let _l = store::lock(&self.store.cell_lock(&cell.name))?;
             if !self.store.final_path(&cell.name).exists() {
-                let cm = self.cm();
+                let cm = self.cm()?;
                 let fin = Final {
                     latent_divergence: exec::divergence(cell, cm, &r.episodes)?,
                     linear_bytes: exec::linear_bytes(cm),
@@ -352,6 +356,7 @@ impl<'a> Runner<'a> {
 /// settings and model. Returns the cell's name.
 pub fn import(study: &Study, store: &Store, report_path: &Path) -> Result<String> {
     let r: EvalReport = store::read_json(report_path, "qwm eval report")?;
+    r.check(report_path)?;
     let show = report_path.display();
     for (k, e) in r.episodes.iter().enumerate() {
         if e.seed != eval_seed(k) {

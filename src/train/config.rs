@@ -109,6 +109,52 @@ impl TrainConfig {
             rollout_steps: 0,
         }
     }
+
+    /// Every count and weight against its bound (`crate::limits`), before any data is read or
+    /// allocated; errors name the `qwm train` flag.
+    pub fn validate(&self) -> Result<()> {
+        use crate::limits::{
+            check_f64, check_opt, check_range, MAX_BATCH, MAX_EPISODES, MAX_EPOCHS, MAX_ROLLOUT,
+            MAX_SMALL_DIM, MAX_STEPS,
+        };
+        self.model.validate()?;
+        check_range("--batch", self.batch, 1, MAX_BATCH)?;
+        check_range("--encoder-epochs", self.encoder_epochs, 0, MAX_EPOCHS)?;
+        check_range("--predictor-epochs", self.predictor_epochs, 0, MAX_EPOCHS)?;
+        check_range("--decoder-epochs", self.decoder_epochs, 0, MAX_EPOCHS)?;
+        check_range("--rollout-steps", self.rollout_steps, 0, MAX_ROLLOUT)?;
+        check_opt("--max-episodes", self.max_episodes, 2, MAX_EPISODES)?;
+        check_opt(
+            "--max-steps-per-epoch",
+            self.max_steps_per_epoch,
+            1,
+            MAX_STEPS,
+        )?;
+        check_range(
+            "--probe-state (the number of dimensions)",
+            self.probe_state.len(),
+            0,
+            MAX_SMALL_DIM,
+        )?;
+        for (what, v) in [
+            ("--flat-probe-weight", self.flat_probe_weight),
+            ("--td-weight", self.td_weight),
+            ("--td-scale", self.td_scale),
+            ("the probe weight", self.probe_weight),
+            ("the weight decay", self.weight_decay),
+        ] {
+            check_f64(what, v, 0.0, 1e6)?;
+        }
+        for (what, v) in [
+            ("the encoder learning rate", self.encoder_lr),
+            ("the predictor learning rate", self.predictor_lr),
+            ("the decoder learning rate", self.decoder_lr),
+        ] {
+            check_f64(what, v, 0.0, 1e3)?;
+        }
+        check_f64("the validation fraction", self.val_fraction, 0.0, 0.9)?;
+        Ok(())
+    }
 }
 
 pub(crate) fn default_td_scale() -> f64 {

@@ -50,10 +50,7 @@ pub fn train(
     opts: &RunOptions,
 ) -> Result<TrainReport> {
     let progress = opts.progress;
-    cfg.model.validate()?;
-    if cfg.batch == 0 {
-        return Err(Error::Invalid("batch must be at least 1".into()));
-    }
+    cfg.validate()?;
     let start = Instant::now();
     let data = load_data(data_dir, cfg)?;
     let dir = run_dir(out);
@@ -68,7 +65,7 @@ pub fn train(
     };
     let state_path = dir.join("state.json");
     if state_path.exists() {
-        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let text = crate::io::read_text(&state_path)?;
         let old: State = serde_json::from_str(&text).map_err(|e| {
             Error::Invalid(format!(
                 "{}: {e}; delete it to start over",
@@ -170,7 +167,7 @@ pub fn train(
             match phase {
                 Phase::Encoder => ctx.encoder_loss(&model, eps, items),
                 Phase::Predictor => {
-                    let lat = latents.as_ref().unwrap();
+                    let lat = latents.as_ref().ok_or_else(no_latents)?;
                     let tf = ctx.predictor_loss(&model, lat, eps, split, items)?;
                     if cfg.rollout_steps == 0 {
                         Ok(tf)
@@ -179,7 +176,8 @@ pub fn train(
                     }
                 }
                 Phase::Decoder => {
-                    ctx.decoder_loss(&model, latents.as_ref().unwrap(), eps, split, items)
+                    let lat = latents.as_ref().ok_or_else(no_latents)?;
+                    ctx.decoder_loss(&model, lat, eps, split, items)
                 }
             }
         };
@@ -289,4 +287,10 @@ fn progress_bar(on: bool, len: usize, what: &str) -> Option<indicatif::ProgressB
     );
     bar.set_prefix(what.to_string());
     Some(bar)
+}
+
+/// The predictor and decoder phases encode the data before their loss is built; reaching a
+/// loss without latents is a bug in this module, reported instead of a panic.
+fn no_latents() -> Error {
+    Error::Invalid("internal error: training latents were not encoded before the loss".into())
 }

@@ -32,6 +32,8 @@ pub const RUN_COLORS: [Color32; 2] = [
 ];
 
 /// Where the viewer's trace comes from.
+// One per window: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     Replay {
         trace: Trace,
@@ -347,7 +349,9 @@ impl ViewerApp {
         let slot = image.clone();
         let c = ctx.clone();
         ctx.request_screenshot(move |img| {
-            *slot.lock().unwrap() = Some(img);
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(img);
             c.request_repaint();
         });
         self.shot = Some(Shot {
@@ -376,10 +380,12 @@ impl ViewerApp {
             }
             ctx.request_repaint();
         }
-        let done = self
-            .shot
-            .as_ref()
-            .and_then(|s| s.image.lock().unwrap().clone());
+        let done = self.shot.as_ref().and_then(|s| {
+            s.image
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        });
         if let (Some(img), Some(shot)) = (done, self.shot.as_ref()) {
             let res = export::save_color_image(&img, &shot.path);
             self.status = match &res {

@@ -33,12 +33,12 @@ fn no_display(why: &str) -> Error {
     ))
 }
 
+/// Builds the app once the window exists, given the function that wakes the UI.
+pub type MakeApp = Box<dyn FnOnce(Arc<dyn Fn() + Send + Sync>) -> ViewerApp>;
+
 /// Open the window and run until it closes. `make` builds the app once the window exists;
 /// its argument wakes the UI from other threads.
-pub fn run_window(
-    opts: WindowOptions,
-    make: Box<dyn FnOnce(Arc<dyn Fn() + Send + Sync>) -> ViewerApp>,
-) -> Result<()> {
+pub fn run_window(opts: WindowOptions, make: MakeApp) -> Result<()> {
     if cfg!(target_os = "linux") {
         let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
         if !set("DISPLAY") && !set("WAYLAND_DISPLAY") {
