@@ -119,11 +119,13 @@ pub fn identity_crc32s(path: impl AsRef<Path>) -> Result<(String, String)> {
     ))
 }
 
-/// CRC-32 (hex) of a safetensors file's planning content: its metadata (config and
-/// normalization), then every tensor except `decoder.*` in name order (name, dtype, shape,
-/// bytes; strings and lengths length-prefixed). A decoder-only retraining keeps it, any change
-/// to the encoder, predictor, action or proprio encoders, config or normalization changes it.
-/// `path` only names the file in errors.
+/// CRC-32 (hex) of a safetensors file's planning content: its metadata, then every tensor
+/// except `decoder.*` in name order (name, dtype, shape, bytes; strings and lengths
+/// length-prefixed). The config and normalization enter as parsed and written again, so a
+/// field added later with a default (written by newer qwm versions) does not change the
+/// identity. A decoder-only retraining keeps it, any change to the encoder, predictor, action
+/// or proprio encoders, config or normalization changes it. `path` only names the file in
+/// errors.
 pub fn planning_crc32(path: &Path, bytes: &[u8]) -> Result<String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         meta_err(
@@ -138,8 +140,22 @@ pub fn planning_crc32(path: &Path, bytes: &[u8]) -> Result<String> {
         h.update(&(b.len() as u64).to_le_bytes());
         h.update(b);
     };
-    let meta: BTreeMap<&String, &String> = meta.metadata().iter().flatten().collect();
-    for (k, v) in meta {
+    let (config, norm) = parse_meta(path, meta.metadata())?;
+    let canonical = |v: serde_json::Result<String>| {
+        v.map_err(|e| meta_err(path, format!("metadata does not serialize: {e}")))
+    };
+    let mut entries: BTreeMap<String, String> = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    entries.insert("config".into(), canonical(serde_json::to_string(&config))?);
+    entries.insert(
+        "normalization".into(),
+        canonical(serde_json::to_string(&norm))?,
+    );
+    for (k, v) in &entries {
         put(k.as_bytes());
         put(v.as_bytes());
     }
