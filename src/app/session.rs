@@ -279,13 +279,16 @@ impl Session {
             let (qb, fb) = q.linear_bytes();
             report.linear_bytes = Some([qb, fb]);
         }
+        report.quantize_seconds = self.model.quantize_seconds;
         if let Some(f) = &file {
             if report.latent_divergence.is_some() || report.linear_bytes.is_some() {
                 // Into the stored report, which keeps any episodes beyond `episodes`.
                 let (d, b) = (report.latent_divergence, report.linear_bytes);
+                let qs = report.quantize_seconds;
                 f.update(|r| {
                     r.latent_divergence = d;
                     r.linear_bytes = b;
+                    r.quantize_seconds = qs.or(r.quantize_seconds);
                 })?;
             }
         }

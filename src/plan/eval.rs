@@ -132,6 +132,10 @@ pub struct EvalReport {
     /// size; null for float models.
     #[serde(default)]
     pub linear_bytes: Option<[usize; 2]>,
+    /// Seconds the PTQ method took to quantize the model on load (given its captured
+    /// calibration inputs); absent for float models and reports written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_seconds: Option<f64>,
     pub episodes: Vec<EpisodeRecord>,
 }
 
@@ -166,6 +170,7 @@ impl EvalReport {
             spearman_objective_vs_distance: spearman(&objs, &dists),
             latent_divergence,
             linear_bytes: None,
+            quantize_seconds: None,
             episodes,
         }
     }

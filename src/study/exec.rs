@@ -152,8 +152,10 @@ pub fn config_of(study: &Study, cell: &Cell, backend: &str) -> Result<EvalConfig
     cell_config(study, cell, c.frameskip * c.action_dim, backend)
 }
 
-/// Open the cell's model (a float file, quantized on load as the cell asks).
-pub fn load(study: &Study, cell: &Cell, backend: &str) -> Result<CellModel> {
+/// Open the cell's model (a float file, quantized on load as the cell asks). Calibrated cells
+/// read (or capture first) their calibration inputs at `calib`: one file per study and
+/// environment, so every method shares one capture made with the study's own planner.
+pub fn load(study: &Study, cell: &Cell, backend: &str, calib: &Path) -> Result<CellModel> {
     cell_config(study, cell, 1, backend)?; // a missing file is named with its cell
     let env = env::make(&cell.env)?;
     let settings = settings(study, cell);
@@ -163,8 +165,7 @@ pub fn load(study: &Study, cell: &Cell, backend: &str) -> Result<CellModel> {
         method: cell.method.clone(),
         calib_episodes: study.calib_episodes,
         calib_tokens: crate::quant::calib_data::DEFAULT_TOKENS,
-        // One calibration-inputs file per model, next to it (shared by every cell's method).
-        calib: None,
+        calib: Some(calib.to_path_buf()),
     };
     let name = &cell.name;
     let model = LoadedModel::open(&req, env.as_ref(), &settings, &mut |e| {
