@@ -13,7 +13,7 @@ use crate::app::{
     self, BackendChoice, Event, LoadedModel, ModelRequest, ModelSource, PlanSettings,
 };
 use crate::env;
-use crate::plan::eval::{file_crc32, run_eval_episode, EvalConfig};
+use crate::plan::eval::{model_crc32s, run_eval_episode, EvalConfig};
 use crate::plan::EpisodeRecord;
 use crate::quant::QuantSpec;
 use crate::{Error, Result};
@@ -105,7 +105,8 @@ pub fn settings(study: &Study, cell: &Cell) -> PlanSettings {
     }
 }
 
-/// The eval configuration of a cell; `model_crc32` from its model file. Quantized cells are
+/// The eval configuration of a cell; `model_crc32` and `model_planning_crc32` from its model
+/// file. Quantized cells are
 /// labelled `PATH (SPEC METHOD)` as `qwm eval` (`LoadedModel::open`) labels them.
 pub fn cell_config(
     study: &Study,
@@ -122,6 +123,7 @@ pub fn cell_config(
         )));
     }
     let fp = cell.spec()? == QuantSpec::default();
+    let (model_crc32, model_planning_crc32) = model_crc32s(path)?;
     Ok(EvalConfig {
         env: cell.env.clone(),
         episodes: cell.episodes,
@@ -133,7 +135,8 @@ pub fn cell_config(
         } else {
             format!("{} ({} {})", cell.model, cell.quant, cell.method)
         },
-        model_crc32: Some(file_crc32(path)?),
+        model_crc32,
+        model_planning_crc32,
         quant: cell.quant.clone(),
         backend: backend.to_string(),
     })
