@@ -4,6 +4,7 @@
 //! f32 with the same formulas as the WGSL kernels (two-pass LayerNorm, erf GELU, max-shifted
 //! softmax) and uses candle's multithreaded gemm for the matmuls.
 
+mod qkernels;
 pub mod qlinear;
 
 use candle_core::{DType, Device, Tensor, D};
@@ -58,6 +59,39 @@ pub fn packed_linear(
         *l = w.n;
     }
     tensor(&y, &dims)
+}
+
+/// Whether inference linears run on `qlinear`'s f32 tiles (default) or on candle's matmul
+/// (`QWM_CPU_LINEAR=candle`, for side-by-side benchmarks).
+fn tiles_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("QWM_CPU_LINEAR").as_deref() != Ok("candle"))
+}
+
+/// `Y[.., N] = X[.., K] W^T + b` with `W[N, K]`: inference on `qlinear`'s f32 tiles (bias in
+/// the epilogue, work split over tokens); autodiff graphs keep candle's [`matmul`].
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let tracked = x.track_op() || w.track_op() || b.is_some_and(|b| b.track_op());
+    if tracked || !tiles_enabled() {
+        return matmul(x, w, b);
+    }
+    let (n, k) = w.dims2()?;
+    let mut dims = x.dims().to_vec();
+    if dims.last() != Some(&k) {
+        return Err(Error::Shape(format!(
+            "linear: input {dims:?} does not end in K = {k} of weight [{n}, {k}]"
+        )));
+    }
+    let b = b.map(to_vec).transpose()?;
+    let y = with_f32(w, |ws| {
+        with_f32(x, |xs| {
+            qlinear::linear_f32(xs, ws, n, b.as_deref(), qlinear::Isa::detect())
+        })
+    })???;
+    if let Some(l) = dims.last_mut() {
+        *l = n;
+    }
+    Ok(Tensor::from_vec(y, dims, &Device::Cpu)?)
 }
 
 /// `Y[.., N] = X[.., K] W^T + b` with `W[N, K]`.
