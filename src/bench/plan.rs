@@ -69,9 +69,33 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU seconds the whole process has used (all threads), where the platform says.
+fn process_cpu_seconds() -> Option<f64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        if rc == 0 {
+            return Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9);
+        }
+    }
+    None
+}
+
 /// Raw seconds of `reps` CEM steps (`pm.costs` on `o.samples` sequences) after one untimed
 /// step (it compiles the pipelines).
-fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options, reps: usize) -> Result<Vec<f64>> {
+/// Also returns the process CPU seconds of each step (all threads; less sensitive than wall
+/// time to other processes on a shared machine, empty where unavailable).
+fn time_steps(
+    pm: &mut dyn PlanModel,
+    w: &Weights,
+    o: &Options,
+    reps: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let env = env::make(if w.config.proprio_dim == 4 {
         "pointmaze"
     } else {
@@ -88,17 +112,21 @@ fn time_steps(pm: &mut dyn PlanModel, w: &Weights, o: &Options, reps: usize) -> 
     pm.set_problem(&obs, &p, &goal, &p)?;
     let step = w.config.frameskip * w.config.action_dim;
     let acts = randn(o.samples * o.horizon * step, 1.0, 3);
-    let mut times = Vec::new();
+    let (mut times, mut cpu) = (Vec::new(), Vec::new());
     for i in 0..=reps {
+        let c0 = process_cpu_seconds();
         let t = Instant::now();
         let c = pm.costs(&acts, o.samples)?;
         let dt = t.elapsed().as_secs_f64();
         assert_eq!(c.len(), o.samples);
         if i > 0 {
             times.push(dt); // the first call compiles pipelines
+            if let (Some(a), Some(b)) = (c0, process_cpu_seconds()) {
+                cpu.push(b - a);
+            }
         }
     }
-    Ok(times)
+    Ok((times, cpu))
 }
 
 fn row(name: &str, spec: &str, o: &Options, device: &str, t: Vec<f64>) -> BenchRecord {
@@ -128,7 +156,9 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
     let mut gpu_row = None;
     if let Some(ctx) = s.gpu.take() {
         let gpu = Backend::Gpu(Box::new(ctx));
-        let t = gpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps));
+        let t = gpu
+            .with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))
+            .map(|t| t.0);
         let Backend::Gpu(ctx) = gpu else {
             unreachable!("built as Backend::Gpu above")
         };
@@ -140,8 +170,13 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
         gpu_row = Some(r);
     }
     if s.cpu {
-        let t = Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))?;
+        let (t, cpu) =
+            Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))?;
         let mut c = row(name, &spec, o, "cpu", t);
+        if !cpu.is_empty() {
+            let st = super::record::Stats::of(&cpu);
+            c = c.extra("process_cpu_s_median", st.median);
+        }
         if let Some(rss) = peak_rss_bytes() {
             c = c.extra("peak_rss_bytes", rss);
         }

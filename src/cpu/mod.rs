@@ -7,6 +7,38 @@
 mod qkernels;
 pub mod qlinear;
 
+/// `fn $name(args) = $body`: calls `$body(args)` compiled for AVX-512 (F/BW/VL) or AVX2 when
+/// the CPU has them (`qlinear::Isa::detect`, capped by `QWM_CPU_ISA`), else for the release
+/// build's baseline x86-64 (SSE2). `$body` is `#[inline(always)]` so that it is compiled into
+/// each variant. The compiler contracts no multiply-add into an FMA and reassociates no float
+/// sum, so every variant gives the same bits; only the vector width differs.
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? = $body:ident) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                fn v4($($a: $t),*) $(-> $r)? {
+                    $body($($a),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn v3($($a: $t),*) $(-> $r)? {
+                    $body($($a),*)
+                }
+                match $crate::cpu::qlinear::Isa::detect() {
+                    // SAFETY: `Isa::detect` reports only features the CPU has.
+                    $crate::cpu::qlinear::Isa::Avx512 => return unsafe { v4($($a),*) },
+                    $crate::cpu::qlinear::Isa::Avx2 => return unsafe { v3($($a),*) },
+                    $crate::cpu::qlinear::Isa::Portable => {}
+                }
+            }
+            $body($($a),*)
+        }
+    };
+}
+pub(crate) use simd_dispatch;
+
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 
@@ -148,19 +180,41 @@ fn layernorm_rows(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result
         )));
     }
     let mut v = vec![0f32; x.elem_count()];
+    let rows = (4096 / n.max(1)).max(1) * n.max(1);
     with_f32(x, |xs| {
-        v.par_chunks_mut(n.max(1))
-            .zip(xs.par_chunks(n.max(1)))
-            .for_each(|(row, xr)| {
-                let mean = xr.iter().sum::<f32>() / n as f32;
-                let var = xr.iter().map(|a| (a - mean) * (a - mean)).sum::<f32>() / n as f32;
-                let inv = 1.0 / (var + eps).sqrt();
-                for (((y, a), g), b) in row.iter_mut().zip(xr).zip(&g).zip(&b) {
-                    *y = (*a - mean) * inv * g + b;
-                }
-            })
+        v.par_chunks_mut(rows)
+            .zip(xs.par_chunks(rows))
+            .for_each(|(y, x)| layernorm_chunk(y, x, &g, &b, eps))
     })?;
     Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
+}
+
+simd_dispatch! {
+    /// LayerNorm of whole rows of `g.len()` features.
+    fn layernorm_chunk(y: &mut [f32], x: &[f32], g: &[f32], b: &[f32], eps: f32) =
+        layernorm_chunk_body
+}
+
+#[inline(always)]
+fn layernorm_chunk_body(y: &mut [f32], x: &[f32], g: &[f32], b: &[f32], eps: f32) {
+    let n = g.len();
+    for (row, xr) in y.chunks_mut(n).zip(x.chunks(n)) {
+        let mean = sum_lanes(xr) / n as f32;
+        // The squared deviations' sum in the same eight lanes as `sum_lanes`.
+        let mut acc = [0f32; 8];
+        let chunks = xr.chunks_exact(8);
+        let tail: f32 = chunks.remainder().iter().map(|a| (a - mean) * (a - mean)).sum();
+        for c in chunks {
+            for (s, a) in acc.iter_mut().zip(c) {
+                *s += (a - mean) * (a - mean);
+            }
+        }
+        let var = (acc.iter().sum::<f32>() + tail) / n as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (((y, a), g), b) in row.iter_mut().zip(xr).zip(g).zip(b) {
+            *y = (*a - mean) * inv * g + b;
+        }
+    }
 }
 
 /// Erf GELU. Inference runs the WGSL kernel's formula (`erfc_approx`, fractional error below
@@ -184,24 +238,10 @@ pub fn gelu_exact(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
 }
 
-/// `y = gelu(x)` elementwise, compiled for AVX2 when the CPU has it. The release build targets
-/// baseline x86-64 (SSE2, 4 lanes), and the elementwise loops of this module were a third of a
-/// CPU planning step. The compiler contracts no multiply-add into an FMA either way, so both
-/// paths give the same bits. (The body is a separate `#[inline(always)]` function: a closure
-/// passed into a `#[target_feature]` function is not reliably inlined, and then runs on SSE2.)
-fn gelu_slice(y: &mut [f32], x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        fn avx2(y: &mut [f32], x: &[f32]) {
-            gelu_slice_body(y, x)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(y, x) };
-        }
-    }
-    gelu_slice_body(y, x)
+simd_dispatch! {
+    /// `y = gelu(x)` elementwise, vectorised (the elementwise loops were a third of a CPU
+    /// planning step on baseline x86-64).
+    fn gelu_slice(y: &mut [f32], x: &[f32]) = gelu_slice_body
 }
 
 #[inline(always)]
@@ -352,21 +392,9 @@ struct AttnShape {
     frame_tokens: Option<usize>,
 }
 
-/// One batch item's attention: `xb[t, 3 * heads * d]` -> `ob[t, heads * d]`, compiled for
-/// AVX2 when the CPU has it (see `gelu_slice`).
-fn attention_item(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        fn avx2(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
-            attention_item_body(ob, xb, shape)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(ob, xb, shape) };
-        }
-    }
-    attention_item_body(ob, xb, shape)
+simd_dispatch! {
+    /// One batch item's attention: `xb[t, 3 * heads * d]` -> `ob[t, heads * d]`, vectorised.
+    fn attention_item(ob: &mut [f32], xb: &[f32], shape: &AttnShape) = attention_item_body
 }
 
 #[inline(always)]

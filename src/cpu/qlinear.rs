@@ -134,6 +134,12 @@ pub fn qlinear(
 
 /// The integer path needs whole zero points (pack rounds them) and codes of at most 8 bits.
 fn check_int_weight(w: &PackedWeight) -> Result<()> {
+    if w.k > 32768 {
+        return Err(Error::Invalid(format!(
+            "packed linear [{}, {}]: the integer kernels take at most 32768 inputs",
+            w.n, w.k
+        )));
+    }
     if w.bits > 8 {
         return Err(Error::Invalid(format!(
             "packed linear [{}, {}]: {}-bit codes; the integer kernels take at most 8",
@@ -235,9 +241,13 @@ fn f32_chunk(xc: &[f32], yc: &mut [f32], src: Rows<'_>, bias: Option<&[f32]>, is
     }
     let mut panel = vec![0f32; nr * kp];
     let (mut codes, mut row) = (vec![0u32; kp], vec![0f32; kp]);
-    let mut out = vec![0f32; MR * nr];
+    let (mut out, mut b) = (vec![0f32; MR * nr], vec![0f32; nr]);
     for p0 in (0..n).step_by(nr) {
         let rows = nr.min(n - p0);
+        b.fill(0.0);
+        if let Some(bias) = bias {
+            b[..rows].copy_from_slice(&bias[p0..p0 + rows]);
+        }
         panel.fill(0.0);
         for i in 0..rows {
             let r = match src {
@@ -255,8 +265,8 @@ fn f32_chunk(xc: &[f32], yc: &mut [f32], src: Rows<'_>, bias: Option<&[f32]>, is
             qkernels::f32_tile(isa, &xp[t0 * kp..], &panel, kp, &mut out);
             for t in 0..MR.min(m - t0) {
                 let yr = &mut yc[(t0 + t) * n + p0..(t0 + t) * n + p0 + rows];
-                for (i, y) in yr.iter_mut().enumerate() {
-                    *y = out[t * nr + i] + bias.map_or(0.0, |b| b[p0 + i]);
+                for ((y, o), b) in yr.iter_mut().zip(&out[t * nr..]).zip(&b) {
+                    *y = o + b;
                 }
             }
         }
@@ -300,8 +310,8 @@ pub fn linear_f32(
 struct ActCodes {
     a: Vec<u8>,
     scale: Vec<f32>,
-    zero: Vec<i64>,
-    sums: Vec<i64>,
+    zero: Vec<i32>,
+    sums: Vec<i32>,
 }
 
 fn quantize_tokens(
@@ -317,8 +327,8 @@ fn quantize_tokens(
     let mut c = ActCodes {
         a: vec![0u8; m.next_multiple_of(MR) * kp],
         scale: vec![0f32; m],
-        zero: vec![0i64; m],
-        sums: vec![0i64; m * gpr],
+        zero: vec![0i32; m],
+        sums: vec![0i32; m * gpr],
     };
     for (t, x) in xc.chunks(k).enumerate() {
         let p = static_params.unwrap_or_else(|| {
@@ -328,37 +338,36 @@ fn quantize_tokens(
         let a = &mut c.a[t * kp..t * kp + k];
         act_codes(x, a, &p);
         c.scale[t] = p.scale;
-        c.zero[t] = p.zero as i64;
+        c.zero[t] = p.zero as i32;
         for g in 0..gpr {
             let (s, e) = (bounds[g], bounds[g + 1].min(k));
-            c.sums[t * gpr + g] = a[s..e].iter().map(|v| *v as i64).sum();
+            c.sums[t * gpr + g] = a[s..e].iter().map(|v| *v as i32).sum();
         }
     }
     c
 }
 
-/// `min(0, x)` and `max(0, x)` over a token, as `quant::act::fake_quant` folds them.
+/// `min(0, x)` and `max(0, x)` over a token (8 running lanes so that it vectorises; min and
+/// max are exact, so the order does not matter).
 fn min_max(x: &[f32]) -> (f32, f32) {
-    let lo = x.iter().fold(0f32, |m, v| m.min(*v));
-    let hi = x.iter().fold(0f32, |m, v| m.max(*v));
+    let (mut lo, mut hi) = ([0f32; 8], [0f32; 8]);
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
+            hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
+        }
+    }
+    let lo = tail.iter().chain(&lo).fold(0f32, |m, v| m.min(*v));
+    let hi = tail.iter().chain(&hi).fold(0f32, |m, v| m.max(*v));
     (lo, hi)
 }
 
-/// `a = ActParams::code(x)` elementwise, compiled for AVX2 where present (a rounding
-/// instruction instead of a libm call per value; the same arithmetic, so the same codes).
-fn act_codes(x: &[f32], a: &mut [u8], p: &ActParams) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        fn avx2(x: &[f32], a: &mut [u8], p: &ActParams) {
-            act_codes_body(x, a, p)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(x, a, p) };
-        }
-    }
-    act_codes_body(x, a, p)
+super::simd_dispatch! {
+    /// `a = ActParams::code(x)` elementwise, vectorised (a rounding instruction instead of a
+    /// libm call per value; the same arithmetic, so the same codes).
+    fn act_codes(x: &[f32], a: &mut [u8], p: &ActParams) = act_codes_body
 }
 
 #[inline(always)]
@@ -369,21 +378,21 @@ fn act_codes_body(x: &[f32], a: &mut [u8], p: &ActParams) {
     }
 }
 
-/// One decoded int panel: codes in the ISA's layout, and per row and group the weight code
-/// sum `E`, `d = off - z` and the scale.
+/// One decoded int panel: codes in the ISA's layout and, `[group][row]`, `d = off - z`,
+/// `c1 = E + d n` (`E` the group's weight code sum, `n` its real length) and the scale.
 struct IntPanel {
     codes: Vec<i8>,
-    esum: Vec<i64>,
-    delta: Vec<i64>,
+    delta: Vec<i32>,
+    c1: Vec<i32>,
     scale: Vec<f32>,
 }
 
-fn decode_int_panel(w: &PackedWeight, p0: usize, isa: Isa, buf: &mut Vec<u32>, p: &mut IntPanel) {
+fn decode_int_panel(w: &PackedWeight, p0: usize, isa: Isa, buf: &mut [u32], p: &mut IntPanel) {
     let (k, kp, gpr, nr) = (w.k, w.k_pad(), w.groups_per_row(), isa.panel_rows());
     let off: i32 = if w.bits == 8 { 128 } else { 0 };
     p.codes.fill(0);
-    p.esum.fill(0);
     p.delta.fill(0);
+    p.c1.fill(0);
     p.scale.fill(0.0);
     for i in 0..nr.min(w.n - p0) {
         let r = p0 + i;
@@ -392,16 +401,17 @@ fn decode_int_panel(w: &PackedWeight, p0: usize, isa: Isa, buf: &mut Vec<u32>, p
         for g in 0..gpr {
             // Whole numbers in 0..=255 (`check_int_weight`).
             let z = w.zero(r, g) as i32;
-            p.scale[i * gpr + g] = w.scale(r, g);
-            p.delta[i * gpr + g] = (off - z) as i64;
             let (a, b) = group_span(w, g);
-            let mut sum = 0i64;
+            let mut sum = 0i32;
             for kk in a..b.min(k) {
                 let e = buf[kk] as i32 - off;
                 p.codes[qkernels::int_panel_index(isa, i, kk, kp)] = e as i8;
-                sum += e as i64;
+                sum += e;
             }
-            p.esum[i * gpr + g] = sum;
+            let d = off - z;
+            p.delta[g * nr + i] = d;
+            p.c1[g * nr + i] = sum.wrapping_add(d.wrapping_mul((b.min(k) - a) as i32));
+            p.scale[g * nr + i] = w.scale(r, g);
         }
     }
 }
@@ -419,38 +429,73 @@ fn int_chunk(
     let m = xc.len() / k;
     let bounds = group_bounds(w);
     let gpr = bounds.len() - 1;
-    // Real inputs per group (the last group's padding is not counted).
-    let lens: Vec<i64> = (0..gpr)
-        .map(|g| (bounds[g + 1].min(k) - bounds[g]) as i64)
-        .collect();
     let ac = quantize_tokens(xc, k, kp, &bounds, spec.bits, static_params);
     let mut p = IntPanel {
         codes: vec![0i8; nr * kp],
-        esum: vec![0; nr * gpr],
         delta: vec![0; nr * gpr],
+        c1: vec![0; nr * gpr],
         scale: vec![0.0; nr * gpr],
     };
     let mut buf = vec![0u32; kp];
     let mut out = vec![0i32; MR * gpr * nr];
+    let (mut f, mut b) = (vec![0f32; nr], vec![0f32; nr]);
     for p0 in (0..n).step_by(nr) {
         let rows = nr.min(n - p0);
         decode_int_panel(w, p0, isa, &mut buf, &mut p);
+        b.fill(0.0);
+        if let Some(bias) = bias {
+            b[..rows].copy_from_slice(&bias[p0..p0 + rows]);
+        }
         for t0 in (0..m).step_by(MR) {
             qkernels::int_tile(isa, &ac.a[t0 * kp..], &p.codes, kp, &bounds, &mut out);
             for t in 0..MR.min(m - t0) {
                 let tt = t0 + t;
-                let (za, sums) = (ac.zero[tt], &ac.sums[tt * gpr..(tt + 1) * gpr]);
-                for i in 0..rows {
-                    let mut f = 0f32;
-                    for g in 0..gpr {
-                        let (e, d) = (p.esum[i * gpr + g], p.delta[i * gpr + g]);
-                        let s = out[(t * gpr + g) * nr + i] as i64;
-                        let dot = s + d * sums[g] - za * (e + d * lens[g]);
-                        f += dot as f32 * p.scale[i * gpr + g];
-                    }
-                    yc[tt * n + p0 + i] = f * ac.scale[tt] + bias.map_or(0.0, |b| b[p0 + i]);
-                }
+                let tok = Token {
+                    zero: ac.zero[tt],
+                    scale: ac.scale[tt],
+                    sums: &ac.sums[tt * gpr..(tt + 1) * gpr],
+                };
+                epilogue(&out[t * gpr * nr..(t + 1) * gpr * nr], &p, &tok, &b, &mut f);
+                yc[tt * n + p0..tt * n + p0 + rows].copy_from_slice(&f[..rows]);
             }
         }
+    }
+}
+
+struct Token<'a> {
+    zero: i32,
+    scale: f32,
+    sums: &'a [i32],
+}
+
+super::simd_dispatch! {
+    /// One token's outputs of a panel from its integer group sums `s[g][row]`:
+    /// `y = (sum_g s_w (s + d A - za c1)) s_a + b`. The integer part is exact in wrapping i32
+    /// (the true value `sum (a - za)(c - z)` is below 2^31 for `K <= 32768`, checked by
+    /// `qlinear`); the f32 part is the same sequence of roundings on every ISA (the compiler
+    /// does not contract it into FMAs), so the vector builds give the same bits.
+    fn epilogue(s: &[i32], p: &IntPanel, t: &Token<'_>, b: &[f32], f: &mut [f32]) = epilogue_body
+}
+
+#[inline(always)]
+fn epilogue_body(s: &[i32], p: &IntPanel, t: &Token<'_>, b: &[f32], f: &mut [f32]) {
+    let nr = f.len();
+    f.fill(0.0);
+    for (g, &a) in t.sums.iter().enumerate() {
+        let r = g * nr..(g + 1) * nr;
+        let it = s[r.clone()]
+            .iter()
+            .zip(&p.delta[r.clone()])
+            .zip(&p.c1[r.clone()])
+            .zip(&p.scale[r]);
+        for (fi, (((&s, &d), &c1), &sw)) in f.iter_mut().zip(it) {
+            let dot = s
+                .wrapping_add(d.wrapping_mul(a))
+                .wrapping_sub(t.zero.wrapping_mul(c1));
+            *fi += dot as f32 * sw;
+        }
+    }
+    for (fi, bi) in f.iter_mut().zip(b) {
+        *fi = *fi * t.scale + bi;
     }
 }
