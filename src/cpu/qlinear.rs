@@ -374,7 +374,10 @@ super::simd_dispatch! {
 fn act_codes_body(x: &[f32], a: &mut [u8], p: &ActParams) {
     let levels = ((1u32 << p.bits) - 1) as f32;
     for (q, v) in a.iter_mut().zip(x) {
-        *q = ((v * p.inv_scale).round_ties_even() + p.zero).clamp(0.0, levels) as u8;
+        let c = ((v * p.inv_scale).round_ties_even() + p.zero).clamp(0.0, levels);
+        // `c as u8` for a whole number in 0..=255, with bit operations that vectorise (the
+        // saturating cast does not): adding 1.5 * 2^23 puts it in the low mantissa bits.
+        *q = (c + 12_582_912.0).to_bits() as u8;
     }
 }
 
@@ -438,7 +441,7 @@ fn int_chunk(
     };
     let mut buf = vec![0u32; kp];
     let mut out = vec![0i32; MR * gpr * nr];
-    let (mut f, mut b) = (vec![0f32; nr], vec![0f32; nr]);
+    let mut b = vec![0f32; nr];
     for p0 in (0..n).step_by(nr) {
         let rows = nr.min(n - p0);
         decode_int_panel(w, p0, isa, &mut buf, &mut p);
@@ -448,54 +451,70 @@ fn int_chunk(
         }
         for t0 in (0..m).step_by(MR) {
             qkernels::int_tile(isa, &ac.a[t0 * kp..], &p.codes, kp, &bounds, &mut out);
-            for t in 0..MR.min(m - t0) {
-                let tt = t0 + t;
-                let tok = Token {
-                    zero: ac.zero[tt],
-                    scale: ac.scale[tt],
-                    sums: &ac.sums[tt * gpr..(tt + 1) * gpr],
-                };
-                epilogue(&out[t * gpr * nr..(t + 1) * gpr * nr], &p, &tok, &b, &mut f);
-                yc[tt * n + p0..tt * n + p0 + rows].copy_from_slice(&f[..rows]);
-            }
+            let tile = Tile {
+                s: &out,
+                t0,
+                tokens: MR.min(m - t0),
+                p0,
+                rows,
+                n,
+            };
+            epilogue(&tile, &p, &ac, &b, yc);
         }
     }
 }
 
-struct Token<'a> {
-    zero: i32,
-    scale: f32,
-    sums: &'a [i32],
+/// One tile's integer group sums `s[t][g][row]` and where its outputs go in `y[.., n]`.
+struct Tile<'a> {
+    s: &'a [i32],
+    t0: usize,
+    tokens: usize,
+    p0: usize,
+    rows: usize,
+    n: usize,
 }
 
 super::simd_dispatch! {
-    /// One token's outputs of a panel from its integer group sums `s[g][row]`:
-    /// `y = (sum_g s_w (s + d A - za c1)) s_a + b`. The integer part is exact in wrapping i32
-    /// (the true value `sum (a - za)(c - z)` is below 2^31 for `K <= 32768`, checked by
-    /// `qlinear`); the f32 part is the same sequence of roundings on every ISA (the compiler
-    /// does not contract it into FMAs), so the vector builds give the same bits.
-    fn epilogue(s: &[i32], p: &IntPanel, t: &Token<'_>, b: &[f32], f: &mut [f32]) = epilogue_body
+    /// A tile's outputs: `y = (sum_g s_w (s + d A - za c1)) s_a + b`. The integer part is
+    /// exact in wrapping i32 (the true value `sum (a - za)(c - z)` is below 2^31 for
+    /// `K <= 32768`, checked by `qlinear`); the f32 part is the same sequence of roundings on
+    /// every ISA (the compiler does not contract it into FMAs), so all builds give the same
+    /// bits.
+    fn epilogue(t: &Tile<'_>, p: &IntPanel, ac: &ActCodes, b: &[f32], y: &mut [f32]) =
+        epilogue_body
 }
 
 #[inline(always)]
-fn epilogue_body(s: &[i32], p: &IntPanel, t: &Token<'_>, b: &[f32], f: &mut [f32]) {
-    let nr = f.len();
-    f.fill(0.0);
-    for (g, &a) in t.sums.iter().enumerate() {
-        let r = g * nr..(g + 1) * nr;
-        let it = s[r.clone()]
-            .iter()
-            .zip(&p.delta[r.clone()])
-            .zip(&p.c1[r.clone()])
-            .zip(&p.scale[r]);
-        for (fi, (((&s, &d), &c1), &sw)) in f.iter_mut().zip(it) {
-            let dot = s
-                .wrapping_add(d.wrapping_mul(a))
-                .wrapping_sub(t.zero.wrapping_mul(c1));
-            *fi += dot as f32 * sw;
+fn epilogue_body(t: &Tile<'_>, p: &IntPanel, ac: &ActCodes, b: &[f32], y: &mut [f32]) {
+    let nr = b.len();
+    let gpr = p.delta.len() / nr;
+    let mut f = [0f32; 32];
+    let f = &mut f[..nr];
+    for i in 0..t.tokens {
+        let tt = t.t0 + i;
+        let (za, sums) = (ac.zero[tt], &ac.sums[tt * gpr..(tt + 1) * gpr]);
+        let s = &t.s[i * gpr * nr..(i + 1) * gpr * nr];
+        // Group 0 writes, later groups add (no zero-fill: stores the wide loads could not
+        // forward from).
+        for (g, &a) in sums.iter().enumerate() {
+            let r = g * nr..(g + 1) * nr;
+            let it = s[r.clone()]
+                .iter()
+                .zip(&p.delta[r.clone()])
+                .zip(&p.c1[r.clone()])
+                .zip(&p.scale[r]);
+            for (fi, (((&s, &d), &c1), &sw)) in f.iter_mut().zip(it) {
+                let dot = s
+                    .wrapping_add(d.wrapping_mul(a))
+                    .wrapping_sub(za.wrapping_mul(c1));
+                let v = dot as f32 * sw;
+                *fi = if g == 0 { v } else { *fi + v };
+            }
         }
-    }
-    for (fi, bi) in f.iter_mut().zip(b) {
-        *fi = *fi * t.scale + bi;
+        let sa = ac.scale[tt];
+        let yr = &mut y[tt * t.n + t.p0..tt * t.n + t.p0 + t.rows];
+        for ((y, fi), bi) in yr.iter_mut().zip(f.iter()).zip(b) {
+            *y = *fi * sa + bi;
+        }
     }
 }
