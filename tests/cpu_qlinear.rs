@@ -145,7 +145,9 @@ fn packed_linears_match_the_fake_quant_reference() {
                         // the same order on every ISA: all kernels agree bit for bit.
                         for (o, isa) in outs.iter().zip(isas()).skip(1) {
                             assert!(
-                                o.iter().zip(&outs[0]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                o.iter()
+                                    .zip(&outs[0])
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                                 "[{m}, {n}, {k}] bits {bits} group {group:?} asym {asym} act \
                                  {a:?}: {isa:?} differs from the portable kernels"
                             );

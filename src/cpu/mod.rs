@@ -203,7 +203,11 @@ fn layernorm_chunk_body(y: &mut [f32], x: &[f32], g: &[f32], b: &[f32], eps: f32
         // The squared deviations' sum in the same eight lanes as `sum_lanes`.
         let mut acc = [0f32; 8];
         let chunks = xr.chunks_exact(8);
-        let tail: f32 = chunks.remainder().iter().map(|a| (a - mean) * (a - mean)).sum();
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|a| (a - mean) * (a - mean))
+            .sum();
         for c in chunks {
             for (s, a) in acc.iter_mut().zip(c) {
                 *s += (a - mean) * (a - mean);
@@ -408,31 +412,41 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
     } = *shape;
     let hd = heads * d;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
-    let mut s = vec![0f32; t];
-    // One head's keys transposed to [d, t]: a query's scores then accumulate as contiguous,
+    // Keys padded to whole blocks of 16 (zeros), so scores are computed 16 at a time in
+    // registers.
+    let tp = t.next_multiple_of(16);
+    let mut s = vec![0f32; tp];
+    // One head's keys transposed to [d, tp]: a query's scores then accumulate as contiguous,
     // vectorised rows, in the same order (c = 0..d) as a plain dot product.
-    let mut kt = vec![0f32; d * t];
+    let mut kt = vec![0f32; d * tp];
     for h in 0..heads {
         for j in 0..t {
             for c in 0..d {
-                kt[c * t + j] = xb[j * w + hd + h * d + c];
+                kt[c * tp + j] = xb[j * w + hd + h * d + c];
             }
         }
         for i in 0..t {
             let q = &xb[i * w + h * d..i * w + h * d + d];
             let keys = frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
+            for j0 in (0..keys).step_by(16) {
+                let mut acc = [0f32; 16];
+                for (c, &qc) in q.iter().enumerate() {
+                    let k = &kt[c * tp + j0..c * tp + j0 + 16];
+                    for (a, kj) in acc.iter_mut().zip(k) {
+                        *a += qc * kj;
+                    }
+                }
+                s[j0..j0 + 16].copy_from_slice(&acc);
+            }
             let s = &mut s[..keys];
-            s.fill(0.0);
-            for (c, &qc) in q.iter().enumerate() {
-                for (sj, kj) in s.iter_mut().zip(&kt[c * t..c * t + keys]) {
-                    *sj += qc * kj;
+            let mut ml = [f32::NEG_INFINITY; 16];
+            for c in s.chunks_mut(16) {
+                for (sj, m) in c.iter_mut().zip(ml.iter_mut()) {
+                    *sj *= scale;
+                    *m = if *sj > *m { *sj } else { *m };
                 }
             }
-            let mut m = f32::NEG_INFINITY;
-            for sj in s.iter_mut() {
-                *sj *= scale;
-                m = m.max(*sj);
-            }
+            let m = ml.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
             for sj in s.iter_mut() {
                 *sj = exp_fast(*sj - m);
             }
@@ -441,6 +455,20 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
                 *sj *= inv;
             }
             let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
+            if d % 16 == 0 {
+                // 16 outputs at a time in registers, each summed over keys in order as below.
+                for c0 in (0..d).step_by(16) {
+                    let mut acc = [0f32; 16];
+                    for (j, &p) in s.iter().enumerate() {
+                        let v0 = j * w + 2 * hd + h * d + c0;
+                        for (a, vc) in acc.iter_mut().zip(&xb[v0..v0 + 16]) {
+                            *a += p * vc;
+                        }
+                    }
+                    o[c0..c0 + 16].copy_from_slice(&acc);
+                }
+                continue;
+            }
             o.fill(0.0);
             for (j, &p) in s.iter().enumerate() {
                 let v = &xb[j * w + 2 * hd + h * d..j * w + 2 * hd + h * d + d];

@@ -292,7 +292,9 @@ pub fn linear_f32(
         )));
     }
     if bias.is_some_and(|b| b.len() != n) {
-        return Err(Error::Shape(format!("linear [{n}, {k}]: bias is not {n} values")));
+        return Err(Error::Shape(format!(
+            "linear [{n}, {k}]: bias is not {n} values"
+        )));
     }
     let m = x.len() / k;
     let mut y = vec![0f32; m * n];
