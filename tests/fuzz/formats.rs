@@ -439,6 +439,7 @@ fn study_dir_seeds(dir: &Path) -> Vec<Seed> {
         source: "worker".into(),
         qwm_version: store::VERSION.into(),
         linear_bytes: Some([100, 400]),
+        quantize_seconds: Some(1.5),
         episodes: (0..2)
             .map(|i| PartEpisode {
                 index: i,
