@@ -40,6 +40,15 @@ impl From<candle_core::Error> for Error {
 }
 
 impl Error {
+    /// The same error as invalid input prefixed with `origin` (a file, a flag, a cell), its
+    /// message stated once: `origin: what is wrong`, not `origin: invalid input: ...`.
+    pub fn within(self, origin: &str) -> Self {
+        match self {
+            Error::Invalid(m) => Error::Invalid(format!("{origin}: {m}")),
+            other => Error::Invalid(format!("{origin}: {other}")),
+        }
+    }
+
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),

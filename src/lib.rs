@@ -25,8 +25,6 @@ pub mod quant;
 pub mod study;
 pub mod tensor;
 pub mod trace;
-// Two unwraps on latents computed a line above (docs/RELIABILITY.md).
-#[allow(clippy::unwrap_used)]
 pub mod train;
 pub mod viewer;
 

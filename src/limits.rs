@@ -38,6 +38,28 @@ pub const MAX_PLAN_STEPS: usize = 100_000;
 /// Bytes of frames in one dataset episode (steps x size^2 x 3): 4 GiB.
 pub const MAX_EPISODE_FRAME_BYTES: u64 = 4 << 30;
 
+/// Processes or CPUs one study command starts or asks a cluster for (`--jobs`, `--workers`,
+/// `--cpus`, `--gpus`).
+pub const MAX_PROCESSES: usize = 4096;
+/// Repetitions of one benchmark measurement (`qwm bench --reps`; default 5).
+pub const MAX_REPS: usize = 10_000;
+/// Frames in one rendered strip (`qwm env strip --frames`; the docs use 8).
+pub const MAX_STRIP_FRAMES: usize = 1024;
+/// Bytes of one picture qwm renders or exports (frames x side^2 x 3): 1 GiB.
+pub const MAX_PICTURE_BYTES: usize = 1 << 30;
+
+/// Training epochs per phase (the shipped models: 30 at most).
+pub const MAX_EPOCHS: usize = 10_000;
+/// Training batch (the shipped models: 64).
+pub const MAX_BATCH: usize = 65_536;
+/// Open-loop rollout steps in the predictor loss (the shipped models: 0 to 5).
+pub const MAX_ROLLOUT: usize = 1024;
+
+/// Cells of one study (the `quantwm` preset: 122); also bounds the grid's expansion.
+pub const MAX_STUDY_CELLS: usize = 100_000;
+/// Work items of one study (cells x episodes / chunk; the `quantwm` preset: 610).
+pub const MAX_STUDY_ITEMS: usize = 1_000_000;
+
 /// `value` must lie in `min..=max`; the error names `what` (a flag or a field).
 pub fn check_range(what: &str, value: usize, min: usize, max: usize) -> Result<usize> {
     if value < min || value > max {
@@ -57,4 +79,19 @@ pub fn product(what: &str, dims: &[usize]) -> Result<usize> {
             ))
         })
     })
+}
+
+/// An optional count: absent, or in `min..=max`.
+pub fn check_opt(what: &str, value: Option<usize>, min: usize, max: usize) -> Result<()> {
+    value.map_or(Ok(()), |v| check_range(what, v, min, max).map(|_| ()))
+}
+
+/// A float that must be finite and in `min..=max`.
+pub fn check_f64(what: &str, value: f64, min: f64, max: f64) -> Result<f64> {
+    if !value.is_finite() || value < min || value > max {
+        return Err(Error::Invalid(format!(
+            "{what} is {value}; it must be a number between {min} and {max}"
+        )));
+    }
+    Ok(value)
 }

@@ -394,7 +394,7 @@ impl BenchFile {
     /// Read a result file: this schema, or an older qwm format converted by
     /// [`super::legacy::convert`] (the conversion is recorded in `notes`).
     pub fn load(path: &std::path::Path) -> Result<BenchFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text(path)?;
         Self::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
     }
 
@@ -436,7 +436,7 @@ impl BenchFile {
                 path.display()
             )));
         }
-        std::fs::write(path, self.to_json()?).map_err(|e| Error::io(path, e))
+        crate::io::write_atomic(path, self.to_json()?.as_bytes())
     }
 }
 

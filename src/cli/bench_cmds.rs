@@ -199,7 +199,49 @@ fn check_out(c: &Common) -> anyhow::Result<()> {
     }
 }
 
+/// Every count of a bench command against its bound (`crate::limits`), before anything is
+/// loaded or allocated.
+fn check_counts(cmd: &BenchCommand) -> crate::Result<()> {
+    use crate::limits::{check_range, product, MAX_IMAGE, MAX_PLAN_STEPS, MAX_SAMPLES, MAX_STEPS};
+    // Rollouts and plans hold samples x horizon latents or actions; the planner's bound.
+    let plan = |samples: usize, horizon: usize| -> crate::Result<()> {
+        check_range("--horizon", horizon, 1, MAX_PLAN_STEPS)?;
+        let n = product("samples x --horizon", &[samples, horizon])?;
+        check_range("samples x --horizon", n, 1, 1 << 24).map(|_| ())
+    };
+    let reps = |c: &Common| check_range("--reps", c.reps, 1, crate::limits::MAX_REPS).map(|_| ());
+    match cmd {
+        BenchCommand::All(a) => reps(&a.common),
+        BenchCommand::Kernels(a) => reps(&a.common),
+        BenchCommand::Quant(a) => reps(&a.common),
+        BenchCommand::Model(a) => {
+            reps(&a.common)?;
+            let cpu = a.cpu_batches.iter().flatten();
+            for &b in a.batches.iter().chain(cpu) {
+                check_range("--batches (each)", b, 1, MAX_SAMPLES)?;
+            }
+            check_range("--rollout-samples", a.rollout_samples, 1, MAX_SAMPLES)?;
+            plan(a.rollout_samples, a.horizon)
+        }
+        BenchCommand::Plan(a) => {
+            reps(&a.common)?;
+            check_range("--samples", a.samples, 2, MAX_SAMPLES)?;
+            plan(a.samples, a.horizon)
+        }
+        BenchCommand::Env(a) => {
+            reps(&a.common)?;
+            check_range("--steps", a.steps, 1, MAX_STEPS)?;
+            if let Some(s) = a.size {
+                check_range("--size", s, 1, MAX_IMAGE)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Compare(_) | BenchCommand::Convert(_) => Ok(()),
+    }
+}
+
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    check_counts(&cmd)?;
     match cmd {
         BenchCommand::All(a) => {
             check_out(&a.common)?;

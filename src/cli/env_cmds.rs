@@ -1,6 +1,7 @@
 //! `qwm data`, `qwm env render|strip|list`.
 
 use crate::env::{self, dataset, policy, Frame};
+use crate::limits;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -118,9 +119,23 @@ pub fn run_data(a: DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--size` of a picture of `frames` frames side by side, bounded before anything renders.
+fn picture_size(size: usize, frames: usize) -> crate::Result<()> {
+    limits::check_range("--size", size, 1, limits::MAX_IMAGE)?;
+    let bytes = limits::product("--size x --size x --frames", &[size, size, 3, frames])?;
+    limits::check_range(
+        "the picture's bytes (--size x --size x 3 x frames)",
+        bytes,
+        1,
+        limits::MAX_PICTURE_BYTES,
+    )?;
+    Ok(())
+}
+
 pub fn run_env(c: EnvCommand) -> anyhow::Result<()> {
     match c {
         EnvCommand::Render(a) => {
+            picture_size(a.size, 2)?;
             let e = env::make(&a.env)?;
             let (start, goal) = e.sample_start_goal(a.seed);
             let mut frames = vec![e.render_state(&start, a.size)?];
@@ -136,6 +151,9 @@ pub fn run_env(c: EnvCommand) -> anyhow::Result<()> {
             Ok(())
         }
         EnvCommand::Strip(a) => {
+            limits::check_range("--frames", a.frames, 1, limits::MAX_STRIP_FRAMES)?;
+            limits::check_range("--every", a.every, 1, limits::MAX_STEPS)?;
+            picture_size(a.size, a.frames)?;
             let mut e = env::make(&a.env)?;
             let mut pol = policy::for_env(&a.env)?;
             let mut rng = env::rng(a.seed);

@@ -232,6 +232,9 @@ pub struct EvalArgs {
 pub fn run_eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.trace {
         for &i in &a.trace_episodes {
+            crate::limits::check_range("--trace-episodes", i, 0, crate::limits::MAX_EPISODES - 1)?;
+        }
+        for &i in &a.trace_episodes {
             let seed = crate::plan::eval::eval_seed(i);
             super::view_cmds::plan_trace(&a.opts, seed, None, &dir.join(format!("episode{i}")))?;
         }

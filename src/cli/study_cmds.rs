@@ -147,9 +147,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if jobs == 0 {
-        anyhow::bail!("--jobs must be at least 1");
-    }
+    crate::limits::check_range("--jobs", jobs, 1, crate::limits::MAX_PROCESSES)?;
     let opts = study::RunOptions {
         out: a.out.clone(),
         shard,
@@ -210,6 +208,7 @@ fn hours(s: f64) -> String {
 }
 
 fn status(a: StatusArgs) -> anyhow::Result<()> {
+    crate::limits::check_range("--workers", a.workers, 1, crate::limits::MAX_PROCESSES)?;
     let st = Store::new(&a.dir);
     let Some(m) = st.manifest()? else {
         anyhow::bail!(
@@ -365,8 +364,12 @@ fn list(a: ListArgs) -> anyhow::Result<()> {
 fn cluster_file(a: ClusterArgs, k8s: bool) -> anyhow::Result<()> {
     Study::load(&a.study)?; // refuse a bad study before anything is submitted
     a.backend.parse::<Backend>()?;
-    if a.tasks == 0 {
-        anyhow::bail!("--tasks must be at least 1");
+    {
+        use crate::limits::{check_range, MAX_PROCESSES, MAX_STUDY_ITEMS};
+        // More tasks than work items would leave tasks idle; the bound only stops nonsense.
+        check_range("--tasks", a.tasks, 1, MAX_STUDY_ITEMS)?;
+        check_range("--cpus", a.cpus, 1, MAX_PROCESSES)?;
+        check_range("--gpus", a.gpus, 0, MAX_PROCESSES)?;
     }
     let workdir = match &a.workdir {
         Some(w) => w.clone(),

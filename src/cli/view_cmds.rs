@@ -57,6 +57,26 @@ pub struct ViewArgs {
     /// Frame-time benchmark: measure this many frames while the live plan runs, print, exit.
     #[arg(long)]
     pub bench_frames: Option<usize>,
+    /// Niceness added to the live planner's threads (Linux), so that the window's drawing
+    /// (on a software renderer, CPU work too) comes first: 0 plans at the UI's priority.
+    #[arg(long, default_value_t = 10)]
+    pub plan_nice: i32,
+}
+
+/// Lower the calling thread's scheduling priority by `by` nice levels (Linux: niceness is per
+/// thread, and the threads it spawns, the planner's rayon pool included, inherit it).
+fn lower_thread_priority(by: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if by > 0 {
+        // SAFETY: plain system calls on the calling thread's id.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19));
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = by;
 }
 
 impl ViewArgs {
@@ -94,6 +114,13 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
         if a.env.is_some() {
             anyhow::bail!("pass either a trace directory (replay) or --env (live), not both");
         }
+        if let Some(gif) = &a.gif {
+            // A device node or FIFO is refused before the trace is read, not replaced.
+            crate::io::check_output(gif, "--gif")?;
+        }
+        if let Some(png) = &a.screenshot {
+            crate::io::check_output(png, "--screenshot")?;
+        }
         let trace = crate::trace::load(dir)?;
         if let Some(gif) = &a.gif {
             viewer::export::episode_gif(&trace, gif)?;
@@ -122,8 +149,25 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
     opts.session_options()
         .plan
         .validate(env::make(&env_name)?.spec())?;
+    let nice = a.plan_nice;
+    if !(0..=19).contains(&nice) {
+        anyhow::bail!("--plan-nice {nice}: must be between 0 and 19");
+    }
     let job: JobFn = Arc::new(
         move |req: LiveRequest, control: Arc<Control>, tx: Sender<Msg>| {
+            lower_thread_priority(nice);
+            // The planner's own rayon pool, spawned from this thread so its workers inherit
+            // the lowered priority (the global pool may already exist at the UI's).
+            let pool = match rayon::ThreadPoolBuilder::new()
+                .thread_name(|i| format!("qwm-plan-{i}"))
+                .build()
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Msg::Done(0, Err(format!("planner threads: {e}"))));
+                    return;
+                }
+            };
             let mut o = opts.clone();
             o.quant = req.quant.clone();
             o.model = req.model.clone();
@@ -145,9 +189,9 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
             std::thread::scope(|s| {
                 if req.compare.is_some() {
                     let tx1 = tx.clone();
-                    s.spawn(|| job(1, tx1));
+                    s.spawn(|| pool.install(|| job(1, tx1)));
                 }
-                job(0, tx.clone());
+                pool.install(|| job(0, tx.clone()));
             });
         },
     );
@@ -179,12 +223,12 @@ pub fn plan_trace(
                 writer = Some((w, *meta));
             }
             Msg::Run(r, rm) => {
-                let (w, meta) = writer.as_mut().expect("meta first");
+                let (w, meta) = writer.as_mut().ok_or_else(meta_missing)?;
                 meta.runs[r] = *rm;
                 w.write_meta(meta)?;
             }
             Msg::Event(Event::Iter { run, iter }) => {
-                let (w, meta) = writer.as_mut().expect("meta first");
+                let (w, meta) = writer.as_mut().ok_or_else(meta_missing)?;
                 w.write_iter(run, &iter)?;
                 let m = &iter.meta;
                 eprintln!(
@@ -200,7 +244,7 @@ pub fn plan_trace(
             }
             Msg::Event(Event::OptStep { .. }) => {}
             Msg::Done(r, res) => {
-                let (w, meta) = writer.as_mut().expect("meta first");
+                let (w, meta) = writer.as_mut().ok_or_else(meta_missing)?;
                 let ok = res.map_err(anyhow::Error::msg)?;
                 meta.runs[r].finished = true;
                 meta.runs[r].success = ok;
@@ -402,4 +446,10 @@ impl Recording<'_> {
         ))?;
         Ok(!stopped)
     }
+}
+
+/// The recorder sends a trace's metadata before any run or iteration of it; an event without
+/// it is a bug, reported instead of a panic.
+fn meta_missing() -> anyhow::Error {
+    anyhow::anyhow!("internal error: a trace event arrived before the trace's metadata")
 }

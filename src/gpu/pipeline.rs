@@ -132,7 +132,7 @@ impl PipelineCache {
     pub fn compiled(&self) -> Vec<CompiledPipeline> {
         self.pipelines
             .lock()
-            .unwrap()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .keys()
             .map(|k| {
                 let c = k.constants.iter().map(|(n, v)| (*n, f64::from_bits(*v)));

@@ -5,7 +5,7 @@
 use super::backend::{Backend, Ops};
 use super::params::{ParamSource, Params};
 use super::{
-    check_actions, check_history, objective_weights, ModelConfig, ObjectiveMode, Rollout,
+    check_actions, check_history, objective_weights, Frames, ModelConfig, ObjectiveMode, Rollout,
     RolloutChunk, WorldModel,
 };
 use crate::{Error, Result};
@@ -200,6 +200,11 @@ impl<B: Backend> WorldModel for Model<B> {
         B::dims(t)
     }
 
+    fn encode(&self, frames: &Frames) -> Result<B::T> {
+        let px = self.backend.pixels(frames, &self.cfg)?;
+        self.encode_pixels(&px)
+    }
+
     fn encode_pixels(&self, px: &B::T) -> Result<B::T> {
         let s = self.cfg.encoder.resize;
         let b = match B::dims(px)[..] {
@@ -344,7 +349,12 @@ impl<B: Backend> WorldModel for Model<B> {
             for (c, zero) in r.chunks.iter().zip(zeros) {
                 let b = c.len;
                 let frames: Vec<(&B::T, &B::T)> = match mode {
-                    ObjectiveMode::Last => vec![(c.frames.last().expect("steps > 0"), &coef_t[0])],
+                    ObjectiveMode::Last => c
+                        .frames
+                        .last()
+                        .map(|f| (f, &coef_t[0]))
+                        .into_iter()
+                        .collect(),
                     ObjectiveMode::All { .. } => c.frames.iter().zip(coef_t.iter()).collect(),
                 };
                 let mut acc: Option<B::T> = None;
@@ -366,7 +376,10 @@ impl<B: Backend> WorldModel for Model<B> {
                         }
                     });
                 }
-                costs.push(o.reshape(&acc.expect("one frame at least"), &[b])?);
+                let acc = acc.ok_or_else(|| {
+                    Error::Invalid("a rollout chunk without frames has no objective".into())
+                })?;
+                costs.push(o.reshape(&acc, &[b])?);
             }
             o.cat_batch(&costs)
         })

@@ -6,10 +6,11 @@
 use super::backend::{Backend, Ops};
 use super::forward::Model;
 use super::params::{Init, LinearDesc, Norm, ParamSource};
+use super::preprocess::check_frames;
 use super::quantized::QuantizedModel;
-use super::{ModelConfig, Weights};
+use super::{Frames, ModelConfig, ResizeFilter, Weights};
 use crate::gpu::qops::{self, GpuQuantWeight};
-use crate::gpu::{ops, GpuContext, GpuTensor, Recorder};
+use crate::gpu::{ops, resize, GpuContext, GpuTensor, Recorder};
 use crate::quant::{ActParams, ActSpec};
 use crate::{Error, Result};
 
@@ -37,7 +38,9 @@ impl Linear {
             (LinearWeight::Packed(q), Some((spec, params))) => {
                 let xq = qops::quant_act(rec, x, spec, params.as_ref())?;
                 let mut shape = x.shape().to_vec();
-                *shape.last_mut().unwrap() = q.n;
+                if let Some(last) = shape.last_mut() {
+                    *last = q.n;
+                }
                 qops::qmatmul_a8(rec, &xq, q, self.b.as_ref(), &shape, true)
             }
             (LinearWeight::F32(_), Some(_)) => Err(Error::Invalid(
@@ -104,6 +107,28 @@ impl<'a> Backend for Gpu<'a> {
 
     fn dims(t: &GpuTensor) -> Vec<usize> {
         t.shape().to_vec()
+    }
+
+    /// `shaders/resize.wgsl` on the packed u8 frames (parity with [`super::preprocess`]:
+    /// tests/resize.rs); an empty batch takes the host path.
+    fn pixels(&self, frames: &Frames, cfg: &ModelConfig) -> Result<GpuTensor> {
+        check_frames(frames, cfg)?;
+        if frames.batch == 0 {
+            return self.upload(&[], &[0, 3, cfg.encoder.resize, cfg.encoder.resize]);
+        }
+        let up = resize::upload_frames(self.ctx, frames.data)?;
+        let mut rec = Recorder::new(self.ctx);
+        let y = resize::preprocess(
+            &mut rec,
+            &up,
+            frames.batch,
+            frames.height,
+            frames.width,
+            cfg.encoder.resize,
+            cfg.encoder.resize_filter == ResizeFilter::BilinearAntialias,
+        )?;
+        rec.submit()?;
+        Ok(y)
     }
 
     /// The largest per-sample activation (qkv or MLP hidden, the image, its patches) must fit
@@ -281,14 +306,18 @@ impl Ops for GpuOps<'_> {
 
     fn tokens_to_image(&mut self, x: &GpuTensor, g: usize) -> Result<GpuTensor> {
         let (b, n, c) = dims3(x)?;
-        if self.eye.as_ref().is_none_or(|e| e.shape()[0] != c) {
-            let mut eye = vec![0f32; c * c];
-            for i in 0..c {
-                eye[i * c + i] = 1.0;
+        let eye = match &self.eye {
+            Some(e) if e.shape()[0] == c => e.clone(),
+            _ => {
+                let mut eye = vec![0f32; c * c];
+                for i in 0..c {
+                    eye[i * c + i] = 1.0;
+                }
+                let e = self.constant(&eye, &[c, c])?;
+                self.eye = Some(e.clone());
+                e
             }
-            self.eye = Some(self.constant(&eye, &[c, c])?);
-        }
-        let eye = self.eye.clone().expect("set above");
+        };
         let mut outs = Vec::new();
         for i in 0..b {
             // [N, C] -> [C, N] as I[C, C] x^T.

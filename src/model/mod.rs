@@ -17,11 +17,7 @@ pub mod backend;
 pub mod config;
 mod cpu_model;
 pub mod format;
-// `expect`s on frame lists that hold at least one step (checked by the rollout's caller).
-#[allow(clippy::expect_used)]
 mod forward;
-// An output shape built from a 2-D weight, and an identity set a line above.
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod gpu_model;
 pub mod params;
 pub mod preprocess;

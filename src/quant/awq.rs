@@ -19,7 +19,7 @@ use half::f16;
 use super::layout::{apply_fold, linear_out, sq_err, Layout, TensorStore};
 use super::pack::{check_weight, PackedWeight};
 use super::{rtn_asymmetric, CalibData, LayerInputs, QuantContext, Quantizer, WeightSpec};
-use crate::{Error, Result};
+use crate::Result;
 
 pub struct Awq {
     pub grid: usize,
@@ -205,12 +205,13 @@ impl Quantizer for Awq {
         layout: &Layout,
         inputs: Option<&mut CalibData>,
     ) -> Result<()> {
-        let inputs = inputs.ok_or_else(|| {
-            Error::Invalid("awq needs calibration inputs of every quantized linear".into())
-        })?;
+        let inputs = self.inputs(inputs)?;
         self.scale_model(model, layout, inputs)?;
         for (_, lin) in layout.quantized() {
-            let ws = lin.spec.weight.expect("quantized");
+            let ws = lin
+                .spec
+                .weight
+                .ok_or_else(|| Error::Invalid(format!("{}: not a quantized linear", lin.name)))?;
             let x = inputs.layer(&lin.name)?;
             let w = model.tensor_mut(&lin.name)?;
             self.auto_clip(w, lin.n, lin.k, &ws, x, lin.qk_rows)?;

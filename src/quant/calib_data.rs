@@ -137,6 +137,10 @@ struct Meta {
     model_crc32: String,
     episodes: usize,
     tokens: usize,
+    /// How the inputs were captured (env and float planner settings); "" in files written
+    /// before it was kept, which no run accepts.
+    #[serde(default)]
+    capture: String,
     seen: BTreeMap<String, u64>,
 }
 
@@ -148,6 +152,9 @@ pub struct CalibData {
     pub episodes: usize,
     /// Row budget per linear.
     pub tokens: usize,
+    /// The environment and float planner settings the inputs were captured with
+    /// (`crate::plan::calibrate::capture_key`): a run with other settings must not reuse them.
+    pub capture: String,
     pub layers: BTreeMap<String, LayerInputs>,
 }
 
@@ -220,6 +227,7 @@ impl CalibData {
             model_crc32: self.model_crc32.clone(),
             episodes: self.episodes,
             tokens: self.tokens,
+            capture: self.capture.clone(),
             seen: self
                 .layers
                 .iter()
@@ -241,20 +249,16 @@ impl CalibData {
             .collect::<Result<Vec<_>>>()?;
         let data = safetensors::serialize(views, Some(md))
             .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-        }
-        // Write then rename, so an interrupted save never leaves a truncated file behind.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        // Per-process temporary, then rename (an interrupted save leaves no truncated file);
+        // a target that is not a regular file is refused.
+        crate::io::write_atomic(path, &data)
     }
 
     /// Read a calibration file (its values are checked against a model by [`Self::check`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::io::read_file(path, crate::io::MAX_FILE_BYTES)?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
@@ -315,6 +319,7 @@ impl CalibData {
             model_crc32: meta.model_crc32,
             episodes: meta.episodes,
             tokens: meta.tokens,
+            capture: meta.capture,
             layers,
         })
     }
@@ -373,11 +378,12 @@ impl InputSampler {
         }
     }
 
-    pub fn finish(self, model_crc32: String, episodes: usize) -> CalibData {
+    pub fn finish(self, model_crc32: String, episodes: usize, capture: String) -> CalibData {
         CalibData {
             model_crc32,
             episodes,
             tokens: self.budget,
+            capture,
             layers: self.layers.into_iter().map(|(n, (l, _))| (n, l)).collect(),
         }
     }

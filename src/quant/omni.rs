@@ -207,7 +207,10 @@ impl OmniQuant {
                     Some(b) => Some(model.tensor(b)?.1.to_vec()),
                     None => None,
                 };
-                let ws = l.spec.weight.expect("quantized");
+                let ws = l
+                    .spec
+                    .weight
+                    .ok_or_else(|| Error::Invalid(format!("{}: not a quantized linear", l.name)))?;
                 lwcs.push(Lwc::new(w, b.as_deref(), l.n, l.k, &ws)?);
             }
             let fold_index = layout.folds.iter().position(|f| {
@@ -390,9 +393,7 @@ impl Quantizer for OmniQuant {
         layout: &Layout,
         inputs: Option<&mut CalibData>,
     ) -> Result<()> {
-        let inputs = inputs.ok_or_else(|| {
-            Error::Invalid("omniquant needs calibration inputs of every quantized linear".into())
-        })?;
+        let inputs = self.inputs(inputs)?;
         self.fit(model, layout, inputs).map(|_| ())
     }
 

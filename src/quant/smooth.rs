@@ -94,11 +94,14 @@ impl Quantizer for SmoothQuant {
         layout: &Layout,
         inputs: Option<&mut CalibData>,
     ) -> Result<()> {
-        let inputs = inputs.ok_or_else(|| {
-            Error::Invalid("smoothquant needs calibration inputs of every quantized linear".into())
-        })?;
+        let inputs = self.inputs(inputs)?;
         for (li, s) in self.scales(model, layout, inputs)? {
-            let fold = layout.fold_for(li).expect("scales come from folds");
+            let fold = layout.fold_for(li).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: no fold for its scales",
+                    layout.linears[li].name
+                ))
+            })?;
             apply_fold(model, layout, fold, &s, None)?;
             inputs
                 .layer_mut(&layout.linears[li].name)?

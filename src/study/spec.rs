@@ -119,10 +119,11 @@ pub struct Cell {
 }
 
 impl Cell {
-    pub fn spec(&self) -> QuantSpec {
+    /// The cell's quantization (checked by [`Study::validate`] whenever a study is read).
+    pub fn spec(&self) -> Result<QuantSpec> {
         self.quant
             .parse()
-            .expect("validated when the study was read")
+            .map_err(|e: Error| e.within(&format!("cell {}", self.name)))
     }
 }
 
@@ -170,7 +171,7 @@ impl Study {
                 names.join(", ")
             )));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text(path)?;
         Study::parse(&text, source)
     }
 
@@ -212,7 +213,7 @@ impl Study {
                 cem_std: crate::plan::CemStd::default(),
             },
         )
-        .map_err(|e| Error::Invalid(format!("{origin}: [planner]: {e}")))?;
+        .map_err(|e| e.within(&format!("{origin}: [planner]")))?;
         let mut envs: BTreeMap<String, String> = BTreeMap::new();
         let mut env_order = Vec::new();
         for e in &f.env {
@@ -231,6 +232,27 @@ impl Study {
             }
             env_order.push(name);
         }
+        // The grid's expansion (every env x quant x method x opt_steps of every block) is
+        // bounded before it is expanded: a small file could otherwise ask for billions.
+        let mut candidates = 0usize;
+        for g in &f.grid {
+            let n = crate::limits::product(
+                &format!("{origin}: grid {:?}", g.name),
+                &[
+                    g.envs.as_ref().map_or(f.env.len(), |v| v.len()),
+                    g.quant.len(),
+                    g.methods.as_ref().map_or(1, |v| v.len()),
+                    g.opt_steps.as_ref().map_or(1, |v| v.len()),
+                ],
+            )?;
+            candidates = candidates.saturating_add(n);
+        }
+        crate::limits::check_range(
+            &format!("{origin}: the grid's cells (before duplicates are merged)"),
+            candidates,
+            1,
+            crate::limits::MAX_STUDY_CELLS,
+        )?;
         let mut cells: Vec<Cell> = Vec::new();
         for g in &f.grid {
             let genvs: Vec<(String, std::ops::Range<usize>)> = match &g.envs {
@@ -326,14 +348,105 @@ impl Study {
                 }
             }
         }
-        Ok(Study {
+        let study = Study {
             name: f.name,
             description: f.description,
             chunk: f.chunk,
             calib_episodes: f.calib_episodes,
             planner: f.planner,
             cells,
-        })
+        };
+        study.validate(origin)?;
+        Ok(study)
+    }
+
+    /// Every number and name of an expanded study against its bound, whether it was just
+    /// parsed or read back from a study directory's manifest (which anyone may have edited):
+    /// counts (`crate::limits`), planner settings, cell names that stay inside the study
+    /// directory, known environments, specs and methods. `origin` names the file in errors.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        use crate::limits::{
+            check_range, MAX_EPISODES, MAX_PLAN_STEPS, MAX_STUDY_CELLS, MAX_STUDY_ITEMS,
+        };
+        let bad = |m: String| Error::Invalid(format!("{origin}: {m}"));
+        let within = |what: &str, v: usize, min: usize, max: usize| {
+            check_range(what, v, min, max).map_err(|e| e.within(origin))
+        };
+        within("chunk", self.chunk, 1, MAX_EPISODES)?;
+        within("calib_episodes", self.calib_episodes, 0, MAX_EPISODES)?;
+        within("the number of cells", self.cells.len(), 1, MAX_STUDY_CELLS)?;
+        let p = &self.planner;
+        within("[planner] n_taken", p.n_taken, 1, MAX_PLAN_STEPS)?;
+        for (what, v) in [("opt_steps", p.opt_steps), ("max_iter", p.max_iter)] {
+            if let Some(v) = v {
+                within(&format!("[planner] {what}"), v, 1, MAX_PLAN_STEPS)?;
+            }
+        }
+        for (what, v) in [("var_scale", p.var_scale), ("temperature", p.temperature)] {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(bad(format!(
+                    "[planner] {what} is {v}; it must be a positive number"
+                )));
+            }
+        }
+        crate::plan::make(
+            &p.name,
+            crate::plan::PlanConfig {
+                horizon: p.horizon,
+                step_dim: 1,
+                samples: p.samples,
+                topk: p.topk,
+                opt_steps: p.opt_steps.unwrap_or(1),
+                var_scale: p.var_scale,
+                temperature: p.temperature,
+                seed: 0,
+                cem_std: crate::plan::CemStd::default(),
+            },
+        )
+        .map_err(|e| e.within(&format!("{origin}: [planner]")))?;
+        let mut items = 0usize;
+        for c in &self.cells {
+            let path_safe = !c.name.is_empty()
+                && c.name.split('/').all(|part| {
+                    !part.is_empty() && part != "." && part != ".." && !part.contains(['\\', '\0'])
+                });
+            if !path_safe || !c.name.starts_with(&format!("{}/", c.env)) {
+                return Err(bad(format!(
+                    "cell name {:?} is not ENV/SPEC... for environment {:?}",
+                    c.name, c.env
+                )));
+            }
+            let cell = |e: Error| e.within(&format!("{origin}: cell {}", c.name));
+            crate::env::make(&c.env).map_err(cell)?;
+            c.quant.parse::<QuantSpec>().map_err(cell)?;
+            crate::quant::method(&c.method).map_err(cell)?;
+            within(
+                &format!("cell {}: episodes", c.name),
+                c.episodes,
+                1,
+                MAX_EPISODES,
+            )?;
+            within(
+                &format!("cell {}: opt_steps", c.name),
+                c.opt_steps,
+                1,
+                MAX_PLAN_STEPS,
+            )?;
+            within(
+                &format!("cell {}: max_iter", c.name),
+                c.max_iter,
+                1,
+                MAX_PLAN_STEPS,
+            )?;
+            items = items.saturating_add(c.episodes.div_ceil(self.chunk));
+        }
+        within(
+            "the work items (episodes / chunk over every cell)",
+            items,
+            1,
+            MAX_STUDY_ITEMS,
+        )?;
+        Ok(())
     }
 
     pub fn cell(&self, name: &str) -> Option<&Cell> {

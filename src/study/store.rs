@@ -43,6 +43,9 @@ pub struct Part {
     /// Bytes of the quantized linears and their f32 size (null for float cells).
     #[serde(default)]
     pub linear_bytes: Option<[usize; 2]>,
+    /// Seconds the cell's PTQ method took on this worker's load (null for float cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_seconds: Option<f64>,
     pub episodes: Vec<PartEpisode>,
 }
 
@@ -94,22 +97,22 @@ pub fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
 
 /// Write through a temporary file in the same directory and rename: readers see the old or
 /// the new file, never half of one. The temporary name is unique per process.
+/// An existing target that is not a regular file (`--results /dev/null`) is refused, not
+/// replaced (`crate::io::write_atomic`).
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    if let Some(d) = path.parent() {
-        io(d, std::fs::create_dir_all(d))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    io(&tmp, std::fs::write(&tmp, text))?;
-    io(path, std::fs::rename(&tmp, path))
+    crate::io::write_atomic(path, text.as_bytes())
 }
 
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(v).expect("serializable");
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::Invalid(format!("{}: cannot serialize: {e}", path.display())))?;
     write_atomic(path, &(text + "\n"))
 }
 
+/// Read a JSON file of the study directory (a regular file, size-bounded:
+/// `crate::io::read_text`).
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, what: &str) -> Result<T> {
-    let text = io(path, std::fs::read_to_string(path))?;
+    let text = crate::io::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| {
         Error::Invalid(format!(
             "{} is not a valid {what} ({e}); delete it (it is rebuilt or recomputed) or restore it",
@@ -169,6 +172,15 @@ impl Store {
         }
     }
 
+    /// Calibration inputs of an environment's model, captured by the first calibrated cell
+    /// with the study's planner (`DIR/calib/ENV.calib.safetensors`; regenerated when absent,
+    /// so not kept in git).
+    pub fn calib_path(&self, env: &str) -> PathBuf {
+        self.dir
+            .join("calib")
+            .join(format!("{env}.calib.safetensors"))
+    }
+
     pub fn manifest_path(&self) -> PathBuf {
         self.dir.join("study.json")
     }
@@ -205,7 +217,20 @@ impl Store {
         if !p.exists() {
             return Ok(None);
         }
-        read_json(&p, "qwm study manifest").map(Some)
+        let m: Manifest = read_json(&p, "qwm study manifest")?;
+        m.validate(&p)?;
+        Ok(Some(m))
+    }
+
+    /// A cell's report, if it has one: a readable eval report that agrees with itself.
+    pub fn report(&self, cell: &str) -> Result<Option<EvalReport>> {
+        let p = self.report_path(cell);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let r: EvalReport = read_json(&p, "qwm eval report")?;
+        r.check(&p)?;
+        Ok(Some(r))
     }
 
     /// Refuse a directory that holds another study; create it otherwise.
@@ -308,13 +333,14 @@ impl Store {
             records,
             fin.as_ref().and_then(|f| f.latent_divergence),
         );
+        let parts = self.parts(cell, None)?;
         report.linear_bytes = match &fin {
             Some(f) => f.linear_bytes,
-            None => self
-                .parts(cell, None)?
-                .into_iter()
-                .find_map(|(_, p)| p.linear_bytes),
+            None => parts.iter().find_map(|(_, p)| p.linear_bytes),
         };
+        // The first worker's timing (in file-name order), so the report does not depend on
+        // which shard finished last.
+        report.quantize_seconds = parts.iter().find_map(|(_, p)| p.quantize_seconds);
         write_json(&self.report_path(&cell.name), &report)?;
         Ok(Some(report))
     }
@@ -366,6 +392,43 @@ impl Store {
         };
         write_json(&self.manifest_path(), &m)?;
         Ok(m)
+    }
+}
+
+impl Manifest {
+    /// The manifest is a view anyone may have edited: its study is validated like a study file
+    /// and every cell state must belong to the cell beside it and count sensibly.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let origin = path.display().to_string();
+        self.study.validate(&origin)?;
+        let bad = |m: String| {
+            Err(Error::Invalid(format!(
+                "{origin}: {m}; delete it (the next `qwm study run` rebuilds it from the parts)"
+            )))
+        };
+        if self.cells.len() != self.study.cells.len() {
+            return bad(format!(
+                "{} cell states for {} cells",
+                self.cells.len(),
+                self.study.cells.len()
+            ));
+        }
+        for (s, c) in self.cells.iter().zip(&self.study.cells) {
+            let states = ["pending", "partial", "complete", "done"];
+            if s.name != c.name
+                || s.episodes != c.episodes
+                || s.done > s.episodes
+                || s.prefix > s.done
+                || s.successes > s.done
+                || !states.contains(&s.state.as_str())
+            {
+                return bad(format!(
+                    "the state of cell {:?} does not fit the cell",
+                    s.name
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -179,14 +179,20 @@ impl<'a> Runner<'a> {
     fn ensure(&mut self, ci: usize) -> Result<()> {
         if self.loaded.as_ref().map(|l| l.0) != Some(ci) {
             self.loaded = None;
-            let cm = exec::load(self.study, &self.study.cells[ci], self.engine.name())?;
+            let cell = &self.study.cells[ci];
+            let calib = self.store.calib_path(&cell.env);
+            let cm = exec::load(self.study, cell, self.engine.name(), &calib)?;
             self.loaded = Some((ci, cm));
         }
         Ok(())
     }
 
-    fn cm(&self) -> &CellModel {
-        &self.loaded.as_ref().expect("ensure() first").1
+    /// The loaded cell's model (`ensure` loads it first).
+    fn cm(&self) -> Result<&CellModel> {
+        self.loaded
+            .as_ref()
+            .map(|l| &l.1)
+            .ok_or_else(|| Error::Invalid("internal error: no cell model loaded".into()))
     }
 
     /// The cell's eval configuration, without quantizing (only the model file's config).
@@ -238,7 +244,7 @@ impl<'a> Runner<'a> {
         }
         let backend = self.engine.name();
         self.ensure(it.cell)?;
-        let config = self.cm().config.clone();
+        let config = self.cm()?.config.clone();
         self.store.parts(cell, Some(&config))?; // refuse parts from other settings
                                                 // Episodes of one part share a backend: a part started on another backend is
                                                 // continued in a sibling file (`eAAA-BBB.gpu.json`).
@@ -263,11 +269,14 @@ impl<'a> Runner<'a> {
                 source: "worker".into(),
                 qwm_version: store::VERSION.into(),
                 linear_bytes: None,
+                quantize_seconds: None,
                 episodes: Vec::new(),
             }
         };
-        let cm = self.cm();
+        let cm = self.cm()?;
         part.linear_bytes = exec::linear_bytes(cm);
+        // Kept from the part's first load: a resumed part's reload must not change it.
+        part.quantize_seconds = part.quantize_seconds.or(cm.model.quantize_seconds);
         let tag = &self.tag;
         let total = cell.episodes;
         let mut played = 0;
@@ -313,7 +322,7 @@ impl<'a> Runner<'a> {
         {
             let _l = store::lock(&self.store.cell_lock(&cell.name))?;
             if !self.store.final_path(&cell.name).exists() {
-                let cm = self.cm();
+                let cm = self.cm()?;
                 let fin = Final {
                     latent_divergence: exec::divergence(cell, cm, &r.episodes)?,
                     linear_bytes: exec::linear_bytes(cm),
@@ -347,6 +356,7 @@ impl<'a> Runner<'a> {
 /// settings and model. Returns the cell's name.
 pub fn import(study: &Study, store: &Store, report_path: &Path) -> Result<String> {
     let r: EvalReport = store::read_json(report_path, "qwm eval report")?;
+    r.check(report_path)?;
     let show = report_path.display();
     for (k, e) in r.episodes.iter().enumerate() {
         if e.seed != eval_seed(k) {
@@ -379,6 +389,7 @@ pub fn import(study: &Study, store: &Store, report_path: &Path) -> Result<String
                 source: format!("import {show}"),
                 qwm_version: "unknown (imported)".into(),
                 linear_bytes: r.linear_bytes,
+                quantize_seconds: r.quantize_seconds,
                 episodes: r.episodes[..n]
                     .iter()
                     .enumerate()

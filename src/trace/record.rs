@@ -8,7 +8,7 @@
 //! optimization steps.
 
 use std::cell::RefCell;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use super::{opt_stat, IterMeta, IterTrace, OptStat};
@@ -58,11 +58,14 @@ impl Control {
     }
 
     pub fn pause(&self) {
-        self.state.lock().unwrap().paused = true;
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .paused = true;
     }
 
     pub fn resume(&self) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.paused = false;
         s.iters_left = None;
         self.cv.notify_all();
@@ -70,20 +73,23 @@ impl Control {
 
     /// Run until the next MPC iteration ends, then pause.
     pub fn step_iteration(&self) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.iters_left = Some(if s.in_iteration { 0 } else { 1 });
         s.paused = false;
         self.cv.notify_all();
     }
 
     pub fn stop(&self) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.stop = true;
         self.cv.notify_all();
     }
 
     pub fn is_paused(&self) -> bool {
-        self.state.lock().unwrap().paused
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .paused
     }
 
     fn wait<'g>(
@@ -91,7 +97,7 @@ impl Control {
         mut s: std::sync::MutexGuard<'g, Ctl>,
     ) -> Result<std::sync::MutexGuard<'g, Ctl>> {
         while s.paused && !s.stop {
-            s = self.cv.wait(s).unwrap();
+            s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
         if s.stop {
             return Err(Error::Cancelled);
@@ -100,7 +106,7 @@ impl Control {
     }
 
     fn at_iteration_start(&self) -> Result<()> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if s.iters_left == Some(0) {
             s.paused = true;
             s.iters_left = None;
@@ -114,12 +120,15 @@ impl Control {
     }
 
     fn at_opt_step(&self) -> Result<()> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         self.wait(s).map(|_| ())
     }
 
     fn at_iteration_end(&self) {
-        self.state.lock().unwrap().in_iteration = false;
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .in_iteration = false;
     }
 }
 
@@ -306,6 +315,9 @@ pub fn record_episode<'d>(
 
 /// States a raw action sequence reaches from `from`: every environment step (stopping at
 /// success when `goal` is given) and the states at model-step boundaries.
+/// A list of states or actions.
+type Rows = Vec<Vec<f32>>;
+
 fn simulate(
     env: &dyn Env,
     from: &[f32],
@@ -313,7 +325,7 @@ fn simulate(
     fs: usize,
     steps: usize,
     goal: Option<&[f32]>,
-) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+) -> Result<(Rows, Rows, Rows)> {
     let a = env.action_dim();
     let mut e = env.box_clone();
     e.reset_to(from)?;

@@ -80,11 +80,10 @@ impl TraceWriter {
 
     /// Replace `trace.json` (after the iteration files it lists are written).
     pub fn write_meta(&self, meta: &TraceMeta) -> Result<()> {
-        let js = serde_json::to_string_pretty(meta).map_err(|e| Error::Invalid(e.to_string()))?;
-        let tmp = self.dir.join("trace.json.tmp");
-        std::fs::write(&tmp, js).map_err(|e| Error::io(&tmp, e))?;
         let p = self.dir.join("trace.json");
-        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))
+        let js = serde_json::to_string_pretty(meta)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+        crate::io::write_atomic(&p, js.as_bytes())
     }
 }
 
@@ -129,13 +128,13 @@ pub fn load(dir: &Path) -> Result<Trace> {
             dir.display()
         )));
     }
-    let text = std::fs::read_to_string(&jp).map_err(|e| {
-        Error::Invalid(format!(
-            "{}: cannot read ({e}); a trace directory holds trace.json, written by \
-             `qwm plan --trace DIR`",
+    if !jp.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: missing; a trace directory holds trace.json, written by `qwm plan --trace DIR`",
             jp.display()
-        ))
-    })?;
+        )));
+    }
+    let text = crate::io::read_text(&jp)?;
     // The version is checked before the rest is parsed, so a newer trace says so instead of
     // failing on a field it does not know.
     let head: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
@@ -174,8 +173,23 @@ pub fn load(dir: &Path) -> Result<Trace> {
             meta.plan.horizon
         )));
     }
-    let env = crate::env::make(&meta.env)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", jp.display())))?;
+    let origin = jp.display().to_string();
+    let in_file = |e: Error| e.within(&origin);
+    // Every size trace.json declares is bounded (`crate::limits`) and multiplied in checked
+    // arithmetic before an array is checked against it.
+    meta.plan.validate().map_err(in_file)?;
+    let seq_len = meta.plan.seq_len();
+    for rm in &meta.runs {
+        use crate::limits::{check_range, MAX_IMAGE, MAX_STEPS, MAX_TOKENS, MAX_WIDTH};
+        let (n, de) = rm.latent_shape;
+        check_range("latent_shape[0] (patches)", n, 0, MAX_TOKENS).map_err(in_file)?;
+        check_range("latent_shape[1] (width)", de, 0, MAX_WIDTH).map_err(in_file)?;
+        check_range("decoded_size", rm.decoded_size, 0, MAX_IMAGE).map_err(in_file)?;
+        for im in &rm.iterations {
+            check_range("executed_steps", im.executed_steps, 0, MAX_STEPS).map_err(in_file)?;
+        }
+    }
+    let mut env = crate::env::make(&meta.env).map_err(in_file)?;
     let sd = env.state_dim();
     for (name, v) in [("start", &meta.start), ("goal", &meta.goal)] {
         if v.len() != sd {
@@ -186,8 +200,18 @@ pub fn load(dir: &Path) -> Result<Trace> {
                 meta.env
             )));
         }
+        // A state the environment cannot be in cannot be drawn either (the viewer and the
+        // GIF export render it): refused here, naming the file.
+        env.reset_to(v)
+            .map_err(|e| e.within(&format!("{origin}: {name}")))?;
     }
     let gp = dir.join("goal.safetensors");
+    if !gp.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: missing or unreadable (truncated trace?)",
+            gp.display()
+        )));
+    }
     let goal_file = read_file(&gp)?;
     let goal = Arrays::parse(&gp, &goal_file)?;
     let goal_frame = goal.frames("goal", 1, s)?.remove(0);
@@ -231,16 +255,21 @@ pub fn load(dir: &Path) -> Result<Trace> {
                 pred_latent: a.f32s("pred_latent", h + 1, n * de)?,
                 real_latent: a.f32s("real_latent", h + 1, n * de)?,
                 real_states: a.f32s("real_states", h + 1, sd)?,
-                plan_actions: a.f32s("plan_actions", 1, meta.plan.seq_len())?.remove(0),
+                plan_actions: a.f32s("plan_actions", 1, seq_len)?.remove(0),
                 executed_actions: a.f32s("executed_actions", n_exec, env.action_dim())?,
                 executed_states: a.f32s("executed_states", n_exec + 1, sd)?,
-                elite_actions: a.f32s("elite_actions", k_el, meta.plan.seq_len())?,
+                elite_actions: a.f32s("elite_actions", k_el, seq_len)?,
                 elite_states: a
                     .f32s("elite_states", k_el, (h + 1) * sd)?
                     .into_iter()
                     .map(|e| e.chunks(sd).map(|c| c.to_vec()).collect())
                     .collect(),
             };
+            // The state each iteration starts from is rendered (viewer, GIF export).
+            if let Some(s0) = it.executed_states.first() {
+                env.reset_to(s0)
+                    .map_err(|e| e.within(&format!("{}: executed_states[0]", p.display())))?;
+            }
             iters.push(it);
         }
         runs.push(RunTrace {
@@ -255,17 +284,9 @@ pub fn load(dir: &Path) -> Result<Trace> {
     })
 }
 
+/// A regular file of at most [`MAX_ITER_FILE`] bytes (`crate::io::read_file`).
 fn read_file(p: &Path) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(p)
-        .map_err(|e| Error::Invalid(format!("{}: missing or unreadable ({e})", p.display())))?
-        .len();
-    if len > MAX_ITER_FILE {
-        return Err(Error::Invalid(format!(
-            "{}: {len} bytes, more than a trace file can hold ({MAX_ITER_FILE})",
-            p.display()
-        )));
-    }
-    std::fs::read(p).map_err(|e| Error::io(p, e))
+    crate::io::read_file(p, MAX_ITER_FILE)
 }
 
 /// The tensors of one file, each checked against the shape the caller expects.

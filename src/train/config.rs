@@ -57,6 +57,19 @@ pub struct TrainConfig {
     /// from compounding over the horizon. May change between runs, like the epoch counts.
     #[serde(default)]
     pub rollout_steps: usize,
+    /// Start from this model file's weights instead of a seeded initialisation (its config
+    /// and normalization must be the run's). With zero encoder and predictor epochs only the
+    /// decoder trains: the way to give a finished model's decoder more epochs when its run
+    /// directory is gone (docs/MODELS.md). Planning never reads the decoder.
+    #[serde(default)]
+    pub init_from: Option<String>,
+    /// Foreground weight `k` of the decoder loss: each pixel's squared error is weighted by
+    /// `1 + k * |target - mean frame|` (mean over the colour channels, in the [-1, 1] pixel
+    /// units the decoder outputs) and the sum divided by the sum of the weights
+    /// ([`decoder_pixel_loss`](super::decoder_pixel_loss)). The agent is a few pixels of a
+    /// mostly static scene, so plain MSE (k = 0) learns the rooms first and the agent last.
+    #[serde(default)]
+    pub decoder_fg_weight: f64,
 }
 
 impl TrainConfig {
@@ -107,7 +120,55 @@ impl TrainConfig {
             max_steps_per_epoch: None,
             val_fraction: 0.1,
             rollout_steps: 0,
+            init_from: None,
+            decoder_fg_weight: 0.0,
         }
+    }
+
+    /// Every count and weight against its bound (`crate::limits`), before any data is read or
+    /// allocated; errors name the `qwm train` flag.
+    pub fn validate(&self) -> Result<()> {
+        use crate::limits::{
+            check_f64, check_opt, check_range, MAX_BATCH, MAX_EPISODES, MAX_EPOCHS, MAX_ROLLOUT,
+            MAX_SMALL_DIM, MAX_STEPS,
+        };
+        self.model.validate()?;
+        check_range("--batch", self.batch, 1, MAX_BATCH)?;
+        check_range("--encoder-epochs", self.encoder_epochs, 0, MAX_EPOCHS)?;
+        check_range("--predictor-epochs", self.predictor_epochs, 0, MAX_EPOCHS)?;
+        check_range("--decoder-epochs", self.decoder_epochs, 0, MAX_EPOCHS)?;
+        check_range("--rollout-steps", self.rollout_steps, 0, MAX_ROLLOUT)?;
+        check_opt("--max-episodes", self.max_episodes, 2, MAX_EPISODES)?;
+        check_opt(
+            "--max-steps-per-epoch",
+            self.max_steps_per_epoch,
+            1,
+            MAX_STEPS,
+        )?;
+        check_range(
+            "--probe-state (the number of dimensions)",
+            self.probe_state.len(),
+            0,
+            MAX_SMALL_DIM,
+        )?;
+        for (what, v) in [
+            ("--flat-probe-weight", self.flat_probe_weight),
+            ("--td-weight", self.td_weight),
+            ("--td-scale", self.td_scale),
+            ("the probe weight", self.probe_weight),
+            ("the weight decay", self.weight_decay),
+        ] {
+            check_f64(what, v, 0.0, 1e6)?;
+        }
+        for (what, v) in [
+            ("the encoder learning rate", self.encoder_lr),
+            ("the predictor learning rate", self.predictor_lr),
+            ("the decoder learning rate", self.decoder_lr),
+        ] {
+            check_f64(what, v, 0.0, 1e3)?;
+        }
+        check_f64("the validation fraction", self.val_fraction, 0.0, 0.9)?;
+        Ok(())
     }
 }
 

@@ -30,11 +30,16 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use adamw::AdamW;
-use checkpoint::{init_vars, load_checkpoint, model_over, save_checkpoint, weights_of, State};
+use checkpoint::{
+    init_from_model, init_vars, load_checkpoint, model_over, save_checkpoint, weights_of, State,
+};
 use data::{
-    encode_all, epoch_batches, frame_items, load_data, val_subset, window_items, Latents, Split,
+    batch_pixels, encode_all, epoch_batches, frame_items, load_data, val_subset, window_items,
+    Latents, Split,
 };
 use losses::LossContext;
+
+pub use losses::decoder_pixel_loss;
 
 pub use checkpoint::run_dir;
 pub use config::{EpochLog, Phase, RunOptions, TrainConfig, TrainReport};
@@ -50,10 +55,7 @@ pub fn train(
     opts: &RunOptions,
 ) -> Result<TrainReport> {
     let progress = opts.progress;
-    cfg.model.validate()?;
-    if cfg.batch == 0 {
-        return Err(Error::Invalid("batch must be at least 1".into()));
-    }
+    cfg.validate()?;
     let start = Instant::now();
     let data = load_data(data_dir, cfg)?;
     let dir = run_dir(out);
@@ -68,7 +70,7 @@ pub fn train(
     };
     let state_path = dir.join("state.json");
     if state_path.exists() {
-        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let text = crate::io::read_text(&state_path)?;
         let old: State = serde_json::from_str(&text).map_err(|e| {
             Error::Invalid(format!(
                 "{}: {e}; delete it to start over",
@@ -98,12 +100,40 @@ pub fn train(
         };
     }
     let resumed_epochs = state.epochs.len();
+    let mc = &cfg.model;
+    if let (Some(p), 0) = (&cfg.init_from, resumed_epochs) {
+        init_from_model(&vars, p, mc, &data.norm)?;
+    }
+    if cfg.decoder_fg_weight < 0.0 || !cfg.decoder_fg_weight.is_finite() {
+        return Err(Error::Invalid(format!(
+            "--decoder-fg-weight {}: must be a finite number >= 0",
+            cfg.decoder_fg_weight
+        )));
+    }
+    let mean_frame = if cfg.decoder_fg_weight > 0.0 && mc.decoder.is_some() {
+        // The background the foreground weight measures against: the mean of (up to 4096)
+        // training frames, a fixed subset so a resumed run weights the same pixels.
+        // Summed in chunks: 4096 frames at once would take 200 MB at 64 px.
+        let items = val_subset(&frame_items(&data.train), 4096);
+        let mut sum: Option<Tensor> = None;
+        for chunk in items.chunks(256) {
+            let px = batch_pixels(&data.train, chunk, mc, Some(16 * mc.grid()))?;
+            let s = px.sum_keepdim(0)?;
+            sum = Some(match sum {
+                Some(acc) => (acc + s)?,
+                None => s,
+            });
+        }
+        sum.map(|s| s / items.len() as f64).transpose()?
+    } else {
+        None
+    };
     let ctx = LossContext {
         cfg,
         vars: &vars,
         data: &data,
+        mean_frame,
     };
-    let mc = &cfg.model;
     let mut latents: Option<Latents> = None;
     if resumed_epochs > 0 {
         load_checkpoint(&dir, &vars, None)?;
@@ -170,7 +200,7 @@ pub fn train(
             match phase {
                 Phase::Encoder => ctx.encoder_loss(&model, eps, items),
                 Phase::Predictor => {
-                    let lat = latents.as_ref().unwrap();
+                    let lat = latents.as_ref().ok_or_else(no_latents)?;
                     let tf = ctx.predictor_loss(&model, lat, eps, split, items)?;
                     if cfg.rollout_steps == 0 {
                         Ok(tf)
@@ -179,7 +209,8 @@ pub fn train(
                     }
                 }
                 Phase::Decoder => {
-                    ctx.decoder_loss(&model, latents.as_ref().unwrap(), eps, split, items)
+                    let lat = latents.as_ref().ok_or_else(no_latents)?;
+                    ctx.decoder_loss(&model, lat, eps, split, items)
                 }
             }
         };
@@ -289,4 +320,10 @@ fn progress_bar(on: bool, len: usize, what: &str) -> Option<indicatif::ProgressB
     );
     bar.set_prefix(what.to_string());
     Some(bar)
+}
+
+/// The predictor and decoder phases encode the data before their loss is built; reaching a
+/// loss without latents is a bug in this module, reported instead of a panic.
+fn no_latents() -> Error {
+    Error::Invalid("internal error: training latents were not encoded before the loss".into())
 }

@@ -19,10 +19,14 @@ pub fn next_free(stem: &str, ext: &str) -> PathBuf {
     if !first.exists() {
         return first;
     }
-    (2..)
-        .map(|k| PathBuf::from(format!("{stem}-{k}.{ext}")))
-        .find(|p| !p.exists())
-        .expect("some name is free")
+    let mut k = 2u64;
+    loop {
+        let p = PathBuf::from(format!("{stem}-{k}.{ext}"));
+        if !p.exists() {
+            return p;
+        }
+        k += 1;
+    }
 }
 
 /// Save an egui screenshot as PNG.
@@ -132,7 +136,12 @@ pub fn episode_gif(t: &Trace, path: &Path) -> Result<()> {
             .chunks(3)
             .flat_map(|p| [p[0], p[1], p[2], 255])
             .collect();
-        let img = RgbaImage::from_raw(f.width as u32, f.height as u32, rgba).expect("sizes match");
+        let img = RgbaImage::from_raw(f.width as u32, f.height as u32, rgba).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: a GIF frame has the wrong size",
+                path.display()
+            ))
+        })?;
         let frame = image::Frame::from_parts(img, 0, 0, Delay::from_numer_denom_ms(500, 1));
         enc.encode_frame(frame)
             .map_err(|e| Error::Invalid(format!("{}: writing the GIF: {e}", path.display())))?;

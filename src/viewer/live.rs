@@ -71,6 +71,9 @@ impl LiveSession {
                 wake();
             }
         });
+        // Spawning fails only when the OS is out of threads, where the window (itself threads)
+        // could not run either; `start` is called from the UI, which has no error path.
+        #[allow(clippy::expect_used)]
         let thread = std::thread::Builder::new()
             .name("qwm-plan".into())
             .spawn(move || {

@@ -22,6 +22,11 @@ impl eframe::App for ViewerApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         ViewerApp::ui(self, ui);
     }
+
+    /// The panels' colour: they leave their background to the clear (`panels_from_clear`).
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        visuals.panel_fill.to_normalized_gamma_f32()
+    }
 }
 
 /// The error for a machine without a display.
@@ -33,12 +38,12 @@ fn no_display(why: &str) -> Error {
     ))
 }
 
+/// Builds the app once the window exists, given the function that wakes the UI.
+pub type MakeApp = Box<dyn FnOnce(Arc<dyn Fn() + Send + Sync>) -> ViewerApp>;
+
 /// Open the window and run until it closes. `make` builds the app once the window exists;
 /// its argument wakes the UI from other threads.
-pub fn run_window(
-    opts: WindowOptions,
-    make: Box<dyn FnOnce(Arc<dyn Fn() + Send + Sync>) -> ViewerApp>,
-) -> Result<()> {
+pub fn run_window(opts: WindowOptions, make: MakeApp) -> Result<()> {
     if cfg!(target_os = "linux") {
         let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
         if !set("DISPLAY") && !set("WAYLAND_DISPLAY") {
@@ -51,6 +56,9 @@ pub fn run_window(
             .with_inner_size(size)
             .with_title("qwm view"),
         renderer: eframe::Renderer::Wgpu,
+        // Dithering adds noise in every fragment against banding in gradients, which the
+        // viewer does not draw; on a software rasterizer (lavapipe) that is paint time.
+        dithering: false,
         ..Default::default()
     };
     // Frame times are measured without waiting for a vertical blank.
@@ -64,6 +72,7 @@ pub fn run_window(
             let ctx = cc.egui_ctx.clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let mut app = make(wake);
+            app.panels_from_clear = true;
             if let Some(p) = opts.screenshot {
                 // A few frames for the layout to settle and the textures to upload.
                 app.screenshot_then_close(p, 4);
