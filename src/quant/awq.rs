@@ -19,7 +19,7 @@ use half::f16;
 use super::layout::{apply_fold, linear_out, sq_err, Layout, TensorStore};
 use super::pack::{check_weight, PackedWeight};
 use super::{rtn_asymmetric, CalibData, LayerInputs, QuantContext, Quantizer, WeightSpec};
-use crate::Result;
+use crate::{Error, Result};
 
 pub struct Awq {
     pub grid: usize,
