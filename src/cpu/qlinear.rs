@@ -282,7 +282,7 @@ pub fn linear_f32(
     bias: Option<&[f32]>,
     isa: Isa,
 ) -> Result<Vec<f32>> {
-    let k = if n == 0 { 0 } else { w.len() / n };
+    let k = w.len().checked_div(n).unwrap_or(0);
     if n == 0 || k == 0 || w.len() != n * k || !x.len().is_multiple_of(k) {
         return Err(Error::Shape(format!(
             "linear: weight of {} values is not {n} rows, or input of {} values is not rows \
@@ -408,8 +408,8 @@ fn decode_int_panel(w: &PackedWeight, p0: usize, isa: Isa, buf: &mut [u32], p: &
             let z = w.zero(r, g) as i32;
             let (a, b) = group_span(w, g);
             let mut sum = 0i32;
-            for kk in a..b.min(k) {
-                let e = buf[kk] as i32 - off;
+            for (kk, &c) in buf.iter().enumerate().take(b.min(k)).skip(a) {
+                let e = c as i32 - off;
                 p.codes[qkernels::int_panel_index(isa, i, kk, kp)] = e as i8;
                 sum += e;
             }
