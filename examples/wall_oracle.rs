@@ -245,6 +245,7 @@ fn main() -> anyhow::Result<()> {
             format!("oracle ({name})")
         },
         model_crc32: None,
+        model_planning_crc32: None,
         quant: "fp".into(),
         backend: "cpu".into(),
     };

@@ -47,12 +47,9 @@ fn reference(
     cpu::to_vec(&cpu::matmul(&xt, &wt, Some(&bt)).unwrap()).unwrap()
 }
 
+/// Every kernel set this CPU runs (portable, AVX2, AVX-512 VNNI), portable first.
 fn isas() -> Vec<qlinear::Isa> {
-    let mut v = vec![qlinear::Isa::Portable];
-    if qlinear::Isa::detect() != qlinear::Isa::Portable {
-        v.push(qlinear::Isa::detect());
-    }
-    v
+    qlinear::Isa::available()
 }
 
 #[test]
@@ -86,8 +83,15 @@ fn decoded_rows_match_dequantize_bit_for_bit() {
 #[test]
 fn packed_linears_match_the_fake_quant_reference() {
     let mut seed = 100;
-    // (M, N, K): odd, not multiples of 4 rows, 32 codes, 256 tokens or 16 lanes.
-    for (m, n, k) in [(1, 3, 5), (37, 13, 403), (301, 9, 97), (3, 70, 33)] {
+    // (M, N, K): not multiples of the 8-token tile, the 16/32-row panels or 32 codes; one
+    // long enough for several token chunks.
+    for (m, n, k) in [
+        (1, 3, 5),
+        (37, 13, 403),
+        (301, 9, 97),
+        (3, 70, 33),
+        (1203, 45, 64),
+    ] {
         seed += 1;
         let x = randn(m * k, 1.0, seed);
         let w = randn(n * k, 0.05, seed + 1000);
@@ -137,11 +141,16 @@ fn packed_linears_match_the_fake_quant_reference() {
                             );
                             outs.push(got);
                         }
-                        if a.is_some() && outs.len() == 2 {
-                            // Integer sums are exact: AVX2 and portable agree bit for bit.
-                            assert_eq!(outs[0], outs[1], "int kernels differ");
-                        } else if outs.len() == 2 {
-                            assert!(rel_error(&outs[1], &outs[0]) <= 1e-5);
+                        // Integer sums are exact and the f32 path makes one FMA per input in
+                        // the same order on every ISA: all kernels agree bit for bit.
+                        for (o, isa) in outs.iter().zip(isas()).skip(1) {
+                            assert!(
+                                o.iter()
+                                    .zip(&outs[0])
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "[{m}, {n}, {k}] bits {bits} group {group:?} asym {asym} act \
+                                 {a:?}: {isa:?} differs from the portable kernels"
+                            );
                         }
                     }
                 }
@@ -164,6 +173,16 @@ fn bad_shapes_are_errors() {
     };
     let e = qlinear::qlinear(&[0.0; 40], &pw, None, Some((&st, None)), isa).unwrap_err();
     assert!(e.to_string().contains("calibrated"), "{e}");
+    // A zero point that is not a whole code (a hand-edited file) cannot run on integers.
+    let mut bad = quantize(true, &randn(4 * 40, 0.05, 1), 4, 40, 8, None);
+    let half = half::f16::from_f32(3.5).to_bits() as u32;
+    bad.zeros.as_mut().unwrap()[0] = half | (half << 16);
+    let dy = ActSpec {
+        bits: 8,
+        dynamic: true,
+    };
+    let e = qlinear::qlinear(&[0.0; 40], &bad, None, Some((&dy, None)), isa).unwrap_err();
+    assert!(e.to_string().contains("zero point 3.5"), "{e}");
 }
 
 /// Whole models: planning costs of the packed CPU model against the fake-quant reference

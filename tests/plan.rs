@@ -251,6 +251,7 @@ fn eval_writes_json_per_episode_and_resumes() {
         mpc: (&mpc).into(),
         model: "oracle".into(),
         model_crc32: None,
+        model_planning_crc32: None,
         quant: "fp".into(),
         backend: "cpu".into(),
     };
@@ -430,4 +431,122 @@ fn cem_std_divisor_is_k_minus_1_or_k() {
         .plan(&mut q, None)
         .unwrap();
     assert_ne!(a.actions, b.actions);
+}
+
+/// A model file identifies an evaluation by what planning reads: a retrained decoder (another
+/// file CRC, the same planning CRC) resumes a stored report; a changed encoder is refused and
+/// the message says why. Reports without the planning CRC still compare the file CRC.
+#[test]
+fn a_retrained_decoder_keeps_an_evaluation_resumable_an_encoder_change_does_not() {
+    use qwm::model::{format, ModelConfig, Weights};
+    use qwm::plan::eval::{model_crc32s, run_eval, EvalConfig};
+    let dir = std::env::temp_dir().join(format!("qwm-eval-identity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = Weights::random(&ModelConfig::tiny(), 3).unwrap();
+    let nudge = |w: &Weights, prefix: &str, path: &std::path::Path| {
+        let mut w = w.clone();
+        let t = w
+            .tensors
+            .iter_mut()
+            .find(|(n, _)| n.starts_with(prefix))
+            .unwrap()
+            .1;
+        t.data[0] += 0.25;
+        format::save(&w, path).unwrap();
+    };
+    let (a, b, c) = (dir.join("a.st"), dir.join("b.st"), dir.join("c.st"));
+    format::save(&w, &a).unwrap();
+    nudge(&w, "decoder.", &b);
+    nudge(&w, "encoder.", &c);
+    let (ia, ib, ic) = (
+        model_crc32s(&a).unwrap(),
+        model_crc32s(&b).unwrap(),
+        model_crc32s(&c).unwrap(),
+    );
+    assert_ne!(ia.0, ib.0, "the decoder change must change the file CRC");
+    assert_eq!(
+        ia.1, ib.1,
+        "the decoder is not part of the planning identity"
+    );
+    assert_ne!(ia.1, ic.1, "the encoder is part of the planning identity");
+    let pc = PlanConfig {
+        horizon: 5,
+        step_dim: 10,
+        samples: 30,
+        topk: 5,
+        opt_steps: 2,
+        seed: 1,
+        ..PlanConfig::default()
+    };
+    let mpc = qwm::plan::MpcConfig {
+        max_iters: 2,
+        n_taken: 5,
+    };
+    let cfg_of =
+        |id: &(Option<String>, Option<String>), path: &std::path::Path, n: usize| EvalConfig {
+            env: "wall".into(),
+            episodes: n,
+            planner: "cem".into(),
+            plan: (&pc).into(),
+            mpc: (&mpc).into(),
+            model: path.display().to_string(),
+            model_crc32: id.0.clone(),
+            model_planning_crc32: id.1.clone(),
+            quant: "fp".into(),
+            backend: "cpu".into(),
+        };
+    let mut model = OracleWall {
+        env: qwm::env::make("wall").unwrap(),
+        start: vec![],
+        goal: vec![],
+    };
+    let json = dir.join("eval.json");
+    let mut run = |cfg: &EvalConfig, ran: &mut usize| {
+        run_eval(
+            cfg,
+            &pc,
+            &mpc,
+            &mut model,
+            Some(&json),
+            &mut |_, _| *ran += 1,
+            &mut |_, _| {},
+        )
+    };
+    let mut ran = 0;
+    run(&cfg_of(&ia, &a, 1), &mut ran).unwrap();
+    // The retrained decoder's file (renamed, too) resumes: only the new episode runs.
+    let mut ran = 0;
+    let r = run(&cfg_of(&ib, &b, 2), &mut ran).unwrap();
+    assert_eq!((ran, r.finished), (1, 2));
+    // The encoder's change is refused, naming the planning identity and what it covers.
+    let e = run(&cfg_of(&ic, &c, 3), &mut ran).unwrap_err().to_string();
+    assert!(
+        e.contains("model_planning_crc32")
+            && e.contains("encoder")
+            && e.contains("different settings"),
+        "{e}"
+    );
+    // A report written before the planning CRC existed compares the file CRC: the same file
+    // resumes, the retrained decoder's file is refused (nothing proves it plans the same).
+    let text = std::fs::read_to_string(&json).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("model_planning_crc32");
+    v["config"]["model_crc32"] = ia.0.clone().into();
+    v["config"]["model"] = a.display().to_string().into();
+    std::fs::write(&json, serde_json::to_string(&v).unwrap()).unwrap();
+    let mut ran = 0;
+    let r = run(&cfg_of(&ia, &a, 3), &mut ran).unwrap();
+    assert_eq!((ran, r.finished), (1, 3));
+    v["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("model_planning_crc32");
+    std::fs::write(&json, serde_json::to_string(&v).unwrap()).unwrap();
+    let e = run(&cfg_of(&ib, &b, 3), &mut ran).unwrap_err().to_string();
+    assert!(e.contains("model_crc32"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -14,28 +14,32 @@ use qwm::gpu::qops::{self, GpuQuantWeight, QKernel};
 use qwm::gpu::Recorder;
 use qwm::model::quantized::{layer_output_errors, layout, quantize_model_with, QuantizedModel};
 use qwm::model::{format, CpuModel, Weights, WorldModel};
-use qwm::plan::calibrate::capture_inputs;
+use qwm::plan::calibrate::{capture_inputs, load_or_capture_inputs};
 use qwm::plan::PlanConfig;
 use qwm::quant::layout::{apply_fold, linear_out, sq_err};
 use qwm::quant::{self, Awq, CalibData, Gptq, OmniQuant, QuantSpec, WeightSpec};
 use qwm::tensor::randn;
 
-/// The shipped Wall model and calibration inputs from 2 calibration episodes (a reduced CEM,
-/// so the capture takes seconds), captured once per test binary.
+/// The reduced CEM the calibration inputs are captured with (a capture takes seconds).
+fn calib_planner() -> PlanConfig {
+    PlanConfig {
+        horizon: 5,
+        step_dim: 10,
+        samples: 48,
+        topk: 8,
+        opt_steps: 3,
+        ..PlanConfig::default()
+    }
+}
+
+/// The shipped Wall model and calibration inputs from 2 calibration episodes, captured once
+/// per test binary.
 fn wall() -> &'static (Weights, CalibData) {
     static W: OnceLock<(Weights, CalibData)> = OnceLock::new();
     W.get_or_init(|| {
         let w = format::load("assets/wall.safetensors").unwrap();
-        let pc = PlanConfig {
-            horizon: 5,
-            step_dim: 10,
-            samples: 48,
-            topk: 8,
-            opt_steps: 3,
-            ..PlanConfig::default()
-        };
         let t = std::time::Instant::now();
-        let c = capture_inputs(&w, "wall", 2, &pc, 1.0, 2048).unwrap();
+        let c = capture_inputs(&w, "wall", 2, &calib_planner(), 1.0, 2048).unwrap();
         eprintln!(
             "captured calibration inputs in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -409,6 +413,17 @@ fn calibration_inputs_roundtrip_and_bad_ones_are_clear_errors() {
     let other = Weights::random(&w.config, 3).unwrap();
     let e = err(&other, c, "awq", &spec);
     assert!(e.contains("another model"), "{e}");
+    // The stamp covers what planning computes with: a retrained decoder keeps it, any other
+    // tensor changes it.
+    let bumped = |prefix: &str| {
+        let mut m = w.clone();
+        let t = m.tensors.iter_mut().find(|(n, _)| n.starts_with(prefix));
+        t.unwrap().1.data[0] += 1.0;
+        m.crc32()
+    };
+    assert_eq!(bumped("decoder."), w.crc32());
+    assert_ne!(bumped("encoder."), w.crc32());
+    assert_ne!(bumped("predictor."), w.crc32());
     // Another shape (same CRC stamp, wrong width).
     let mut bad = c.clone();
     let l = bad.layers.values_mut().next().unwrap();
@@ -442,5 +457,21 @@ fn calibration_inputs_roundtrip_and_bad_ones_are_clear_errors() {
         .unwrap()
         .to_string();
     assert!(e.contains("not a calibration file"), "{e}");
+    // The stored file is reused with the settings it was captured with, and refused (naming
+    // the file and both settings) for another planner or environment.
+    let same = load_or_capture_inputs(w, Some(&p), "wall", 2, &calib_planner(), 1.0, 2048);
+    assert_eq!(&same.unwrap(), c);
+    let mut other = calib_planner();
+    other.samples = 300;
+    for (env, pc) in [("wall", other), ("pointmaze", calib_planner())] {
+        let e = load_or_capture_inputs(w, Some(&p), env, 2, &pc, 1.0, 2048)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("captured with other settings") && e.contains("wall.calib.safetensors"),
+            "{env}: {e}"
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -319,6 +319,7 @@ fn eval_setup(episodes: usize) -> (EvalConfig, PlanConfig, MpcConfig) {
         mpc: (&mpc).into(),
         model: "flat".into(),
         model_crc32: None,
+        model_planning_crc32: None,
         quant: "fp".into(),
         backend: "cpu".into(),
     };

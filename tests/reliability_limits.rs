@@ -311,6 +311,7 @@ fn loss_report_whose_count_disagrees_with_its_episodes_is_refused() {
         mpc: (&qwm::plan::MpcConfig::default()).into(),
         model: "m".into(),
         model_crc32: None,
+        model_planning_crc32: None,
         quant: "fp".into(),
         backend: "cpu".into(),
     };

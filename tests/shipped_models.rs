@@ -99,6 +99,7 @@ fn the_shipped_wall_model_plans_better_than_a_random_policy_on_the_cpu() {
         mpc: (&mpc).into(),
         model: "assets/wall.safetensors".into(),
         model_crc32: None,
+        model_planning_crc32: None,
         quant: "fp".into(),
         backend: "cpu".into(),
     };

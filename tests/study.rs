@@ -9,6 +9,10 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+#[path = "common/study.rs"]
+mod study_common;
+use study_common::{assert_same_reports, cell_reports};
+
 fn qwm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qwm"))
 }
@@ -51,53 +55,6 @@ fn reference() -> &'static Path {
     })
 }
 
-/// Every cell report (`cells/ENV/NAME.json`) with the timing fields removed.
-fn reports(dir: &Path) -> Vec<(String, Value)> {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("plan_seconds");
-                m.remove("plan_seconds_median");
-                m.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for env in std::fs::read_dir(dir.join("cells")).unwrap() {
-        for f in std::fs::read_dir(env.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            strip(&mut v);
-            let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            out.push((rel, v));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-#[track_caller]
-fn assert_same_reports(a: &Path, b: &Path) {
-    let (ra, rb) = (reports(a), reports(b));
-    assert_eq!(ra.len(), 12, "12 smoke cells in {}", a.display());
-    assert_eq!(
-        ra.iter().map(|r| &r.0).collect::<Vec<_>>(),
-        rb.iter().map(|r| &r.0).collect::<Vec<_>>()
-    );
-    for ((name, x), (_, y)) in ra.iter().zip(&rb) {
-        // Same JSON text apart from the timing fields.
-        assert_eq!(
-            serde_json::to_string_pretty(x).unwrap(),
-            serde_json::to_string_pretty(y).unwrap(),
-            "{name} differs between {} and {}",
-            a.display(),
-            b.display()
-        );
-    }
-}
-
 #[test]
 fn smoke_study_completes_and_a_rerun_plays_nothing() {
     let d = reference();
@@ -111,7 +68,7 @@ fn smoke_study_completes_and_a_rerun_plays_nothing() {
     }
     assert_eq!(m["qwm_version"], env!("CARGO_PKG_VERSION"));
     // Each cell report is an eval report: 4 episodes, the study's settings, the model's CRC.
-    for (name, r) in reports(d) {
+    for (name, r) in cell_reports(d) {
         assert_eq!(r["finished"], 4, "{name}");
         assert_eq!(r["config"]["plan"]["samples"], 20, "{name}");
         assert_eq!(r["config"]["mpc"]["max_iters"], 2, "{name}");
@@ -305,8 +262,19 @@ fn the_report_has_tables_plots_and_a_verdict_for_every_finding() {
         "objective vs final distance",
         "latent divergence",
         "| wall/w8a8t | w8a8t | rtn |",
+        "wall: PTQ methods",
+        "wall: quantization cost per method",
     ] {
         assert!(md.contains(needle), "missing {needle:?}");
+    }
+    // Every quantized cell recorded what its method cost on load.
+    for m in ["rtn", "omse"] {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {m} | ")) && l.ends_with(" |"))
+            .unwrap_or_else(|| panic!("no cost row for {m}"));
+        let cells: usize = row.split('|').nth(2).unwrap().trim().parse().unwrap();
+        assert!(cells >= 1, "{row}");
     }
     // Every finding is stated with one of the three verdicts.
     let verdicts = md
@@ -644,6 +612,11 @@ fn quantwm_preset_is_the_issue_grid() {
             "w4.omse",
             "w2g32.omse",
             "w4a4t.omse",
+            "w4.gptq",
+            "w4g32.awq",
+            "w3.omniquant",
+            "w8a8.smoothquant",
+            "w4a8.awq",
         ] {
             let n = format!("{env}/{q}");
             assert!(names.contains(&n.as_str()), "{n} missing");

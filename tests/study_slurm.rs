@@ -11,33 +11,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn reports(dir: &Path) -> Vec<(String, String)> {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("plan_seconds");
-                m.remove("plan_seconds_median");
-                m.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for env in std::fs::read_dir(dir.join("cells")).unwrap() {
-        for f in std::fs::read_dir(env.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            strip(&mut v);
-            out.push((
-                p.strip_prefix(dir).unwrap().display().to_string(),
-                serde_json::to_string_pretty(&v).unwrap(),
-            ));
-        }
-    }
-    out.sort();
-    out
-}
+#[path = "common/study.rs"]
+mod study_common;
 
 #[test]
 #[ignore = "needs a running Slurm (bash .ci/slurm-up.sh); .ci/run runs it"]
@@ -113,18 +88,7 @@ fn smoke_study_as_a_slurm_array_of_two_matches_a_local_run() {
     assert!(l.status.success(), "{}", String::from_utf8_lossy(&l.stderr));
     eprintln!("local run: {:.0} s", t1.elapsed().as_secs_f64());
 
-    let (a, b) = (reports(&local), reports(&cluster));
-    assert_eq!(a.len(), 12);
-    assert_eq!(
-        a.iter().map(|x| &x.0).collect::<Vec<_>>(),
-        b.iter().map(|x| &x.0).collect::<Vec<_>>()
-    );
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert_eq!(
-            x, y,
-            "{name}: the Slurm array's report differs from the local run's"
-        );
-    }
+    study_common::assert_same_reports(&local, &cluster);
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(cluster.join("study.json")).unwrap())
             .unwrap();

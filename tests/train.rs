@@ -338,3 +338,110 @@ fn probes_on_state_dimensions_learn_and_bad_dimensions_are_refused() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn a_decoder_only_run_from_a_model_file_changes_only_the_decoder() {
+    let tmp = std::env::temp_dir().join(format!("qwm-train-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    tiny_data(&tmp.join("data"));
+    let data = tmp.join("data");
+    let mut cfg = tiny_cfg();
+    cfg.encoder_epochs = 1;
+    cfg.predictor_epochs = 1;
+    cfg.max_steps_per_epoch = Some(3);
+    let base = tmp.join("base.safetensors");
+    train::train(&cfg, &data, &base, &RunOptions::default()).unwrap();
+    // The decoder-only run: the file's config and weights, no encoder or predictor epochs.
+    let mut dec = TrainConfig::new(qwm::model::format::read_config(&base).unwrap().0);
+    dec.batch = 8;
+    dec.encoder_epochs = 0;
+    dec.predictor_epochs = 0;
+    dec.decoder_epochs = 1;
+    dec.max_steps_per_epoch = Some(3);
+    dec.init_from = Some(base.display().to_string());
+    dec.decoder_fg_weight = 4.0;
+    let out = tmp.join("dec.safetensors");
+    let r = train::train(&dec, &data, &out, &RunOptions::default()).unwrap();
+    assert_eq!(r.epochs.len(), 1);
+    assert_eq!(r.epochs[0].phase, Phase::Decoder);
+    let (a, b) = (
+        qwm::model::format::load(&base).unwrap(),
+        qwm::model::format::load(&out).unwrap(),
+    );
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.norm, b.norm);
+    let differing: Vec<&String> = a
+        .tensors
+        .iter()
+        .filter(|(n, t)| t.data != b.tensors[*n].data || t.shape != b.tensors[*n].shape)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!differing.is_empty(), "the decoder did not train");
+    assert!(
+        differing.iter().all(|n| n.starts_with("decoder.")),
+        "non-decoder tensors changed: {differing:?}"
+    );
+    // Metadata identical byte for byte; the planning identity is kept, the file's is not.
+    let meta = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        m.metadata().clone()
+    };
+    assert_eq!(meta(&base), meta(&out));
+    let (fa, pa) = qwm::model::format::identity_crc32s(&base).unwrap();
+    let (fb, pb) = qwm::model::format::identity_crc32s(&out).unwrap();
+    assert_ne!(fa, fb);
+    assert_eq!(pa, pb);
+    // Data with other normalization statistics (another seed) is refused, naming the fix.
+    let other = tmp.join("other");
+    let c = CollectConfig {
+        env: "wall".into(),
+        episodes: 10,
+        steps: 24,
+        seed: 6,
+        size: Some(32),
+        shard_episodes: None,
+    };
+    collect(&c, &other, |_, _| {}).unwrap();
+    let e = train::train(
+        &dec,
+        &other,
+        &tmp.join("x.safetensors"),
+        &RunOptions::default(),
+    )
+    .err()
+    .expect("other data must be refused");
+    assert!(
+        e.to_string().contains("normalization") && e.to_string().contains("--init-from"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn the_decoder_foreground_weight_weights_each_pixel_by_its_distance_to_the_mean_frame() {
+    use candle_core::{Device, Tensor};
+    let dev = &Device::Cpu;
+    // One image of 3 x 1 x 2 pixels: pixel 0 is background (equals the mean frame), pixel 1
+    // differs from it by 0.5 in every channel.
+    let mean = Tensor::from_vec(vec![0f32, 0., 0., 0., 0., 0.], (1, 3, 1, 2), dev).unwrap();
+    let target = Tensor::from_vec(vec![0f32, 0.5, 0., 0.5, 0., 0.5], (1, 3, 1, 2), dev).unwrap();
+    let loss = |img: Vec<f32>, k: f64| {
+        let img = Tensor::from_vec(img, (1, 3, 1, 2), dev).unwrap();
+        train::decoder_pixel_loss(&img, &target, Some(&mean), k)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64
+    };
+    // An error of 0.1 in every channel of the background pixel, or of the agent pixel.
+    let bg_err = vec![0.1f32, 0.5, 0.1, 0.5, 0.1, 0.5];
+    let fg_err = vec![0f32, 0.6, 0., 0.6, 0., 0.6];
+    // k = 0 is plain MSE: both errors cost 3 x 0.01 / 6.
+    for e in [&bg_err, &fg_err] {
+        assert!((loss(e.clone(), 0.0) - 0.005).abs() < 1e-7);
+    }
+    // k = 4: weights 1 (background) and 1 + 4 x 0.5 = 3 (agent); sum of weights 4, times 3
+    // channels = 12. Background error: 3 x 0.01 x 1 / 12; agent error: 3 x 0.01 x 3 / 12.
+    assert!((loss(bg_err, 4.0) - 0.0025).abs() < 1e-7);
+    assert!((loss(fg_err, 4.0) - 0.0075).abs() < 1e-7);
+}

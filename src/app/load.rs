@@ -89,6 +89,9 @@ pub struct LoadedModel {
     pub name: String,
     /// The file the model came from (`None` for in-memory models).
     pub file: Option<String>,
+    /// Seconds the quantization method took on load (its calibration cost given the captured
+    /// inputs); `None` unless a float model was quantized on load.
+    pub quantize_seconds: Option<f64>,
 }
 
 impl LoadedModel {
@@ -126,6 +129,7 @@ impl LoadedModel {
             float: None,
             quant: None,
             file,
+            quantize_seconds: None,
         })
     }
 
@@ -152,6 +156,7 @@ impl LoadedModel {
             float: None,
             quant: Some(q),
             file: self.file,
+            quantize_seconds: None,
         })
     }
 
@@ -180,6 +185,7 @@ impl LoadedModel {
                     name: format!("{p} ({})", q.spec),
                     quant: Some(q),
                     file: Some(p.to_string()),
+                    quantize_seconds: None,
                 });
             }
         }
@@ -192,6 +198,7 @@ impl LoadedModel {
                 quant: None,
                 name,
                 file,
+                quantize_seconds: None,
             });
         }
         let method = crate::quant::method(&req.method)?;
@@ -237,10 +244,10 @@ impl LoadedModel {
         };
         let t = std::time::Instant::now();
         let (q, _) = quantize_model_with(&w, &spec, &req.method, None, inputs.as_ref())?;
+        let quantize_seconds = t.elapsed().as_secs_f64();
         observer(&Event::Notice(format!(
-            "{} took {:.1} s",
-            req.method,
-            t.elapsed().as_secs_f64()
+            "{} took {quantize_seconds:.1} s",
+            req.method
         )));
         let (qb, fb) = q.linear_bytes();
         observer(&Event::Notice(format!(
@@ -255,6 +262,7 @@ impl LoadedModel {
             name: format!("{name} ({spec} {})", q.method),
             quant: Some(q),
             file,
+            quantize_seconds: Some(quantize_seconds),
         })
     }
 }

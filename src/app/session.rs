@@ -17,7 +17,7 @@ use super::load::{LoadedModel, ModelRequest};
 use super::settings::PlanSettings;
 use crate::env::{self, Env, EnvSpec, Frame};
 use crate::model::CpuModel;
-use crate::plan::eval::{file_crc32, run_eval_into, EvalConfig, EvalReport, ReportFile};
+use crate::plan::eval::{model_crc32s, run_eval_into, EvalConfig, EvalReport, ReportFile};
 use crate::plan::mpc::MpcIter;
 use crate::plan::world::{latent_divergence, WorldPlan, WorldPlanModel};
 use crate::plan::{self, run_episode, EpisodeRecord, MpcConfig, PlanConfig, PlanModel, Task};
@@ -240,6 +240,10 @@ impl Session {
         // same report is refused here, before any episode.
         let file = json.map(|p| ReportFile::open(p, "--json")).transpose()?;
         let (pc, mpc) = self.configs(0);
+        let (model_crc32, model_planning_crc32) = match self.model.file.as_deref() {
+            Some(p) => model_crc32s(Path::new(p))?,
+            None => (None, None),
+        };
         let cfg = EvalConfig {
             env: self.env.spec().name.to_string(),
             episodes,
@@ -247,12 +251,8 @@ impl Session {
             plan: (&pc).into(),
             mpc: (&mpc).into(),
             model: self.model.name.clone(),
-            model_crc32: self
-                .model
-                .file
-                .as_deref()
-                .map(|p| file_crc32(Path::new(p)))
-                .transpose()?,
+            model_crc32,
+            model_planning_crc32,
             quant: self.model.spec(),
             backend: self.backend.name().into(),
         };
@@ -279,13 +279,16 @@ impl Session {
             let (qb, fb) = q.linear_bytes();
             report.linear_bytes = Some([qb, fb]);
         }
+        report.quantize_seconds = self.model.quantize_seconds;
         if let Some(f) = &file {
             if report.latent_divergence.is_some() || report.linear_bytes.is_some() {
                 // Into the stored report, which keeps any episodes beyond `episodes`.
                 let (d, b) = (report.latent_divergence, report.linear_bytes);
+                let qs = report.quantize_seconds;
                 f.update(|r| {
                     r.latent_divergence = d;
                     r.linear_bytes = b;
+                    r.quantize_seconds = qs.or(r.quantize_seconds);
                 })?;
             }
         }

@@ -52,6 +52,7 @@ pub fn run(s: &mut Session, o: &Options, progress: &mut dyn FnMut(&str)) -> Resu
         &plan::Options {
             samples: 300,
             horizon: 5,
+            torch: None,
         },
     )?;
     if s.cpu {

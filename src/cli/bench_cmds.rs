@@ -113,6 +113,14 @@ pub struct BenchPlanArgs {
     /// Model file, or a preset: tiny, dinowm (random weights).
     #[arg(long, default_value = "tiny")]
     pub model: String,
+    /// Quantize the model first (RTN, docs/QUANT.md spec; dynamic activations only), e.g.
+    /// w8a8t or w4g32: the CPU backend then runs the packed kernels.
+    #[arg(long, default_value = "fp")]
+    pub quant: String,
+    /// The JSON `tools/bench_plan_torch.py` printed for the same model, samples and horizon:
+    /// the CPU row then carries PyTorch's time and qwm's speed relative to it (`x_torch`).
+    #[arg(long)]
+    pub torch_json: Option<PathBuf>,
     #[arg(long, default_value_t = 300)]
     pub samples: usize,
     #[arg(long, default_value_t = 5)]
@@ -294,7 +302,19 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 !(a.skip_cpu && a.skip_gpu),
                 "--skip-cpu and --skip-gpu together leave nothing to measure"
             );
-            let m = model(&a.model)?;
+            let torch = match &a.torch_json {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).map_err(|e| {
+                        anyhow::anyhow!("--torch-json {}: cannot read it ({e})", p.display())
+                    })?;
+                    let f = p.display().to_string();
+                    Some(bench::plan::TorchPeer::from_json(
+                        &text, &f, a.samples, a.horizon,
+                    )?)
+                }
+                None => None,
+            };
+            let m = model(&a.model)?.quantized_for_bench(&a.quant)?;
             let gpu = if a.skip_gpu {
                 GpuUse::Off
             } else {
@@ -304,8 +324,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let o = bench::plan::Options {
                 samples: a.samples,
                 horizon: a.horizon,
+                torch,
             };
             bench::plan::run(&mut s, &m, &a.model, &o)?;
+            if let Some(x) = s.context.get("x_torch").and_then(|v| v.as_f64()) {
+                println!("qwm cpu backend speed relative to PyTorch eager: {x:.2}x");
+            }
             finish(s, "plan", &a.common)
         }
         BenchCommand::Env(a) => {

@@ -82,6 +82,8 @@ pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
             let (quant_spec, bytes) = (&i.quant, i.file_bytes);
             let (linear_bytes, linear_bytes_f32, total_bytes) =
                 (i.linear_bytes, i.linear_bytes_f32, i.total_bytes);
+            // The identities eval reports and study cells are stamped with (docs/STUDY.md).
+            let (file_crc, planning_crc) = format::identity_crc32s(&a.path)?;
             if a.json {
                 let v = serde_json::json!({
                     "quant": quant_spec,
@@ -95,6 +97,8 @@ pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
                     "normalization": w.norm,
                     "params": w.param_counts().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                     "total_params": w.total_params(),
+                    "model_crc32": file_crc,
+                    "model_planning_crc32": planning_crc,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -105,6 +109,10 @@ pub fn run_model(c: ModelCommand) -> anyhow::Result<()> {
                     linear_bytes_f32 as f64 / 1e6,
                     linear_bytes as f64 / linear_bytes_f32.max(1) as f64,
                     total_bytes as f64 / 1e6
+                );
+                println!(
+                    "CRC-32: file {file_crc}, planning {planning_crc} (all but decoder.*; eval \
+                     reports and study cells resume on it)"
                 );
             }
             Ok(())

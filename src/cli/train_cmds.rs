@@ -68,6 +68,16 @@ pub struct TrainArgs {
     /// forcing only, as DINO-WM); may change between runs, like the epoch counts.
     #[arg(long, default_value_t = defaults().rollout_steps)]
     pub rollout_steps: usize,
+    /// Start from this model file: its config (--config, --resize and --patch are ignored)
+    /// and every weight. With --encoder-epochs 0 --predictor-epochs 0 only `decoder.*`
+    /// changes, so the model plans exactly as before (planning never reads the decoder). The
+    /// data must be the one the model was trained on (its normalization is checked).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Foreground weight K of the decoder loss: each pixel's squared error weighted by
+    /// 1 + K |target - mean frame| (0 = plain MSE; docs/MODELS.md).
+    #[arg(long, default_value_t = defaults().decoder_fg_weight)]
+    pub decoder_fg_weight: f64,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -76,6 +86,25 @@ pub struct TrainArgs {
 pub fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let env = crate::env::make(&a.env)?;
     let mut cfg = TrainConfig::for_env(&a.config, env.spec(), a.resize, a.patch)?;
+    if let Some(p) = &a.init_from {
+        let (model, _) = crate::model::format::read_config(p)?;
+        let spec = env.spec();
+        if model.action_dim != spec.action_dim || model.proprio_dim != spec.proprio_dim {
+            anyhow::bail!(
+                "--init-from {}: a model with action_dim {} / proprio_dim {}, not one of {} \
+                 ({} / {}); pass the matching --env",
+                p.display(),
+                model.action_dim,
+                model.proprio_dim,
+                spec.name,
+                spec.action_dim,
+                spec.proprio_dim
+            );
+        }
+        cfg.model = model;
+        cfg.init_from = Some(p.display().to_string());
+    }
+    cfg.decoder_fg_weight = a.decoder_fg_weight;
     cfg.seed = a.seed;
     cfg.batch = a.batch;
     cfg.encoder_epochs = a.encoder_epochs;

@@ -57,6 +57,26 @@ pub struct ViewArgs {
     /// Frame-time benchmark: measure this many frames while the live plan runs, print, exit.
     #[arg(long)]
     pub bench_frames: Option<usize>,
+    /// Niceness added to the live planner's threads (Linux), so that the window's drawing
+    /// (on a software renderer, CPU work too) comes first: 0 plans at the UI's priority.
+    #[arg(long, default_value_t = 10)]
+    pub plan_nice: i32,
+}
+
+/// Lower the calling thread's scheduling priority by `by` nice levels (Linux: niceness is per
+/// thread, and the threads it spawns, the planner's rayon pool included, inherit it).
+fn lower_thread_priority(by: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if by > 0 {
+        // SAFETY: plain system calls on the calling thread's id.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19));
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = by;
 }
 
 impl ViewArgs {
@@ -129,8 +149,25 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
     opts.session_options()
         .plan
         .validate(env::make(&env_name)?.spec())?;
+    let nice = a.plan_nice;
+    if !(0..=19).contains(&nice) {
+        anyhow::bail!("--plan-nice {nice}: must be between 0 and 19");
+    }
     let job: JobFn = Arc::new(
         move |req: LiveRequest, control: Arc<Control>, tx: Sender<Msg>| {
+            lower_thread_priority(nice);
+            // The planner's own rayon pool, spawned from this thread so its workers inherit
+            // the lowered priority (the global pool may already exist at the UI's).
+            let pool = match rayon::ThreadPoolBuilder::new()
+                .thread_name(|i| format!("qwm-plan-{i}"))
+                .build()
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Msg::Done(0, Err(format!("planner threads: {e}"))));
+                    return;
+                }
+            };
             let mut o = opts.clone();
             o.quant = req.quant.clone();
             o.model = req.model.clone();
@@ -152,9 +189,9 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
             std::thread::scope(|s| {
                 if req.compare.is_some() {
                     let tx1 = tx.clone();
-                    s.spawn(|| job(1, tx1));
+                    s.spawn(|| pool.install(|| job(1, tx1)));
                 }
-                job(0, tx.clone());
+                pool.install(|| job(0, tx.clone()));
             });
         },
     );

@@ -4,7 +4,40 @@
 //! f32 with the same formulas as the WGSL kernels (two-pass LayerNorm, erf GELU, max-shifted
 //! softmax) and uses candle's multithreaded gemm for the matmuls.
 
+mod qkernels;
 pub mod qlinear;
+
+/// `fn $name(args) = $body`: calls `$body(args)` compiled for AVX-512 (F/BW/VL) or AVX2 when
+/// the CPU has them (`qlinear::Isa::detect`, capped by `QWM_CPU_ISA`), else for the release
+/// build's baseline x86-64 (SSE2). `$body` is `#[inline(always)]` so that it is compiled into
+/// each variant. The compiler contracts no multiply-add into an FMA and reassociates no float
+/// sum, so every variant gives the same bits; only the vector width differs.
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? = $body:ident) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                fn v4($($a: $t),*) $(-> $r)? {
+                    $body($($a),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn v3($($a: $t),*) $(-> $r)? {
+                    $body($($a),*)
+                }
+                match $crate::cpu::qlinear::Isa::detect() {
+                    // SAFETY: `Isa::detect` reports only features the CPU has.
+                    $crate::cpu::qlinear::Isa::Avx512 => return unsafe { v4($($a),*) },
+                    $crate::cpu::qlinear::Isa::Avx2 => return unsafe { v3($($a),*) },
+                    $crate::cpu::qlinear::Isa::Portable => {}
+                }
+            }
+            $body($($a),*)
+        }
+    };
+}
+pub(crate) use simd_dispatch;
 
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
@@ -58,6 +91,39 @@ pub fn packed_linear(
         *l = w.n;
     }
     tensor(&y, &dims)
+}
+
+/// Whether inference linears run on `qlinear`'s f32 tiles (default) or on candle's matmul
+/// (`QWM_CPU_LINEAR=candle`, for side-by-side benchmarks).
+fn tiles_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("QWM_CPU_LINEAR").as_deref() != Ok("candle"))
+}
+
+/// `Y[.., N] = X[.., K] W^T + b` with `W[N, K]`: inference on `qlinear`'s f32 tiles (bias in
+/// the epilogue, work split over tokens); autodiff graphs keep candle's [`matmul`].
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let tracked = x.track_op() || w.track_op() || b.is_some_and(|b| b.track_op());
+    if tracked || !tiles_enabled() {
+        return matmul(x, w, b);
+    }
+    let (n, k) = w.dims2()?;
+    let mut dims = x.dims().to_vec();
+    if dims.last() != Some(&k) {
+        return Err(Error::Shape(format!(
+            "linear: input {dims:?} does not end in K = {k} of weight [{n}, {k}]"
+        )));
+    }
+    let b = b.map(to_vec).transpose()?;
+    let y = with_f32(w, |ws| {
+        with_f32(x, |xs| {
+            qlinear::linear_f32(xs, ws, n, b.as_deref(), qlinear::Isa::detect())
+        })
+    })???;
+    if let Some(l) = dims.last_mut() {
+        *l = n;
+    }
+    Ok(Tensor::from_vec(y, dims, &Device::Cpu)?)
 }
 
 /// `Y[.., N] = X[.., K] W^T + b` with `W[N, K]`.
@@ -114,19 +180,45 @@ fn layernorm_rows(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result
         )));
     }
     let mut v = vec![0f32; x.elem_count()];
+    let rows = (4096 / n.max(1)).max(1) * n.max(1);
     with_f32(x, |xs| {
-        v.par_chunks_mut(n.max(1))
-            .zip(xs.par_chunks(n.max(1)))
-            .for_each(|(row, xr)| {
-                let mean = xr.iter().sum::<f32>() / n as f32;
-                let var = xr.iter().map(|a| (a - mean) * (a - mean)).sum::<f32>() / n as f32;
-                let inv = 1.0 / (var + eps).sqrt();
-                for (((y, a), g), b) in row.iter_mut().zip(xr).zip(&g).zip(&b) {
-                    *y = (*a - mean) * inv * g + b;
-                }
-            })
+        v.par_chunks_mut(rows)
+            .zip(xs.par_chunks(rows))
+            .for_each(|(y, x)| layernorm_chunk(y, x, &g, &b, eps))
     })?;
     Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
+}
+
+simd_dispatch! {
+    /// LayerNorm of whole rows of `g.len()` features.
+    fn layernorm_chunk(y: &mut [f32], x: &[f32], g: &[f32], b: &[f32], eps: f32) =
+        layernorm_chunk_body
+}
+
+#[inline(always)]
+fn layernorm_chunk_body(y: &mut [f32], x: &[f32], g: &[f32], b: &[f32], eps: f32) {
+    let n = g.len();
+    for (row, xr) in y.chunks_mut(n).zip(x.chunks(n)) {
+        let mean = sum_lanes(xr) / n as f32;
+        // The squared deviations' sum in the same eight lanes as `sum_lanes`.
+        let mut acc = [0f32; 8];
+        let chunks = xr.chunks_exact(8);
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|a| (a - mean) * (a - mean))
+            .sum();
+        for c in chunks {
+            for (s, a) in acc.iter_mut().zip(c) {
+                *s += (a - mean) * (a - mean);
+            }
+        }
+        let var = (acc.iter().sum::<f32>() + tail) / n as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (((y, a), g), b) in row.iter_mut().zip(xr).zip(g).zip(b) {
+            *y = (*a - mean) * inv * g + b;
+        }
+    }
 }
 
 /// Erf GELU. Inference runs the WGSL kernel's formula (`erfc_approx`, fractional error below
@@ -150,24 +242,10 @@ pub fn gelu_exact(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
 }
 
-/// `y = gelu(x)` elementwise, compiled for AVX2 when the CPU has it. The release build targets
-/// baseline x86-64 (SSE2, 4 lanes), and the elementwise loops of this module were a third of a
-/// CPU planning step. The compiler contracts no multiply-add into an FMA either way, so both
-/// paths give the same bits. (The body is a separate `#[inline(always)]` function: a closure
-/// passed into a `#[target_feature]` function is not reliably inlined, and then runs on SSE2.)
-fn gelu_slice(y: &mut [f32], x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        fn avx2(y: &mut [f32], x: &[f32]) {
-            gelu_slice_body(y, x)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(y, x) };
-        }
-    }
-    gelu_slice_body(y, x)
+simd_dispatch! {
+    /// `y = gelu(x)` elementwise, vectorised (the elementwise loops were a third of a CPU
+    /// planning step on baseline x86-64).
+    fn gelu_slice(y: &mut [f32], x: &[f32]) = gelu_slice_body
 }
 
 #[inline(always)]
@@ -318,21 +396,9 @@ struct AttnShape {
     frame_tokens: Option<usize>,
 }
 
-/// One batch item's attention: `xb[t, 3 * heads * d]` -> `ob[t, heads * d]`, compiled for
-/// AVX2 when the CPU has it (see `gelu_slice`).
-fn attention_item(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        fn avx2(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
-            attention_item_body(ob, xb, shape)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(ob, xb, shape) };
-        }
-    }
-    attention_item_body(ob, xb, shape)
+simd_dispatch! {
+    /// One batch item's attention: `xb[t, 3 * heads * d]` -> `ob[t, heads * d]`, vectorised.
+    fn attention_item(ob: &mut [f32], xb: &[f32], shape: &AttnShape) = attention_item_body
 }
 
 #[inline(always)]
@@ -346,31 +412,41 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
     } = *shape;
     let hd = heads * d;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
-    let mut s = vec![0f32; t];
-    // One head's keys transposed to [d, t]: a query's scores then accumulate as contiguous,
+    // Keys padded to whole blocks of 16 (zeros), so scores are computed 16 at a time in
+    // registers.
+    let tp = t.next_multiple_of(16);
+    let mut s = vec![0f32; tp];
+    // One head's keys transposed to [d, tp]: a query's scores then accumulate as contiguous,
     // vectorised rows, in the same order (c = 0..d) as a plain dot product.
-    let mut kt = vec![0f32; d * t];
+    let mut kt = vec![0f32; d * tp];
     for h in 0..heads {
         for j in 0..t {
             for c in 0..d {
-                kt[c * t + j] = xb[j * w + hd + h * d + c];
+                kt[c * tp + j] = xb[j * w + hd + h * d + c];
             }
         }
         for i in 0..t {
             let q = &xb[i * w + h * d..i * w + h * d + d];
             let keys = frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
+            for j0 in (0..keys).step_by(16) {
+                let mut acc = [0f32; 16];
+                for (c, &qc) in q.iter().enumerate() {
+                    let k = &kt[c * tp + j0..c * tp + j0 + 16];
+                    for (a, kj) in acc.iter_mut().zip(k) {
+                        *a += qc * kj;
+                    }
+                }
+                s[j0..j0 + 16].copy_from_slice(&acc);
+            }
             let s = &mut s[..keys];
-            s.fill(0.0);
-            for (c, &qc) in q.iter().enumerate() {
-                for (sj, kj) in s.iter_mut().zip(&kt[c * t..c * t + keys]) {
-                    *sj += qc * kj;
+            let mut ml = [f32::NEG_INFINITY; 16];
+            for c in s.chunks_mut(16) {
+                for (sj, m) in c.iter_mut().zip(ml.iter_mut()) {
+                    *sj *= scale;
+                    *m = if *sj > *m { *sj } else { *m };
                 }
             }
-            let mut m = f32::NEG_INFINITY;
-            for sj in s.iter_mut() {
-                *sj *= scale;
-                m = m.max(*sj);
-            }
+            let m = ml.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
             for sj in s.iter_mut() {
                 *sj = exp_fast(*sj - m);
             }
@@ -379,6 +455,20 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
                 *sj *= inv;
             }
             let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
+            if d % 16 == 0 {
+                // 16 outputs at a time in registers, each summed over keys in order as below.
+                for c0 in (0..d).step_by(16) {
+                    let mut acc = [0f32; 16];
+                    for (j, &p) in s.iter().enumerate() {
+                        let v0 = j * w + 2 * hd + h * d + c0;
+                        for (a, vc) in acc.iter_mut().zip(&xb[v0..v0 + 16]) {
+                            *a += p * vc;
+                        }
+                    }
+                    o[c0..c0 + 16].copy_from_slice(&acc);
+                }
+                continue;
+            }
             o.fill(0.0);
             for (j, &p) in s.iter().enumerate() {
                 let v = &xb[j * w + 2 * hd + h * d..j * w + 2 * hd + h * d + d];

@@ -2,50 +2,80 @@
 //! GPU reads (`quant::pack`: bit-plane codes in u32, f16 scales, zero points, per row or per
 //! group), never holding an f32 copy of `W`.
 //!
-//! Shape of the work: rayon splits the tokens (rows of `x`) into chunks; each chunk walks the
-//! output rows in blocks of [`NB`], decoding that block's codes into a small L1-sized buffer
-//! once and dotting it with every token of the chunk, so decoding costs `1 / chunk` of the
-//! arithmetic. Two numerics:
-//! - activation-quantized specs (A8 and below): the inputs become unsigned codes exactly as
-//!   `quant::act` defines them (dynamic per token, or the static per-tensor range), and each
-//!   group's dot is `sum (a - za) (c - z)` in i32, scaled by `s_w * s_a` in f32. Integer sums
-//!   are exact, so the AVX2 kernel and the portable one give identical results.
-//! - weight-only specs: a block decodes to the exact f32 values of `PackedWeight::dequantize`
-//!   (`(c - z) * s`) and is dotted in f32 (FMA under AVX2; portable sums in the same 8-lane
-//!   order, differing from AVX2 only by FMA rounding).
+//! Shape of the work: rayon splits the tokens (rows of `x`) into chunks. A chunk first brings
+//! its tokens into the kernel's form once (activation codes, or f32 rows padded to `k_pad`),
+//! then walks the output rows one panel at a time ([`Isa::panel_rows`] rows, decoded from the
+//! packed codes into a small cache-resident buffer) and runs `cpu::qkernels`' tiles of
+//! `MR` tokens over it, so decoding costs `1 / chunk` of the arithmetic. Two numerics:
+//! - activation-quantized specs (A8 and below): the inputs become unsigned codes `a` exactly
+//!   as `quant::act` defines them (dynamic per token, or the static per-tensor range); weights
+//!   become signed codes `e = c - off` (`off` 128 for 8-bit codes, else 0, so `e` fits i8).
+//!   Each group's `sum (a - za)(c - z)` is then `sum a e + d A - za E - za d n` with
+//!   `d = off - z`, `A`/`E` the group sums of `a`/`e` and `n` its length: all exact integers,
+//!   so AVX-512 VNNI, AVX2 and the portable kernels give identical results, scaled by
+//!   `s_w * s_a` in f32 by one shared epilogue.
+//! - weight-only specs: a panel decodes to the exact f32 values of `PackedWeight::dequantize`
+//!   (`(c - z) * s`) and is dotted in f32 with one fused multiply-add per input in increasing
+//!   order on every ISA, so those agree bit for bit too.
 //!
-//! AVX2 (+FMA) is chosen at run time with `is_x86_feature_detected!`; `QWM_CPU_PORTABLE=1`
-//! forces the portable kernels (tests compare both).
+//! The ISA is chosen at run time ([`Isa::detect`]); `QWM_CPU_ISA=portable|avx2|avx512` (or the
+//! older `QWM_CPU_PORTABLE=1`) caps it, for tests and comparisons.
 
 use rayon::prelude::*;
 
+use super::qkernels::{self, MR};
 use crate::quant::{ActParams, ActSpec, PackedWeight};
 use crate::{Error, Result};
 
-/// Output rows decoded per block (4 dots share each activation load).
-const NB: usize = 4;
-
-/// Which kernels run: AVX2/FMA when the CPU has them, else portable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which kernels run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     Portable,
+    /// AVX2 + FMA.
     Avx2,
+    /// AVX-512 F/BW with VNNI (and AVX2 + FMA).
+    Avx512,
 }
 
 impl Isa {
-    /// The best kernels this CPU runs (portable when `QWM_CPU_PORTABLE` is set).
+    /// The best kernels this CPU runs, capped by `QWM_CPU_ISA` / `QWM_CPU_PORTABLE`.
     pub fn detect() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
+            let best = Isa::best();
             if std::env::var_os("QWM_CPU_PORTABLE").is_some() {
                 return Isa::Portable;
             }
-            #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            let cap = match std::env::var("QWM_CPU_ISA").as_deref() {
+                Ok("portable") => Isa::Portable,
+                Ok("avx2") => Isa::Avx2,
+                _ => Isa::Avx512,
+            };
+            best.min(cap)
+        })
+    }
+
+    /// The best kernels the CPU supports, ignoring the environment.
+    pub fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                    return Isa::Avx512;
+                }
                 return Isa::Avx2;
             }
-            Isa::Portable
-        })
+        }
+        Isa::Portable
+    }
+
+    /// Every ISA this CPU runs, portable first (tests compare them).
+    pub fn available() -> Vec<Isa> {
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| *i <= Isa::best())
+            .collect()
     }
 }
 
@@ -82,21 +112,53 @@ pub fn qlinear(
         })?),
         _ => None,
     };
+    if act.is_some() {
+        check_int_weight(w)?;
+    }
     let m = x.len() / k;
     let mut y = vec![0f32; m * n];
     if m == 0 || n == 0 {
         return Ok(y);
     }
-    // Enough chunks for every thread, each long enough to amortize decoding.
+    // Enough chunks for every thread, each long enough to amortize decoding the panels.
     let threads = rayon::current_num_threads().max(1);
-    let mc = m.div_ceil(threads * 2).clamp(1, 256);
+    let mc = m.div_ceil(threads * 2).next_multiple_of(MR).clamp(MR, 2048);
     y.par_chunks_mut(mc * n)
         .zip(x.par_chunks(mc * k))
         .for_each(|(yc, xc)| match act {
             Some((spec, _)) => int_chunk(xc, yc, w, bias, spec, static_params, isa),
-            None => f32_chunk(xc, yc, w, bias, isa),
+            None => f32_chunk(xc, yc, Rows::Packed(w), bias, isa),
         });
     Ok(y)
+}
+
+/// The integer path needs whole zero points (pack rounds them) and codes of at most 8 bits.
+fn check_int_weight(w: &PackedWeight) -> Result<()> {
+    if w.k > 32768 {
+        return Err(Error::Invalid(format!(
+            "packed linear [{}, {}]: the integer kernels take at most 32768 inputs",
+            w.n, w.k
+        )));
+    }
+    if w.bits > 8 {
+        return Err(Error::Invalid(format!(
+            "packed linear [{}, {}]: {}-bit codes; the integer kernels take at most 8",
+            w.n, w.k, w.bits
+        )));
+    }
+    for r in 0..w.n {
+        for g in 0..w.groups_per_row() {
+            let z = w.zero(r, g);
+            if z.fract() != 0.0 || !(0.0..=255.0).contains(&z) {
+                return Err(Error::Invalid(format!(
+                    "packed linear [{}, {}]: zero point {z} of row {r} group {g} is not a \
+                     whole code; requantize the model",
+                    w.n, w.k
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The codes of row `r` (all planes), `k_pad` of them, each passed to `put(k, code)`.
@@ -142,58 +204,223 @@ pub fn decode_row_f32(w: &PackedWeight, r: usize, codes: &mut [u32], row: &mut [
     }
 }
 
-fn f32_chunk(xc: &[f32], yc: &mut [f32], w: &PackedWeight, bias: Option<&[f32]>, isa: Isa) {
-    let (n, k, kp) = (w.n, w.k, w.k_pad());
+/// Group boundaries of a padded row: `[0, G, 2G, .., k_pad]`.
+fn group_bounds(w: &PackedWeight) -> Vec<usize> {
+    let gpr = w.groups_per_row();
+    let mut b: Vec<usize> = (0..gpr).map(|g| group_span(w, g).0).collect();
+    b.push(w.k_pad());
+    b
+}
+
+/// Where a float tile's weight rows come from.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// Decoded from packed codes.
+    Packed(&'a PackedWeight),
+    /// A plain f32 weight `[n, k]` (float models).
+    F32 { w: &'a [f32], n: usize, k: usize },
+}
+
+impl Rows<'_> {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Rows::Packed(w) => (w.n, w.k),
+            Rows::F32 { n, k, .. } => (*n, *k),
+        }
+    }
+}
+
+fn f32_chunk(xc: &[f32], yc: &mut [f32], src: Rows<'_>, bias: Option<&[f32]>, isa: Isa) {
+    let ((n, k), nr) = (src.dims(), isa.panel_rows());
+    let kp = crate::quant::pack::k_pad(k);
     let m = xc.len() / k;
-    // Tokens padded to k_pad with zeros.
-    let mut xp = vec![0f32; m * kp];
+    // Tokens padded to k_pad with zeros, and to whole tiles.
+    let mut xp = vec![0f32; m.next_multiple_of(MR) * kp];
     for (d, s) in xp.chunks_mut(kp).zip(xc.chunks(k)) {
         d[..k].copy_from_slice(s);
     }
-    let mut wb = vec![0f32; NB * kp];
-    let mut codes = vec![0u32; kp];
-    for r0 in (0..n).step_by(NB) {
-        let nb = NB.min(n - r0);
-        wb.iter_mut().for_each(|v| *v = 0.0);
-        for i in 0..nb {
-            decode_row_f32(w, r0 + i, &mut codes, &mut wb[i * kp..(i + 1) * kp]);
+    let mut panel = vec![0f32; nr * kp];
+    let (mut codes, mut row) = (vec![0u32; kp], vec![0f32; kp]);
+    let (mut out, mut b) = (vec![0f32; MR * nr], vec![0f32; nr]);
+    for p0 in (0..n).step_by(nr) {
+        let rows = nr.min(n - p0);
+        b.fill(0.0);
+        if let Some(bias) = bias {
+            b[..rows].copy_from_slice(&bias[p0..p0 + rows]);
         }
-        for (t, xr) in xp.chunks(kp).enumerate() {
-            let mut acc = [0f32; NB];
-            dot4_f32(xr, &wb, kp, &mut acc, isa);
-            for i in 0..nb {
-                yc[t * n + r0 + i] = acc[i] + bias.map_or(0.0, |b| b[r0 + i]);
+        panel.fill(0.0);
+        for i in 0..rows {
+            let r = match src {
+                Rows::Packed(w) => {
+                    decode_row_f32(w, p0 + i, &mut codes, &mut row);
+                    &row[..k]
+                }
+                Rows::F32 { w, .. } => &w[(p0 + i) * k..(p0 + i + 1) * k],
+            };
+            for (kk, v) in r.iter().enumerate() {
+                panel[kk * nr + i] = *v;
+            }
+        }
+        for t0 in (0..m).step_by(MR) {
+            qkernels::f32_tile(isa, &xp[t0 * kp..], &panel, kp, &mut out);
+            for t in 0..MR.min(m - t0) {
+                let yr = &mut yc[(t0 + t) * n + p0..(t0 + t) * n + p0 + rows];
+                for ((y, o), b) in yr.iter_mut().zip(&out[t * nr..]).zip(&b) {
+                    *y = o + b;
+                }
             }
         }
     }
 }
 
-/// `acc[i] = x . w[i]` for the NB rows of `w` (each `kp` long, `kp` a multiple of 32).
-fn dot4_f32(x: &[f32], w: &[f32], kp: usize, acc: &mut [f32; NB], isa: Isa) {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        // SAFETY: Isa::Avx2 is only chosen when the CPU reports AVX2 and FMA.
-        unsafe { avx2::dot4_f32(x, w, kp, acc) };
-        return;
+/// `y[M, N] = x[M, K] W^T + b` for a plain f32 `w[N, K]` on the same tiles as the packed
+/// weight-only path (bias added in the tile's epilogue, work split over tokens).
+pub fn linear_f32(
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    isa: Isa,
+) -> Result<Vec<f32>> {
+    let k = if n == 0 { 0 } else { w.len() / n };
+    if n == 0 || k == 0 || w.len() != n * k || !x.len().is_multiple_of(k) {
+        return Err(Error::Shape(format!(
+            "linear: weight of {} values is not {n} rows, or input of {} values is not rows \
+             of {k}",
+            w.len(),
+            x.len()
+        )));
     }
-    let _ = isa;
-    for (i, a) in acc.iter_mut().enumerate() {
-        let row = &w[i * kp..(i + 1) * kp];
-        let mut lanes = [0f32; 8];
-        for (xs, ws) in x.chunks_exact(8).zip(row.chunks_exact(8)) {
-            for l in 0..8 {
-                lanes[l] += xs[l] * ws[l];
-            }
+    if bias.is_some_and(|b| b.len() != n) {
+        return Err(Error::Shape(format!(
+            "linear [{n}, {k}]: bias is not {n} values"
+        )));
+    }
+    let m = x.len() / k;
+    let mut y = vec![0f32; m * n];
+    let threads = rayon::current_num_threads().max(1);
+    let mc = m.div_ceil(threads * 2).next_multiple_of(MR).clamp(MR, 2048);
+    let src = Rows::F32 { w, n, k };
+    y.par_chunks_mut(mc * n)
+        .zip(x.par_chunks(mc * k))
+        .for_each(|(yc, xc)| f32_chunk(xc, yc, src, bias, isa));
+    Ok(y)
+}
+
+/// Activation codes of one chunk: `[m, kp]` u8 (padding 0), per token scale, zero point and
+/// per-group code sums.
+struct ActCodes {
+    a: Vec<u8>,
+    scale: Vec<f32>,
+    zero: Vec<i32>,
+    sums: Vec<i32>,
+}
+
+fn quantize_tokens(
+    xc: &[f32],
+    k: usize,
+    kp: usize,
+    bounds: &[usize],
+    bits: u8,
+    static_params: Option<ActParams>,
+) -> ActCodes {
+    let m = xc.len() / k;
+    let gpr = bounds.len() - 1;
+    let mut c = ActCodes {
+        a: vec![0u8; m.next_multiple_of(MR) * kp],
+        scale: vec![0f32; m],
+        zero: vec![0i32; m],
+        sums: vec![0i32; m * gpr],
+    };
+    for (t, x) in xc.chunks(k).enumerate() {
+        let p = static_params.unwrap_or_else(|| {
+            let (lo, hi) = min_max(x);
+            ActParams::from_range(lo, hi, bits)
+        });
+        let a = &mut c.a[t * kp..t * kp + k];
+        act_codes(x, a, &p);
+        c.scale[t] = p.scale;
+        c.zero[t] = p.zero as i32;
+        for g in 0..gpr {
+            let (s, e) = (bounds[g], bounds[g + 1].min(k));
+            c.sums[t * gpr + g] = a[s..e].iter().map(|v| *v as i32).sum();
         }
-        *a = hsum8(&lanes);
+    }
+    c
+}
+
+/// `min(0, x)` and `max(0, x)` over a token (8 running lanes so that it vectorises; min and
+/// max are exact, so the order does not matter).
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([0f32; 8], [0f32; 8]);
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
+            hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
+        }
+    }
+    let lo = tail.iter().chain(&lo).fold(0f32, |m, v| m.min(*v));
+    let hi = tail.iter().chain(&hi).fold(0f32, |m, v| m.max(*v));
+    (lo, hi)
+}
+
+super::simd_dispatch! {
+    /// `a = ActParams::code(x)` elementwise, vectorised (a rounding instruction instead of a
+    /// libm call per value; the same arithmetic, so the same codes).
+    fn act_codes(x: &[f32], a: &mut [u8], p: &ActParams) = act_codes_body
+}
+
+#[inline(always)]
+fn act_codes_body(x: &[f32], a: &mut [u8], p: &ActParams) {
+    let levels = ((1u32 << p.bits) - 1) as f32;
+    for (q, v) in a.iter_mut().zip(x) {
+        let c = ((v * p.inv_scale).round_ties_even() + p.zero).clamp(0.0, levels);
+        // `c as u8` for a whole number in 0..=255, with bit operations that vectorise (the
+        // saturating cast does not): adding 1.5 * 2^23 puts it in the low mantissa bits.
+        *q = (c + 12_582_912.0).to_bits() as u8;
     }
 }
 
-fn hsum8(l: &[f32; 8]) -> f32 {
-    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+/// One decoded int panel: codes in the ISA's layout and, `[group][row]`, `d = off - z`,
+/// `c1 = E + d n` (`E` the group's weight code sum, `n` its real length) and the scale.
+struct IntPanel {
+    codes: Vec<i8>,
+    delta: Vec<i32>,
+    c1: Vec<i32>,
+    scale: Vec<f32>,
 }
 
-#[allow(clippy::too_many_arguments)]
+fn decode_int_panel(w: &PackedWeight, p0: usize, isa: Isa, buf: &mut [u32], p: &mut IntPanel) {
+    let (k, kp, gpr, nr) = (w.k, w.k_pad(), w.groups_per_row(), isa.panel_rows());
+    let off: i32 = if w.bits == 8 { 128 } else { 0 };
+    p.codes.fill(0);
+    p.delta.fill(0);
+    p.c1.fill(0);
+    p.scale.fill(0.0);
+    for i in 0..nr.min(w.n - p0) {
+        let r = p0 + i;
+        buf.fill(0);
+        decode_row(w, r, |kk, c| buf[kk] |= c);
+        for g in 0..gpr {
+            // Whole numbers in 0..=255 (`check_int_weight`).
+            let z = w.zero(r, g) as i32;
+            let (a, b) = group_span(w, g);
+            let mut sum = 0i32;
+            for kk in a..b.min(k) {
+                let e = buf[kk] as i32 - off;
+                p.codes[qkernels::int_panel_index(isa, i, kk, kp)] = e as i8;
+                sum += e;
+            }
+            let d = off - z;
+            p.delta[g * nr + i] = d;
+            p.c1[g * nr + i] = sum.wrapping_add(d.wrapping_mul((b.min(k) - a) as i32));
+            p.scale[g * nr + i] = w.scale(r, g);
+        }
+    }
+}
+
 fn int_chunk(
     xc: &[f32],
     yc: &mut [f32],
@@ -203,157 +430,93 @@ fn int_chunk(
     static_params: Option<ActParams>,
     isa: Isa,
 ) {
-    let (n, k, kp) = (w.n, w.k, w.k_pad());
+    let (n, k, kp, nr) = (w.n, w.k, w.k_pad(), isa.panel_rows());
     let m = xc.len() / k;
-    // Activation codes minus their zero point, padded with 0; one scale per token.
-    let mut xq = vec![0i16; m * kp];
-    let mut xs = vec![0f32; m];
-    for ((d, s), sc) in xq.chunks_mut(kp).zip(xc.chunks(k)).zip(xs.iter_mut()) {
-        let p = static_params.unwrap_or_else(|| {
-            let lo = s.iter().fold(0f32, |m, v| m.min(*v));
-            let hi = s.iter().fold(0f32, |m, v| m.max(*v));
-            ActParams::from_range(lo, hi, spec.bits)
-        });
-        for (q, v) in d.iter_mut().zip(s) {
-            *q = (p.code(*v) as f32 - p.zero) as i16;
+    let bounds = group_bounds(w);
+    let gpr = bounds.len() - 1;
+    let ac = quantize_tokens(xc, k, kp, &bounds, spec.bits, static_params);
+    let mut p = IntPanel {
+        codes: vec![0i8; nr * kp],
+        delta: vec![0; nr * gpr],
+        c1: vec![0; nr * gpr],
+        scale: vec![0.0; nr * gpr],
+    };
+    let mut buf = vec![0u32; kp];
+    let mut out = vec![0i32; MR * gpr * nr];
+    let mut b = vec![0f32; nr];
+    for p0 in (0..n).step_by(nr) {
+        let rows = nr.min(n - p0);
+        decode_int_panel(w, p0, isa, &mut buf, &mut p);
+        b.fill(0.0);
+        if let Some(bias) = bias {
+            b[..rows].copy_from_slice(&bias[p0..p0 + rows]);
         }
-        *sc = p.scale;
-    }
-    let gpr = w.groups_per_row();
-    let mut wb = vec![0i16; NB * kp];
-    let mut ws = vec![0f32; NB * gpr];
-    let mut codes = vec![0u32; kp];
-    for r0 in (0..n).step_by(NB) {
-        let nb = NB.min(n - r0);
-        wb.iter_mut().for_each(|v| *v = 0);
-        ws.iter_mut().for_each(|v| *v = 0.0);
-        for i in 0..nb {
-            let r = r0 + i;
-            codes.iter_mut().for_each(|c| *c = 0);
-            decode_row(w, r, |kk, c| codes[kk] |= c);
-            for g in 0..gpr {
-                // Zero points are whole numbers (pack rounds them).
-                let z = w.zero(r, g) as i32;
-                ws[i * gpr + g] = w.scale(r, g);
-                let (a, b) = group_span(w, g);
-                for kk in a..b.min(k) {
-                    wb[i * kp + kk] = (codes[kk] as i32 - z) as i16;
-                }
-            }
-        }
-        for (t, xr) in xq.chunks(kp).enumerate() {
-            let mut acc = [0f32; NB];
-            dot4_groups(xr, &wb, kp, w.group, gpr, &ws, &mut acc, isa);
-            for i in 0..nb {
-                yc[t * n + r0 + i] = acc[i] * xs[t] + bias.map_or(0.0, |b| b[r0 + i]);
-            }
+        for t0 in (0..m).step_by(MR) {
+            qkernels::int_tile(isa, &ac.a[t0 * kp..], &p.codes, kp, &bounds, &mut out);
+            let tile = Tile {
+                s: &out,
+                t0,
+                tokens: MR.min(m - t0),
+                p0,
+                rows,
+                n,
+            };
+            epilogue(&tile, &p, &ac, &b, yc);
         }
     }
 }
 
-/// `acc[i] = sum_g ws[i * gpr + g] * (x . w[i] over group g)` for the NB rows of `w` (each
-/// `kp` long). Each group's dot is exact in i32 per 8 lanes (lane `l` holds the pairs `2l,
-/// 2l + 1` of every 16 inputs, as `madd_epi16` forms them); lanes are scaled and summed in
-/// f32 in the same order on both paths, so AVX2 and portable agree bit for bit.
-#[allow(clippy::too_many_arguments)]
-fn dot4_groups(
-    x: &[i16],
-    w: &[i16],
-    kp: usize,
-    group: usize,
-    gpr: usize,
-    ws: &[f32],
-    acc: &mut [f32; NB],
-    isa: Isa,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        // SAFETY: Isa::Avx2 is only chosen when the CPU reports AVX2 and FMA.
-        unsafe { avx2::dot4_groups(x, w, kp, group, gpr, ws, acc) };
-        return;
-    }
-    let _ = isa;
-    for (i, a) in acc.iter_mut().enumerate() {
-        let row = &w[i * kp..(i + 1) * kp];
-        let mut lanes = [0f32; 8];
-        for g in 0..gpr {
-            let end = if g + 1 == gpr { kp } else { (g + 1) * group };
-            let mut il = [0i32; 8];
-            for j in (g * group..end).step_by(16) {
-                for (l, v) in il.iter_mut().enumerate() {
-                    let (p, q) = (j + 2 * l, j + 2 * l + 1);
-                    *v += x[p] as i32 * row[p] as i32 + x[q] as i32 * row[q] as i32;
-                }
-            }
-            let s = ws[i * gpr + g];
-            for l in 0..8 {
-                lanes[l] += il[l] as f32 * s;
-            }
-        }
-        *a = hsum8(&lanes);
-    }
+/// One tile's integer group sums `s[t][g][row]` and where its outputs go in `y[.., n]`.
+struct Tile<'a> {
+    s: &'a [i32],
+    t0: usize,
+    tokens: usize,
+    p0: usize,
+    rows: usize,
+    n: usize,
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
+super::simd_dispatch! {
+    /// A tile's outputs: `y = (sum_g s_w (s + d A - za c1)) s_a + b`. The integer part is
+    /// exact in wrapping i32 (the true value `sum (a - za)(c - z)` is below 2^31 for
+    /// `K <= 32768`, checked by `qlinear`); the f32 part is the same sequence of roundings on
+    /// every ISA (the compiler does not contract it into FMAs), so all builds give the same
+    /// bits.
+    fn epilogue(t: &Tile<'_>, p: &IntPanel, ac: &ActCodes, b: &[f32], y: &mut [f32]) =
+        epilogue_body
+}
 
-    use super::NB;
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot4_f32(x: &[f32], w: &[f32], kp: usize, acc: &mut [f32; NB]) {
-        assert!(x.len() >= kp && w.len() >= NB * kp && kp.is_multiple_of(8));
-        let mut s = [_mm256_setzero_ps(); NB];
-        let mut j = 0;
-        while j + 8 <= kp {
-            let xv = _mm256_loadu_ps(x.as_ptr().add(j));
-            for (i, si) in s.iter_mut().enumerate() {
-                let wv = _mm256_loadu_ps(w.as_ptr().add(i * kp + j));
-                *si = _mm256_fmadd_ps(xv, wv, *si);
-            }
-            j += 8;
-        }
-        for i in 0..NB {
-            let mut l = [0f32; 8];
-            _mm256_storeu_ps(l.as_mut_ptr(), s[i]);
-            acc[i] = super::hsum8(&l);
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot4_groups(
-        x: &[i16],
-        w: &[i16],
-        kp: usize,
-        group: usize,
-        gpr: usize,
-        ws: &[f32],
-        acc: &mut [f32; NB],
-    ) {
-        assert!(x.len() >= kp && w.len() >= NB * kp && ws.len() >= NB * gpr);
-        let mut f = [_mm256_setzero_ps(); NB];
-        for g in 0..gpr {
-            let end = if g + 1 == gpr { kp } else { (g + 1) * group };
-            let mut s = [_mm256_setzero_si256(); NB];
-            let mut j = g * group;
-            while j + 16 <= end {
-                let xv = _mm256_loadu_si256(x.as_ptr().add(j) as *const __m256i);
-                for (i, si) in s.iter_mut().enumerate() {
-                    let wv = _mm256_loadu_si256(w.as_ptr().add(i * kp + j) as *const __m256i);
-                    *si = _mm256_add_epi32(*si, _mm256_madd_epi16(xv, wv));
-                }
-                j += 16;
-            }
-            for i in 0..NB {
-                // mul then add (no FMA): the portable path's rounding.
-                let sc = _mm256_set1_ps(ws[i * gpr + g]);
-                f[i] = _mm256_add_ps(f[i], _mm256_mul_ps(_mm256_cvtepi32_ps(s[i]), sc));
+#[inline(always)]
+fn epilogue_body(t: &Tile<'_>, p: &IntPanel, ac: &ActCodes, b: &[f32], y: &mut [f32]) {
+    let nr = b.len();
+    let gpr = p.delta.len() / nr;
+    let mut f = [0f32; 32];
+    let f = &mut f[..nr];
+    for i in 0..t.tokens {
+        let tt = t.t0 + i;
+        let (za, sums) = (ac.zero[tt], &ac.sums[tt * gpr..(tt + 1) * gpr]);
+        let s = &t.s[i * gpr * nr..(i + 1) * gpr * nr];
+        // Group 0 writes, later groups add (no zero-fill: stores the wide loads could not
+        // forward from).
+        for (g, &a) in sums.iter().enumerate() {
+            let r = g * nr..(g + 1) * nr;
+            let it = s[r.clone()]
+                .iter()
+                .zip(&p.delta[r.clone()])
+                .zip(&p.c1[r.clone()])
+                .zip(&p.scale[r]);
+            for (fi, (((&s, &d), &c1), &sw)) in f.iter_mut().zip(it) {
+                let dot = s
+                    .wrapping_add(d.wrapping_mul(a))
+                    .wrapping_sub(za.wrapping_mul(c1));
+                let v = dot as f32 * sw;
+                *fi = if g == 0 { v } else { *fi + v };
             }
         }
-        for i in 0..NB {
-            let mut l = [0f32; 8];
-            _mm256_storeu_ps(l.as_mut_ptr(), f[i]);
-            acc[i] = super::hsum8(&l);
+        let sa = ac.scale[tt];
+        let yr = &mut y[tt * t.n + t.p0..tt * t.n + t.p0 + t.rows];
+        for ((y, fi), bi) in yr.iter_mut().zip(f.iter()).zip(b) {
+            *y = *fi * sa + bi;
         }
     }
 }

@@ -7,7 +7,7 @@
 //! returns a new tensor and never mutates its inputs.
 
 use super::params::Norm;
-use super::ModelConfig;
+use super::{preprocess, Frames, ModelConfig};
 use crate::Result;
 
 /// The ops of the DINO-WM forward. On the GPU they record into one command buffer; on the
@@ -94,6 +94,14 @@ pub trait Backend {
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Self::T>;
     fn download(&self, t: &Self::T) -> Result<Vec<f32>>;
     fn dims(t: &Self::T) -> Vec<usize>;
+    /// u8 frames to the encoder's input `[B, 3, S, S]` in [-1, 1]: [`preprocess`] on the
+    /// host, then uploaded. The GPU overrides it to resize on the device from the packed u8
+    /// frames (a quarter of the upload, no host pass).
+    fn pixels(&self, frames: &Frames, cfg: &ModelConfig) -> Result<Self::T> {
+        let px = preprocess(frames, cfg)?;
+        let s = cfg.encoder.resize;
+        self.upload(&px, &[frames.batch, 3, s, s])
+    }
     /// Samples per encoder chunk, per predictor/rollout chunk and per decoder chunk of a
     /// batch of `b`.
     fn encoder_chunk(&self, cfg: &ModelConfig) -> usize;

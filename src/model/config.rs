@@ -19,8 +19,9 @@ pub struct EncoderConfig {
     pub cls_token: bool,
     pub eps: f32,
     /// How frames are resized to `resize` (absent in files written before it existed, which
-    /// all used `bilinear`).
-    #[serde(default)]
+    /// all used `bilinear`). Written only when it is not `bilinear`, so a qwm model's metadata
+    /// stays byte for byte what it was (a decoder-only retraining keeps the file's metadata).
+    #[serde(default, skip_serializing_if = "ResizeFilter::is_bilinear")]
     pub resize_filter: ResizeFilter,
 }
 
@@ -38,6 +39,10 @@ pub enum ResizeFilter {
 }
 
 impl ResizeFilter {
+    fn is_bilinear(&self) -> bool {
+        *self == ResizeFilter::Bilinear
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ResizeFilter::Bilinear => "bilinear",

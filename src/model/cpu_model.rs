@@ -50,7 +50,7 @@ impl CpuLinear {
             }
         };
         match &self.act {
-            None => cpu::matmul(x, w, self.b.as_ref()),
+            None => cpu::linear(x, w, self.b.as_ref()),
             Some((spec, params)) => {
                 let dims = x.dims().to_vec();
                 let k = *dims.last().unwrap_or(&1);

@@ -105,6 +105,74 @@ pub(crate) fn parse_meta(
     Ok((config, norm))
 }
 
+/// Tensors planning never reads: the visualization decoder (docs/MODEL_FORMAT.md).
+pub const NON_PLANNING_PREFIX: &str = "decoder.";
+
+/// The two identities of a model file, as CRC-32 hex: of the whole file, and of what
+/// planning reads ([`planning_crc32`]).
+pub fn identity_crc32s(path: impl AsRef<Path>) -> Result<(String, String)> {
+    let path = path.as_ref();
+    let bytes = read_model_file(path)?;
+    Ok((
+        format!("{:08x}", crc32fast::hash(&bytes)),
+        planning_crc32(path, &bytes)?,
+    ))
+}
+
+/// CRC-32 (hex) of a safetensors file's planning content: its metadata, then every tensor
+/// except `decoder.*` in name order (name, dtype, shape, bytes; strings and lengths
+/// length-prefixed). The config and normalization enter as parsed and written again, so a
+/// field added later with a default (written by newer qwm versions) does not change the
+/// identity. A decoder-only retraining keeps it, any change to the encoder, predictor, action
+/// or proprio encoders, config or normalization changes it. `path` only names the file in
+/// errors.
+pub fn planning_crc32(path: &Path, bytes: &[u8]) -> Result<String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        meta_err(
+            path,
+            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+        )
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| meta_err(path, format!("unreadable safetensors header: {e}")))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut put = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    let (config, norm) = parse_meta(path, meta.metadata())?;
+    let canonical = |v: serde_json::Result<String>| {
+        v.map_err(|e| meta_err(path, format!("metadata does not serialize: {e}")))
+    };
+    let mut entries: BTreeMap<String, String> = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    entries.insert("config".into(), canonical(serde_json::to_string(&config))?);
+    entries.insert(
+        "normalization".into(),
+        canonical(serde_json::to_string(&norm))?,
+    );
+    for (k, v) in &entries {
+        put(k.as_bytes());
+        put(v.as_bytes());
+    }
+    let mut tensors: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with(NON_PLANNING_PREFIX))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, view) in &tensors {
+        put(name.as_bytes());
+        put(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
+        put(view.data());
+    }
+    Ok(format!("{:08x}", h.finalize()))
+}
+
 /// Load and validate a model file (f32, f16 or bf16 tensors; f32 in memory).
 pub fn load(path: impl AsRef<Path>) -> Result<Weights> {
     let path = path.as_ref();

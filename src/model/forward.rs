@@ -5,7 +5,7 @@
 use super::backend::{Backend, Ops};
 use super::params::{ParamSource, Params};
 use super::{
-    check_actions, check_history, objective_weights, ModelConfig, ObjectiveMode, Rollout,
+    check_actions, check_history, objective_weights, Frames, ModelConfig, ObjectiveMode, Rollout,
     RolloutChunk, WorldModel,
 };
 use crate::{Error, Result};
@@ -198,6 +198,11 @@ impl<B: Backend> WorldModel for Model<B> {
 
     fn dims(t: &B::T) -> Vec<usize> {
         B::dims(t)
+    }
+
+    fn encode(&self, frames: &Frames) -> Result<B::T> {
+        let px = self.backend.pixels(frames, &self.cfg)?;
+        self.encode_pixels(&px)
     }
 
     fn encode_pixels(&self, px: &B::T) -> Result<B::T> {

@@ -6,10 +6,11 @@
 use super::backend::{Backend, Ops};
 use super::forward::Model;
 use super::params::{Init, LinearDesc, Norm, ParamSource};
+use super::preprocess::check_frames;
 use super::quantized::QuantizedModel;
-use super::{ModelConfig, Weights};
+use super::{Frames, ModelConfig, ResizeFilter, Weights};
 use crate::gpu::qops::{self, GpuQuantWeight};
-use crate::gpu::{ops, GpuContext, GpuTensor, Recorder};
+use crate::gpu::{ops, resize, GpuContext, GpuTensor, Recorder};
 use crate::quant::{ActParams, ActSpec};
 use crate::{Error, Result};
 
@@ -106,6 +107,28 @@ impl<'a> Backend for Gpu<'a> {
 
     fn dims(t: &GpuTensor) -> Vec<usize> {
         t.shape().to_vec()
+    }
+
+    /// `shaders/resize.wgsl` on the packed u8 frames (parity with [`super::preprocess`]:
+    /// tests/resize.rs); an empty batch takes the host path.
+    fn pixels(&self, frames: &Frames, cfg: &ModelConfig) -> Result<GpuTensor> {
+        check_frames(frames, cfg)?;
+        if frames.batch == 0 {
+            return self.upload(&[], &[0, 3, cfg.encoder.resize, cfg.encoder.resize]);
+        }
+        let up = resize::upload_frames(self.ctx, frames.data)?;
+        let mut rec = Recorder::new(self.ctx);
+        let y = resize::preprocess(
+            &mut rec,
+            &up,
+            frames.batch,
+            frames.height,
+            frames.width,
+            cfg.encoder.resize,
+            cfg.encoder.resize_filter == ResizeFilter::BilinearAntialias,
+        )?;
+        rec.submit()?;
+        Ok(y)
     }
 
     /// The largest per-sample activation (qkv or MLP hidden, the image, its patches) must fit

@@ -56,11 +56,8 @@ pub fn resize_taps(n_in: usize, n_out: usize, filter: ResizeFilter) -> Vec<Vec<(
     }
 }
 
-/// u8 HWC frames -> f32 `[B, 3, S, S]` in [-1, 1] (x / 255 * 2 - 1), resized to
-/// `S = encoder.resize` with `encoder.resize_filter`: rows first, then columns (as PyTorch's
-/// separable antialiased kernel does; for plain bilinear the order gives the same numbers as
-/// interpolating the two rows and then between them).
-pub fn preprocess(frames: &Frames, cfg: &ModelConfig) -> Result<Vec<f32>> {
+/// The frames are the size the model was trained on.
+pub(crate) fn check_frames(frames: &Frames, cfg: &ModelConfig) -> Result<()> {
     let s_in = cfg.image_size;
     if frames.height != s_in || frames.width != s_in {
         return Err(Error::Shape(format!(
@@ -68,6 +65,15 @@ pub fn preprocess(frames: &Frames, cfg: &ModelConfig) -> Result<Vec<f32>> {
             frames.height, frames.width, cfg.name
         )));
     }
+    Ok(())
+}
+
+/// u8 HWC frames -> f32 `[B, 3, S, S]` in [-1, 1] (x / 255 * 2 - 1), resized to
+/// `S = encoder.resize` with `encoder.resize_filter`: rows first, then columns (as PyTorch's
+/// separable antialiased kernel does; for plain bilinear the order gives the same numbers as
+/// interpolating the two rows and then between them).
+pub fn preprocess(frames: &Frames, cfg: &ModelConfig) -> Result<Vec<f32>> {
+    check_frames(frames, cfg)?;
     let s = cfg.encoder.resize;
     let (h, w) = (frames.height, frames.width);
     let ty = resize_taps(h, s, cfg.encoder.resize_filter);

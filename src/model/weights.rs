@@ -175,11 +175,16 @@ impl Weights {
         out
     }
 
-    /// CRC-32 (hex) of every tensor's name, shape and values in name order: identifies a
-    /// model's content wherever its file lives (calibration data is stamped with it).
+    /// CRC-32 (hex) of every tensor's name, shape and values in name order, the decoder's
+    /// excepted: identifies what planning computes with wherever the file lives (calibration
+    /// data is stamped with it, so retraining the visualization decoder keeps it valid).
     pub fn crc32(&self) -> String {
         let mut h = crc32fast::Hasher::new();
-        for (name, t) in &self.tensors {
+        for (name, t) in self
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with("decoder."))
+        {
             h.update(name.as_bytes());
             for d in &t.shape {
                 h.update(&(*d as u64).to_le_bytes());

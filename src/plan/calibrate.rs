@@ -86,7 +86,17 @@ pub fn capture_inputs(
     let s = m.take_inputs().ok_or_else(|| {
         Error::Invalid("internal error: the calibration observer kept no inputs".into())
     })?;
-    Ok(s.finish(w.crc32(), episodes))
+    Ok(s.finish(w.crc32(), episodes, capture_key(env_name, plan_cfg, alpha)))
+}
+
+/// The settings that decide what a capture sees: the environment and the float planner
+/// (calibration episodes and the row budget are checked on their own).
+pub fn capture_key(env_name: &str, c: &PlanConfig, alpha: f32) -> String {
+    format!(
+        "{env_name}: cem samples {} topk {} horizon {} opt_steps {} var_scale {} temperature {} \
+         seed {} std {:?}, alpha {alpha}",
+        c.samples, c.topk, c.horizon, c.opt_steps, c.var_scale, c.temperature, c.seed, c.cem_std
+    )
 }
 
 /// Where calibration inputs of a model file are kept by default: next to it,
@@ -118,6 +128,20 @@ pub fn load_or_capture_inputs(
         let c = CalibData::load(p)?;
         let linears = linear_widths(w);
         c.check(&w.crc32(), &linears, &p.display().to_string())?;
+        let key = capture_key(env_name, plan_cfg, alpha);
+        if c.capture != key {
+            return Err(Error::Invalid(format!(
+                "{}: calibration inputs were captured with other settings ({}), this run \
+                 calibrates with {key}; delete the file or pass another calibration path \
+                 (--calib)",
+                p.display(),
+                if c.capture.is_empty() {
+                    "not recorded: written by an older qwm"
+                } else {
+                    &c.capture
+                }
+            )));
+        }
         if c.episodes != episodes || c.tokens != tokens {
             return Err(Error::Invalid(format!(
                 "{}: calibration inputs hold {} episodes x {} tokens, this run asks for {} x \

@@ -41,6 +41,13 @@ pub struct EvalConfig {
     /// retrained file at the same path; `None` for in-memory models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_crc32: Option<String>,
+    /// CRC-32 of what planning reads from the model file (`format::planning_crc32`: config,
+    /// normalization and every tensor except the visualization decoder). When both a stored
+    /// report and a run have it, the resume check compares it instead of `model_crc32`, so a
+    /// decoder retrained for the viewer keeps finished evaluations valid. Absent in reports
+    /// written before it existed (those compare the file CRC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_planning_crc32: Option<String>,
     pub quant: String,
     pub backend: String,
 }
@@ -49,6 +56,12 @@ pub struct EvalConfig {
 pub fn file_crc32(path: &Path) -> Result<String> {
     let bytes = crate::io::read_file(path, crate::io::MAX_FILE_BYTES)?;
     Ok(format!("{:08x}", crc32fast::hash(&bytes)))
+}
+
+/// [`EvalConfig::model_crc32`] and [`EvalConfig::model_planning_crc32`] of a model file.
+pub fn model_crc32s(path: &Path) -> Result<(Option<String>, Option<String>)> {
+    let (file, planning) = crate::model::format::identity_crc32s(path)?;
+    Ok((Some(file), Some(planning)))
 }
 
 /// Serializable, comparable copies of the planner and MPC settings.
@@ -119,6 +132,10 @@ pub struct EvalReport {
     /// size; null for float models.
     #[serde(default)]
     pub linear_bytes: Option<[usize; 2]>,
+    /// Seconds the PTQ method took to quantize the model on load (given its captured
+    /// calibration inputs); absent for float models and reports written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_seconds: Option<f64>,
     pub episodes: Vec<EpisodeRecord>,
 }
 
@@ -153,6 +170,7 @@ impl EvalReport {
             spearman_objective_vs_distance: spearman(&objs, &dists),
             latent_divergence,
             linear_bytes: None,
+            quantize_seconds: None,
             episodes,
         }
     }
@@ -278,18 +296,30 @@ fn resume(file: &ReportFile, config: &EvalConfig) -> Result<Vec<EpisodeRecord>> 
 }
 
 /// The settings that differ between a stored report's config and this run's, as
-/// "field: old -> new". The episode count may differ. A model file that moved is the same
-/// model when its CRC-32 matches: the label's path may differ, its quantization suffix not.
+/// "field: old -> new". The episode count may differ. When both sides carry the planning CRC
+/// it identifies the model and the file CRC may differ (a retrained decoder); otherwise the
+/// file CRC does. A model file that moved is the same model when its identity matches: the
+/// label's path may differ, its quantization suffix not.
 pub fn config_differences(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
     fn suffix(label: &str) -> &str {
         label.rfind(" (").map_or("", |i| &label[i..])
     }
-    let same_file = old.model_crc32.is_some() && old.model_crc32 == new.model_crc32;
+    let by_planning = old.model_planning_crc32.is_some() && new.model_planning_crc32.is_some();
+    let same_model = if by_planning {
+        old.model_planning_crc32 == new.model_planning_crc32
+    } else {
+        old.model_crc32.is_some() && old.model_crc32 == new.model_crc32
+    };
     let norm = |c: &EvalConfig| {
         let mut c = c.clone();
         c.episodes = 0;
-        if same_file {
+        if same_model {
             c.model = suffix(&c.model).to_string();
+        }
+        if by_planning {
+            c.model_crc32 = None;
+        } else {
+            c.model_planning_crc32 = None;
         }
         serde_json::to_value(c).unwrap_or_default()
     };
@@ -305,7 +335,16 @@ pub fn config_differences(old: &EvalConfig, new: &EvalConfig) -> Vec<String> {
     let show = |v: Option<&serde_json::Value>| v.map_or("none".to_string(), |v| v.to_string());
     keys.into_iter()
         .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k))))
+        .map(|k| {
+            let why = match k.as_str() {
+                "model_planning_crc32" => {
+                    " (another planning model: its encoder, predictor, action or proprio \
+                     encoder, config or normalization differ; only a retrained decoder keeps it)"
+                }
+                _ => "",
+            };
+            format!("{k}: {} -> {}{why}", show(a.get(k)), show(b.get(k)))
+        })
         .collect()
 }
 

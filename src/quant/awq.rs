@@ -19,7 +19,7 @@ use half::f16;
 use super::layout::{apply_fold, linear_out, sq_err, Layout, TensorStore};
 use super::pack::{check_weight, PackedWeight};
 use super::{rtn_asymmetric, CalibData, LayerInputs, QuantContext, Quantizer, WeightSpec};
-use crate::{Error, Result};
+use crate::Result;
 
 pub struct Awq {
     pub grid: usize,
@@ -205,9 +205,7 @@ impl Quantizer for Awq {
         layout: &Layout,
         inputs: Option<&mut CalibData>,
     ) -> Result<()> {
-        let inputs = inputs.ok_or_else(|| {
-            Error::Invalid("awq needs calibration inputs of every quantized linear".into())
-        })?;
+        let inputs = self.inputs(inputs)?;
         self.scale_model(model, layout, inputs)?;
         for (_, lin) in layout.quantized() {
             let ws = lin

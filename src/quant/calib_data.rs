@@ -137,6 +137,10 @@ struct Meta {
     model_crc32: String,
     episodes: usize,
     tokens: usize,
+    /// How the inputs were captured (env and float planner settings); "" in files written
+    /// before it was kept, which no run accepts.
+    #[serde(default)]
+    capture: String,
     seen: BTreeMap<String, u64>,
 }
 
@@ -148,6 +152,9 @@ pub struct CalibData {
     pub episodes: usize,
     /// Row budget per linear.
     pub tokens: usize,
+    /// The environment and float planner settings the inputs were captured with
+    /// (`crate::plan::calibrate::capture_key`): a run with other settings must not reuse them.
+    pub capture: String,
     pub layers: BTreeMap<String, LayerInputs>,
 }
 
@@ -220,6 +227,7 @@ impl CalibData {
             model_crc32: self.model_crc32.clone(),
             episodes: self.episodes,
             tokens: self.tokens,
+            capture: self.capture.clone(),
             seen: self
                 .layers
                 .iter()
@@ -311,6 +319,7 @@ impl CalibData {
             model_crc32: meta.model_crc32,
             episodes: meta.episodes,
             tokens: meta.tokens,
+            capture: meta.capture,
             layers,
         })
     }
@@ -369,11 +378,12 @@ impl InputSampler {
         }
     }
 
-    pub fn finish(self, model_crc32: String, episodes: usize) -> CalibData {
+    pub fn finish(self, model_crc32: String, episodes: usize, capture: String) -> CalibData {
         CalibData {
             model_crc32,
             episodes,
             tokens: self.budget,
+            capture,
             layers: self.layers.into_iter().map(|(n, (l, _))| (n, l)).collect(),
         }
     }

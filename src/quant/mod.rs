@@ -67,6 +67,17 @@ pub trait Quantizer: Send + Sync {
         Ok(())
     }
 
+    /// The calibration inputs a method that [`needs_inputs`](Self::needs_inputs) was given,
+    /// or an error naming the method.
+    fn inputs<'a>(&self, inputs: Option<&'a mut CalibData>) -> Result<&'a mut CalibData> {
+        inputs.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} needs calibration inputs of every quantized linear",
+                self.name()
+            ))
+        })
+    }
+
     /// Quantize `w[n, k]` (row-major, K contiguous) to packed codes.
     fn quantize(
         &self,

@@ -393,9 +393,7 @@ impl Quantizer for OmniQuant {
         layout: &Layout,
         inputs: Option<&mut CalibData>,
     ) -> Result<()> {
-        let inputs = inputs.ok_or_else(|| {
-            Error::Invalid("omniquant needs calibration inputs of every quantized linear".into())
-        })?;
+        let inputs = self.inputs(inputs)?;
         self.fit(model, layout, inputs).map(|_| ())
     }
 

@@ -94,9 +94,7 @@ impl Quantizer for SmoothQuant {
         layout: &Layout,
         inputs: Option<&mut CalibData>,
     ) -> Result<()> {
-        let inputs = inputs.ok_or_else(|| {
-            Error::Invalid("smoothquant needs calibration inputs of every quantized linear".into())
-        })?;
+        let inputs = self.inputs(inputs)?;
         for (li, s) in self.scales(model, layout, inputs)? {
             let fold = layout.fold_for(li).ok_or_else(|| {
                 Error::Invalid(format!(

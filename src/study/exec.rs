@@ -13,7 +13,7 @@ use crate::app::{
     self, BackendChoice, Event, LoadedModel, ModelRequest, ModelSource, PlanSettings,
 };
 use crate::env;
-use crate::plan::eval::{file_crc32, run_eval_episode, EvalConfig};
+use crate::plan::eval::{model_crc32s, run_eval_episode, EvalConfig};
 use crate::plan::EpisodeRecord;
 use crate::quant::QuantSpec;
 use crate::{Error, Result};
@@ -105,7 +105,8 @@ pub fn settings(study: &Study, cell: &Cell) -> PlanSettings {
     }
 }
 
-/// The eval configuration of a cell; `model_crc32` from its model file. Quantized cells are
+/// The eval configuration of a cell; `model_crc32` and `model_planning_crc32` from its model
+/// file. Quantized cells are
 /// labelled `PATH (SPEC METHOD)` as `qwm eval` (`LoadedModel::open`) labels them.
 pub fn cell_config(
     study: &Study,
@@ -122,6 +123,7 @@ pub fn cell_config(
         )));
     }
     let fp = cell.spec()? == QuantSpec::default();
+    let (model_crc32, model_planning_crc32) = model_crc32s(path)?;
     Ok(EvalConfig {
         env: cell.env.clone(),
         episodes: cell.episodes,
@@ -133,7 +135,8 @@ pub fn cell_config(
         } else {
             format!("{} ({} {})", cell.model, cell.quant, cell.method)
         },
-        model_crc32: Some(file_crc32(path)?),
+        model_crc32,
+        model_planning_crc32,
         quant: cell.quant.clone(),
         backend: backend.to_string(),
     })
@@ -149,8 +152,10 @@ pub fn config_of(study: &Study, cell: &Cell, backend: &str) -> Result<EvalConfig
     cell_config(study, cell, c.frameskip * c.action_dim, backend)
 }
 
-/// Open the cell's model (a float file, quantized on load as the cell asks).
-pub fn load(study: &Study, cell: &Cell, backend: &str) -> Result<CellModel> {
+/// Open the cell's model (a float file, quantized on load as the cell asks). Calibrated cells
+/// read (or capture first) their calibration inputs at `calib`: one file per study and
+/// environment, so every method shares one capture made with the study's own planner.
+pub fn load(study: &Study, cell: &Cell, backend: &str, calib: &Path) -> Result<CellModel> {
     cell_config(study, cell, 1, backend)?; // a missing file is named with its cell
     let env = env::make(&cell.env)?;
     let settings = settings(study, cell);
@@ -160,8 +165,7 @@ pub fn load(study: &Study, cell: &Cell, backend: &str) -> Result<CellModel> {
         method: cell.method.clone(),
         calib_episodes: study.calib_episodes,
         calib_tokens: crate::quant::calib_data::DEFAULT_TOKENS,
-        // One calibration-inputs file per model, next to it (shared by every cell's method).
-        calib: None,
+        calib: Some(calib.to_path_buf()),
     };
     let name = &cell.name;
     let model = LoadedModel::open(&req, env.as_ref(), &settings, &mut |e| {

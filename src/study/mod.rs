@@ -13,6 +13,7 @@ pub mod exec;
 pub mod findings;
 pub mod plots;
 pub mod report;
+mod report_extra;
 pub mod spec;
 pub mod store;
 pub mod work;

@@ -9,13 +9,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use super::findings::{self, rho_ci, EnvCells};
+use super::findings::{self, EnvCells};
 use super::plots::{self, Rate, Series};
 use super::spec::{dinowm_defaults, Cell};
 use super::store::{self, CellState, Manifest, Store};
 use crate::plan::eval::EvalReport;
 use crate::plan::stats::wilson95;
-use crate::quant::QuantSpec;
 use crate::{Error, Result};
 
 /// One cell with its state and report (if it has episodes).
@@ -76,7 +75,7 @@ pub fn load(dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
     Ok((m, entries))
 }
 
-fn f(x: Option<f64>, prec: usize) -> String {
+pub(super) fn f(x: Option<f64>, prec: usize) -> String {
     x.filter(|v| v.is_finite())
         .map_or("-".into(), |v| format!("{v:.prec$}"))
 }
@@ -136,7 +135,7 @@ fn table_row(e: &Entry) -> String {
 
 const HEADER: &str = "| cell | quant | method | CEM steps | episodes | success | Wilson 95% | mean dist | Spearman | latent div | linear bytes / f32 | s/plan | backend |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
-fn cell_text(e: Option<&Entry>) -> String {
+pub(super) fn cell_text(e: Option<&Entry>) -> String {
     match e {
         None => "not in study".into(),
         Some(e) => match e.rate() {
@@ -396,6 +395,9 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
                 },
             ));
         }
+        if methods.len() > 1 {
+            blocks.push((format!("methods_{env}"), methods_block(ec, &methods)));
+        }
         let mut steps: Vec<usize> = ec.entries.iter().map(|e| e.cell.opt_steps).collect();
         steps.sort();
         steps.dedup();
@@ -445,7 +447,10 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
             );
             pngs.push(png);
         }
-        extra_sections(ec, png_dir, &link, &mut md, &mut pngs)?;
+        if methods.len() > 1 {
+            quantize_cost(ec, &methods, &mut md);
+        }
+        super::report_extra::extra_sections(ec, png_dir, &link, &mut md, &mut pngs)?;
         let _ = writeln!(
             md,
             "### Every cell of {env}\n\n{HEADER}{}",
@@ -462,200 +467,63 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
     })
 }
 
-/// Weight bits of a uniform weight-only spec (`None` for float or mixed specs).
-fn uniform_bits(q: &str) -> Option<String> {
-    let s: QuantSpec = q.parse().ok()?;
-    if s.encoder != s.predictor || s.encoder.act.is_some() {
-        return None;
+/// The PTQ methods side by side on the specs that separate them (issue 18's grid).
+fn methods_block<'a>(ec: &EnvCells<'a>, methods: &[String]) -> Block<'a> {
+    const SPECS: [(&str, &str); 5] = [
+        ("W4", "w4"),
+        ("W4 g32", "w4g32"),
+        ("W3", "w3"),
+        ("W8A8", "w8a8"),
+        ("W4A8", "w4a8"),
+    ];
+    Block {
+        title: format!("{}: PTQ methods", ec.env),
+        x_label: "spec",
+        rows: SPECS.iter().map(|s| s.0.to_string()).collect(),
+        cols: methods.to_vec(),
+        cells: methods
+            .iter()
+            .map(|m| {
+                SPECS
+                    .iter()
+                    .map(|s| ec.get(s.1, m, ec.default_steps))
+                    .collect()
+            })
+            .collect(),
     }
-    Some(
-        s.encoder
-            .weight
-            .map_or("fp".into(), |w| format!("W{}", w.bits)),
-    )
 }
 
-/// Alignment (objective vs distance), latent divergence vs success, bytes.
-fn extra_sections(
-    ec: &EnvCells,
-    png_dir: &Path,
-    link: &Path,
-    md: &mut String,
-    pngs: &mut Vec<PathBuf>,
-) -> Result<()> {
-    let env = &ec.env;
-    let default: Vec<&Entry> = ec
-        .entries
-        .iter()
-        .copied()
-        .filter(|e| e.n() > 0 && e.cell.opt_steps == ec.default_steps && e.default_mpc)
-        .collect();
-    // Objective vs final distance per bit-width (uniform weight-only cells, all methods).
-    let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let _ = writeln!(md, "### {env}: planning objective vs final distance\n");
+/// What each method costs to apply: the seconds its quantization took on load (given the
+/// captured calibration inputs), median over the cells that recorded it.
+fn quantize_cost(ec: &EnvCells, methods: &[String], md: &mut String) {
     let _ = writeln!(
         md,
-        "| cell | episodes | Spearman rho | 95% (Fisher z) |\n|---|---|---|---|"
-    );
-    for e in &default {
-        let Some(bits) = uniform_bits(&e.cell.quant) else {
-            continue;
-        };
-        let Some(r) = e.report.as_ref() else {
-            continue;
-        };
-        for ep in &r.episodes {
-            groups
-                .entry(bits.clone())
-                .or_default()
-                .push((ep.final_objective as f64, ep.final_state_distance as f64));
-        }
-        let rho = r.spearman_objective_vs_distance;
-        let ci = rho.and_then(|x| rho_ci(x, e.n()));
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} |",
-            e.cell.name,
-            e.n(),
-            f(rho, 2),
-            ci.map_or("-".into(), |[lo, hi]| format!("{lo:+.2} to {hi:+.2}"))
-        );
-    }
-    let mut pooled = String::new();
-    for (b, pts) in &groups {
-        let (x, y): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
-        let _ = write!(
-            pooled,
-            "{b} {} (n {}); ",
-            f(crate::plan::stats::spearman(&x, &y), 2),
-            pts.len()
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nPooled per bit-width (every granularity and method): {pooled}\n"
-    );
-    if groups.is_empty() {
-        let _ = writeln!(md, "(No weight-only cell has episodes yet, so no plot.)\n");
-    } else {
-        alignment_png(env, groups, png_dir, link, md, pngs)?;
-    }
+        "### {}: quantization cost per method
 
-    // Latent divergence vs success, and bytes per configuration.
-    let _ = writeln!(md, "### {env}: latent divergence, bytes and success\n");
-    let _ = writeln!(
-        md,
-        "| cell | latent divergence | linear bytes | / f32 | success |\n|---|---|---|---|---|"
+Seconds the method took to quantize the \
+         model on load, calibration inputs already captured (median over its cells; cells \
+         written before the cost was kept have none).
+
+| method | cells with a cost | \
+         median s | max s |\n|---|---|---|---|",
+        ec.env
     );
-    let mut div_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let mut byte_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for e in &default {
-        let Some(r) = e.report.as_ref() else {
-            continue;
-        };
-        let p = e.k() as f64 / e.n() as f64;
-        let ratio = r.linear_bytes.map(|[q, fb]| q as f64 / fb.max(1) as f64);
+    for m in methods {
+        let mut v: Vec<f64> = ec
+            .entries
+            .iter()
+            .filter(|e| &e.cell.method == m && e.cell.quant != "fp")
+            .filter_map(|e| e.report.as_ref().and_then(|r| r.quantize_seconds))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let med = (!v.is_empty()).then(|| v[v.len() / 2]);
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
-            e.cell.name,
-            r.latent_divergence
-                .map_or("-".into(), |d| format!("{d:.2e}")),
-            r.linear_bytes.map_or("-".into(), |b| b[0].to_string()),
-            f(ratio.or((e.cell.quant == "fp").then_some(1.0)), 3),
-            cell_text(Some(e))
+            "| {m} | {} | {} | {} |",
+            v.len(),
+            f(med, 2),
+            f(v.last().copied(), 2)
         );
-        let key = if e.cell.quant.contains('a') {
-            "weight+activation"
-        } else if e.cell.quant.contains("enc=") {
-            "one module"
-        } else {
-            "weight-only"
-        };
-        let key = format!(
-            "{key} ({})",
-            if e.cell.quant == "fp" {
-                "fp"
-            } else {
-                &e.cell.method
-            }
-        );
-        if let Some(d) = r.latent_divergence {
-            push(&mut div_pts, &key, (d, p));
-        }
-        if let Some(x) = ratio.or((e.cell.quant == "fp").then_some(1.0)) {
-            push(&mut byte_pts, &key, (x, p));
-        }
-    }
-    for (file, title, axes, pts, log) in [
-        (
-            "divergence",
-            "latent divergence vs success",
-            ("latent divergence from float", "success rate"),
-            &div_pts,
-            (true, false),
-        ),
-        (
-            "bytes",
-            "linear-layer bytes vs success",
-            ("linear bytes / f32", "success rate"),
-            &byte_pts,
-            (false, false),
-        ),
-    ] {
-        if pts.is_empty() {
-            let _ = writeln!(
-                md,
-                "\n(No cell has a value for {} yet, so no plot.)",
-                axes.0
-            );
-            continue;
-        }
-        let png = png_dir.join(format!("{file}_{env}.png"));
-        plots::scatter(&png, &format!("{env}: {title}"), axes, pts, log)?;
-        let _ = writeln!(
-            md,
-            "\n![{title}]({})",
-            link.join(png.file_name().unwrap_or_default()).display()
-        );
-        pngs.push(png);
     }
     let _ = writeln!(md);
-    Ok(())
-}
-
-fn alignment_png(
-    env: &str,
-    groups: BTreeMap<String, Vec<(f64, f64)>>,
-    png_dir: &Path,
-    link: &Path,
-    md: &mut String,
-    pngs: &mut Vec<PathBuf>,
-) -> Result<()> {
-    let png = png_dir.join(format!("alignment_{env}.png"));
-    let order = ["fp", "W8", "W6", "W4", "W3", "W2"];
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = groups.into_iter().collect();
-    series.sort_by_key(|(b, _)| order.iter().position(|o| o == b).unwrap_or(9));
-    plots::scatter(
-        &png,
-        &format!("{env}: final objective vs final distance per episode"),
-        ("final planning objective", "final state distance"),
-        &series,
-        (true, false),
-    )?;
-    let _ = writeln!(
-        md,
-        "![alignment]({})\n",
-        link.join(png.file_name().unwrap_or_default()).display()
-    );
-    pngs.push(png);
-
-    Ok(())
-}
-
-fn push(v: &mut Vec<(String, Vec<(f64, f64)>)>, key: &str, p: (f64, f64)) {
-    match v.iter_mut().find(|(k, _)| k == key) {
-        Some((_, pts)) => pts.push(p),
-        None => v.push((key.to_string(), vec![p])),
-    }
 }

@@ -43,6 +43,9 @@ pub struct Part {
     /// Bytes of the quantized linears and their f32 size (null for float cells).
     #[serde(default)]
     pub linear_bytes: Option<[usize; 2]>,
+    /// Seconds the cell's PTQ method took on this worker's load (null for float cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_seconds: Option<f64>,
     pub episodes: Vec<PartEpisode>,
 }
 
@@ -167,6 +170,15 @@ impl Store {
         Store {
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// Calibration inputs of an environment's model, captured by the first calibrated cell
+    /// with the study's planner (`DIR/calib/ENV.calib.safetensors`; regenerated when absent,
+    /// so not kept in git).
+    pub fn calib_path(&self, env: &str) -> PathBuf {
+        self.dir
+            .join("calib")
+            .join(format!("{env}.calib.safetensors"))
     }
 
     pub fn manifest_path(&self) -> PathBuf {
@@ -321,13 +333,14 @@ impl Store {
             records,
             fin.as_ref().and_then(|f| f.latent_divergence),
         );
+        let parts = self.parts(cell, None)?;
         report.linear_bytes = match &fin {
             Some(f) => f.linear_bytes,
-            None => self
-                .parts(cell, None)?
-                .into_iter()
-                .find_map(|(_, p)| p.linear_bytes),
+            None => parts.iter().find_map(|(_, p)| p.linear_bytes),
         };
+        // The first worker's timing (in file-name order), so the report does not depend on
+        // which shard finished last.
+        report.quantize_seconds = parts.iter().find_map(|(_, p)| p.quantize_seconds);
         write_json(&self.report_path(&cell.name), &report)?;
         Ok(Some(report))
     }

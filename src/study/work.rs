@@ -179,7 +179,9 @@ impl<'a> Runner<'a> {
     fn ensure(&mut self, ci: usize) -> Result<()> {
         if self.loaded.as_ref().map(|l| l.0) != Some(ci) {
             self.loaded = None;
-            let cm = exec::load(self.study, &self.study.cells[ci], self.engine.name())?;
+            let cell = &self.study.cells[ci];
+            let calib = self.store.calib_path(&cell.env);
+            let cm = exec::load(self.study, cell, self.engine.name(), &calib)?;
             self.loaded = Some((ci, cm));
         }
         Ok(())
@@ -267,11 +269,14 @@ impl<'a> Runner<'a> {
                 source: "worker".into(),
                 qwm_version: store::VERSION.into(),
                 linear_bytes: None,
+                quantize_seconds: None,
                 episodes: Vec::new(),
             }
         };
         let cm = self.cm()?;
         part.linear_bytes = exec::linear_bytes(cm);
+        // Kept from the part's first load: a resumed part's reload must not change it.
+        part.quantize_seconds = part.quantize_seconds.or(cm.model.quantize_seconds);
         let tag = &self.tag;
         let total = cell.episodes;
         let mut played = 0;
@@ -384,6 +389,7 @@ pub fn import(study: &Study, store: &Store, report_path: &Path) -> Result<String
                 source: format!("import {show}"),
                 qwm_version: "unknown (imported)".into(),
                 linear_bytes: r.linear_bytes,
+                quantize_seconds: r.quantize_seconds,
                 episodes: r.episodes[..n]
                     .iter()
                     .enumerate()

@@ -110,6 +110,49 @@ pub(crate) fn weights_of(
     Ok(w)
 }
 
+/// Set every model parameter from the file `path` (the `aux.` heads keep their seeded
+/// values). Its config must be the run's and its normalization the data's, or the decoder
+/// would learn from other latents than the planner's.
+pub(crate) fn init_from_model(
+    vars: &BTreeMap<String, Var>,
+    path: &str,
+    cfg: &ModelConfig,
+    norm: &Normalization,
+) -> Result<()> {
+    let w = crate::model::format::load(path)?;
+    if w.config != *cfg {
+        return Err(Error::Invalid(format!(
+            "--init-from {path}: its model config differs from the run's; `qwm train` takes \
+             the config from the file, so this run's settings were changed in between"
+        )));
+    }
+    if w.norm != *norm {
+        return Err(Error::Invalid(format!(
+            "--init-from {path}: its normalization statistics differ from the dataset's; \
+             regenerate the data with the command the model was trained on (docs/MODELS.md)"
+        )));
+    }
+    for (n, v) in vars.iter().filter(|(n, _)| !n.starts_with("aux.")) {
+        let t = w
+            .tensors
+            .get(n)
+            .ok_or_else(|| Error::Invalid(format!("--init-from {path}: lacks tensor {n}")))?;
+        if t.shape.as_slice() != v.as_tensor().dims() {
+            return Err(Error::Invalid(format!(
+                "--init-from {path}: tensor {n} has shape {:?}, the run's {:?}",
+                t.shape,
+                v.as_tensor().dims()
+            )));
+        }
+        v.set(&Tensor::from_vec(
+            t.data.clone(),
+            t.shape.as_slice(),
+            &Device::Cpu,
+        )?)?;
+    }
+    Ok(())
+}
+
 /// Paths of a run's side files: `<out>.train/{checkpoint.safetensors, state.json, loss.csv,
 /// loss.png}`.
 pub fn run_dir(out: &Path) -> PathBuf {

@@ -57,6 +57,19 @@ pub struct TrainConfig {
     /// from compounding over the horizon. May change between runs, like the epoch counts.
     #[serde(default)]
     pub rollout_steps: usize,
+    /// Start from this model file's weights instead of a seeded initialisation (its config
+    /// and normalization must be the run's). With zero encoder and predictor epochs only the
+    /// decoder trains: the way to give a finished model's decoder more epochs when its run
+    /// directory is gone (docs/MODELS.md). Planning never reads the decoder.
+    #[serde(default)]
+    pub init_from: Option<String>,
+    /// Foreground weight `k` of the decoder loss: each pixel's squared error is weighted by
+    /// `1 + k * |target - mean frame|` (mean over the colour channels, in the [-1, 1] pixel
+    /// units the decoder outputs) and the sum divided by the sum of the weights
+    /// ([`decoder_pixel_loss`](super::decoder_pixel_loss)). The agent is a few pixels of a
+    /// mostly static scene, so plain MSE (k = 0) learns the rooms first and the agent last.
+    #[serde(default)]
+    pub decoder_fg_weight: f64,
 }
 
 impl TrainConfig {
@@ -107,6 +120,8 @@ impl TrainConfig {
             max_steps_per_epoch: None,
             val_fraction: 0.1,
             rollout_steps: 0,
+            init_from: None,
+            decoder_fg_weight: 0.0,
         }
     }
 

@@ -30,6 +30,31 @@ pub(crate) struct LossContext<'a> {
     pub(crate) cfg: &'a TrainConfig,
     pub(crate) vars: &'a BTreeMap<String, Var>,
     pub(crate) data: &'a Data,
+    /// Mean training frame at the decoder's output size `[1, 3, S, S]`, for the decoder's
+    /// foreground weight (only when `decoder_fg_weight > 0`).
+    pub(crate) mean_frame: Option<Tensor>,
+}
+
+/// The decoder's pixel loss: plain MSE with `k = 0` or no `mean_frame`; otherwise each pixel's
+/// squared error (per colour channel) is weighted by `w = 1 + k * |target - mean_frame|` (the
+/// absolute difference averaged over the colour channels) and the weighted sum divided by
+/// `3 * sum(w)`, so a constant error costs the same as under MSE. `img` and `target` are
+/// `[B, 3, S, S]`, `mean_frame` `[1, 3, S, S]`.
+pub fn decoder_pixel_loss(
+    img: &Tensor,
+    target: &Tensor,
+    mean_frame: Option<&Tensor>,
+    k: f64,
+) -> Result<Tensor> {
+    match mean_frame {
+        Some(bg) if k > 0.0 => {
+            let w = ((target.broadcast_sub(bg)?.abs()?.mean_keepdim(1)? * k)? + 1.0)?;
+            let err = (img - target)?.sqr()?.broadcast_mul(&w)?.sum_all()?;
+            let norm = w.sum_all()?.to_scalar::<f32>()? as f64 * 3.0;
+            Ok((err / norm)?)
+        }
+        _ => mse(img, target),
+    }
 }
 
 impl LossContext<'_> {
@@ -301,6 +326,11 @@ impl LossContext<'_> {
         let z = Tensor::from_vec(z, (items.len(), n, de), &Device::Cpu)?;
         let img = model.decode(&z)?;
         let target = batch_pixels(eps, items, mc, Some(16 * mc.grid()))?;
-        mse(&img, &target)
+        decoder_pixel_loss(
+            &img,
+            &target,
+            self.mean_frame.as_ref(),
+            self.cfg.decoder_fg_weight,
+        )
     }
 }

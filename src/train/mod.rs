@@ -30,11 +30,16 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use adamw::AdamW;
-use checkpoint::{init_vars, load_checkpoint, model_over, save_checkpoint, weights_of, State};
+use checkpoint::{
+    init_from_model, init_vars, load_checkpoint, model_over, save_checkpoint, weights_of, State,
+};
 use data::{
-    encode_all, epoch_batches, frame_items, load_data, val_subset, window_items, Latents, Split,
+    batch_pixels, encode_all, epoch_batches, frame_items, load_data, val_subset, window_items,
+    Latents, Split,
 };
 use losses::LossContext;
+
+pub use losses::decoder_pixel_loss;
 
 pub use checkpoint::run_dir;
 pub use config::{EpochLog, Phase, RunOptions, TrainConfig, TrainReport};
@@ -95,12 +100,40 @@ pub fn train(
         };
     }
     let resumed_epochs = state.epochs.len();
+    let mc = &cfg.model;
+    if let (Some(p), 0) = (&cfg.init_from, resumed_epochs) {
+        init_from_model(&vars, p, mc, &data.norm)?;
+    }
+    if cfg.decoder_fg_weight < 0.0 || !cfg.decoder_fg_weight.is_finite() {
+        return Err(Error::Invalid(format!(
+            "--decoder-fg-weight {}: must be a finite number >= 0",
+            cfg.decoder_fg_weight
+        )));
+    }
+    let mean_frame = if cfg.decoder_fg_weight > 0.0 && mc.decoder.is_some() {
+        // The background the foreground weight measures against: the mean of (up to 4096)
+        // training frames, a fixed subset so a resumed run weights the same pixels.
+        // Summed in chunks: 4096 frames at once would take 200 MB at 64 px.
+        let items = val_subset(&frame_items(&data.train), 4096);
+        let mut sum: Option<Tensor> = None;
+        for chunk in items.chunks(256) {
+            let px = batch_pixels(&data.train, chunk, mc, Some(16 * mc.grid()))?;
+            let s = px.sum_keepdim(0)?;
+            sum = Some(match sum {
+                Some(acc) => (acc + s)?,
+                None => s,
+            });
+        }
+        sum.map(|s| s / items.len() as f64).transpose()?
+    } else {
+        None
+    };
     let ctx = LossContext {
         cfg,
         vars: &vars,
         data: &data,
+        mean_frame,
     };
-    let mc = &cfg.model;
     let mut latents: Option<Latents> = None;
     if resumed_epochs > 0 {
         load_checkpoint(&dir, &vars, None)?;

@@ -88,6 +88,10 @@ pub struct ViewerApp {
     last_frame: Option<std::time::Instant>,
     /// The trace's environment, made once (PushT builds a physics world).
     env: Option<(String, Arc<Box<dyn crate::env::Env>>)>,
+    /// Panels leave their background to the frame's clear colour (the window sets it to the
+    /// panel colour) instead of filling it: on a software rasterizer the fills are a
+    /// full-window pass of the fragment shader every frame (docs/BENCHMARKS.md).
+    pub(crate) panels_from_clear: bool,
 }
 
 impl ViewerApp {
@@ -113,6 +117,7 @@ impl ViewerApp {
             bench: None,
             last_frame: None,
             env: None,
+            panels_from_clear: false,
         }
     }
 
@@ -321,21 +326,34 @@ impl ViewerApp {
         let ctx = ui.ctx().clone();
         self.tick(&ctx);
         self.keyboard(&ctx);
-        egui::Panel::top("qwm_top").show(ui, |ui| panels::top_bar(self, ui));
-        egui::Panel::bottom("qwm_timeline").show(ui, |ui| panels::timeline(self, ui));
+        let style = ui.style().clone();
+        let clear = |f: egui::Frame| match self.panels_from_clear {
+            true => f.fill(Color32::TRANSPARENT),
+            false => f,
+        };
+        let side = clear(egui::Frame::side_top_panel(&style));
+        let central = clear(egui::Frame::central_panel(&style));
+        egui::Panel::top("qwm_top")
+            .frame(side)
+            .show(ui, |ui| panels::top_bar(self, ui));
+        egui::Panel::bottom("qwm_timeline")
+            .frame(side)
+            .show(ui, |ui| panels::timeline(self, ui));
         // Fixed widths: a panel sized to its first frame's content stays narrow when the live
         // trace arrives later.
         egui::Panel::left("qwm_info")
             .exact_size(230.0)
+            .frame(side)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| panels::info(self, ui))
             });
         egui::Panel::right("qwm_plots")
             .exact_size(330.0)
+            .frame(side)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| panels::plots(self, ui))
             });
-        egui::CentralPanel::default().show(ui, |ui| {
+        egui::CentralPanel::default().frame(central).show(ui, |ui| {
             egui::ScrollArea::both().show(ui, |ui| panels::columns(self, ui))
         });
         self.frames += 1;

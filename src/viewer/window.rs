@@ -22,6 +22,11 @@ impl eframe::App for ViewerApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         ViewerApp::ui(self, ui);
     }
+
+    /// The panels' colour: they leave their background to the clear (`panels_from_clear`).
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        visuals.panel_fill.to_normalized_gamma_f32()
+    }
 }
 
 /// The error for a machine without a display.
@@ -51,6 +56,9 @@ pub fn run_window(opts: WindowOptions, make: MakeApp) -> Result<()> {
             .with_inner_size(size)
             .with_title("qwm view"),
         renderer: eframe::Renderer::Wgpu,
+        // Dithering adds noise in every fragment against banding in gradients, which the
+        // viewer does not draw; on a software rasterizer (lavapipe) that is paint time.
+        dithering: false,
         ..Default::default()
     };
     // Frame times are measured without waiting for a vertical blank.
@@ -64,6 +72,7 @@ pub fn run_window(opts: WindowOptions, make: MakeApp) -> Result<()> {
             let ctx = cc.egui_ctx.clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let mut app = make(wake);
+            app.panels_from_clear = true;
             if let Some(p) = opts.screenshot {
                 // A few frames for the layout to settle and the textures to upload.
                 app.screenshot_then_close(p, 4);

@@ -198,6 +198,7 @@ fn eval_config() -> EvalConfig {
         mpc: (&qwm::plan::MpcConfig::default()).into(),
         model: "assets/wall.safetensors (w4 rtn)".into(),
         model_crc32: Some("0badf00d".into()),
+        model_planning_crc32: None,
         quant: "w4".into(),
         backend: "cpu".into(),
     }

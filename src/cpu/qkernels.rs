@@ -1,0 +1,203 @@
+//! The inner tiles of `cpu::qlinear`: `MR` tokens x one panel of output rows, over a panel of
+//! weights decoded once per task and reused by every tile of tokens (outer-product form: one
+//! weight vector load feeds `MR` multiply-adds, so the loop is bound by arithmetic, not by
+//! loads). Each ISA has its own panel layout ([`Isa::panel_rows`] rows):
+//! - int (activation-quantized specs): `out[t][g][r] = sum over group g of a[t][k] * e[r][k]`
+//!   with `a` unsigned activation codes and `e` signed weight codes, exact in i32 on every
+//!   ISA (AVX-512 VNNI `vpdpbusd` on u8 x i8; AVX2 `vpmaddwd` on both widened to i16;
+//!   portable scalar), so all three give the same integers.
+//! - f32 (weight-only specs): `out[t][r] = sum_k x[t][k] * w[r][k]`, one fused multiply-add
+//!   per `k` in increasing `k` (AVX-512F and AVX2 FMA vectors across rows; the portable path
+//!   `f32::mul_add`), so all three give the same bits.
+
+use super::qlinear::Isa;
+
+/// Tokens per tile (token counts are padded to a multiple of it).
+pub const MR: usize = 8;
+
+impl Isa {
+    /// Output rows per weight panel.
+    pub fn panel_rows(self) -> usize {
+        match self {
+            Isa::Avx512 => 32,
+            _ => 16,
+        }
+    }
+}
+
+/// Integer tile. `a`: `MR` rows of `kp` u8 codes. `panel`: the ISA's layout (see
+/// [`int_panel_index`]); `bounds[g]..bounds[g + 1]` are group `g`'s inputs (multiples of 4).
+/// `out`: `[MR][groups][nr]` i32.
+pub fn int_tile(isa: Isa, a: &[u8], panel: &[i8], kp: usize, bounds: &[usize], out: &mut [i32]) {
+    let nr = isa.panel_rows();
+    let groups = bounds.len() - 1;
+    assert!(a.len() >= MR * kp && panel.len() >= nr * kp && out.len() >= MR * groups * nr);
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: these ISAs are only chosen when the CPU reports their features
+        // (`Isa::detect`), and the slice lengths are checked above.
+        Isa::Avx512 => return unsafe { avx512::int_tile(a, panel, kp, bounds, out) },
+        Isa::Avx2 => return unsafe { avx2::int_tile(a, panel, kp, bounds, out) },
+        Isa::Portable => {}
+    }
+    for t in 0..MR {
+        for g in 0..groups {
+            for r in 0..nr {
+                let w = &panel[r * kp..(r + 1) * kp];
+                let x = &a[t * kp..(t + 1) * kp];
+                let s: i32 = (bounds[g]..bounds[g + 1])
+                    .map(|k| x[k] as i32 * w[k] as i32)
+                    .sum();
+                out[(t * groups + g) * nr + r] = s;
+            }
+        }
+    }
+}
+
+/// Where code `k` of panel row `r` goes in the ISA's int panel (`kp` codes per row).
+pub fn int_panel_index(isa: Isa, r: usize, k: usize, kp: usize) -> usize {
+    match isa {
+        // [k / 4][32 rows][4]: one 64-byte vector holds 16 rows' 4 codes for `vpdpbusd`.
+        Isa::Avx512 => (k / 4) * 32 * 4 + r * 4 + k % 4,
+        // [k / 2][16 rows][2]: widened to i16, one 32-byte vector holds 8 rows' 2 codes.
+        Isa::Avx2 => (k / 2) * 16 * 2 + r * 2 + k % 2,
+        Isa::Portable => r * kp + k,
+    }
+}
+
+/// Float tile: `x`: `MR` rows of `kp` f32 (padding 0); `panel`: `[kp][nr]` f32 (row `r`'s
+/// value at `k` is `panel[k * nr + r]`); `out`: `[MR][nr]`.
+pub fn f32_tile(isa: Isa, x: &[f32], panel: &[f32], kp: usize, out: &mut [f32]) {
+    let nr = isa.panel_rows();
+    assert!(x.len() >= MR * kp && panel.len() >= nr * kp && out.len() >= MR * nr);
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: as in `int_tile`.
+        Isa::Avx512 => return unsafe { avx512::f32_tile(x, panel, kp, out) },
+        Isa::Avx2 => return unsafe { avx2::f32_tile(x, panel, kp, out) },
+        Isa::Portable => {}
+    }
+    for t in 0..MR {
+        for r in 0..nr {
+            let mut acc = 0f32;
+            for k in 0..kp {
+                acc = x[t * kp + k].mul_add(panel[k * nr + r], acc);
+            }
+            out[t * nr + r] = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::MR;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn int_tile(a: &[u8], panel: &[i8], kp: usize, bounds: &[usize], out: &mut [i32]) {
+        let groups = bounds.len() - 1;
+        let (ap, wp) = (a.as_ptr(), panel.as_ptr());
+        for g in 0..groups {
+            let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+            let mut k = bounds[g];
+            while k < bounds[g + 1] {
+                let w = wp.add(k * 32);
+                let w0 = _mm512_loadu_si512(w as *const _);
+                let w1 = _mm512_loadu_si512(w.add(64) as *const _);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let q = (ap.add(t * kp + k) as *const i32).read_unaligned();
+                    let b = _mm512_set1_epi32(q);
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], b, w0);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], b, w1);
+                }
+                k += 4;
+            }
+            for (t, acc) in acc.iter().enumerate() {
+                let o = out.as_mut_ptr().add((t * groups + g) * 32);
+                _mm512_storeu_si512(o as *mut _, acc[0]);
+                _mm512_storeu_si512(o.add(16) as *mut _, acc[1]);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn f32_tile(x: &[f32], panel: &[f32], kp: usize, out: &mut [f32]) {
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for k in 0..kp {
+            let w0 = _mm512_loadu_ps(wp.add(k * 32));
+            let w1 = _mm512_loadu_ps(wp.add(k * 32 + 16));
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*xp.add(t * kp + k));
+                acc[0] = _mm512_fmadd_ps(b, w0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(b, w1, acc[1]);
+            }
+        }
+        for (t, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(t * 32), acc[0]);
+            _mm512_storeu_ps(out.as_mut_ptr().add(t * 32 + 16), acc[1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::MR;
+
+    /// Half a tile at a time (4 tokens x 16 rows: 8 accumulators of the 16 registers).
+    const H: usize = MR / 2;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn int_tile(a: &[u8], panel: &[i8], kp: usize, bounds: &[usize], out: &mut [i32]) {
+        let groups = bounds.len() - 1;
+        let wp = panel.as_ptr();
+        for h in 0..2 {
+            for g in 0..groups {
+                let mut acc = [[_mm256_setzero_si256(); 2]; H];
+                let mut k = bounds[g];
+                while k < bounds[g + 1] {
+                    // 16 rows x 2 codes as i16 pairs, in two vectors of 8 rows.
+                    let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(k * 16) as *const _));
+                    let w2 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(k * 16 + 16) as *const _));
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let p = a.as_ptr().add((h * H + i) * kp + k);
+                        let pair = *p as i32 | (*p.add(1) as i32) << 16;
+                        let b = _mm256_set1_epi32(pair);
+                        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(b, w));
+                        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(b, w2));
+                    }
+                    k += 2;
+                }
+                for (i, acc) in acc.iter().enumerate() {
+                    let o = out.as_mut_ptr().add(((h * H + i) * groups + g) * 16);
+                    _mm256_storeu_si256(o as *mut _, acc[0]);
+                    _mm256_storeu_si256(o.add(8) as *mut _, acc[1]);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn f32_tile(x: &[f32], panel: &[f32], kp: usize, out: &mut [f32]) {
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        for h in 0..2 {
+            let mut acc = [[_mm256_setzero_ps(); 2]; H];
+            for k in 0..kp {
+                let w0 = _mm256_loadu_ps(wp.add(k * 16));
+                let w1 = _mm256_loadu_ps(wp.add(k * 16 + 8));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let b = _mm256_set1_ps(*xp.add((h * H + i) * kp + k));
+                    acc[0] = _mm256_fmadd_ps(b, w0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(b, w1, acc[1]);
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add((h * H + i) * 16), acc[0]);
+                _mm256_storeu_ps(out.as_mut_ptr().add((h * H + i) * 16 + 8), acc[1]);
+            }
+        }
+    }
+}
