@@ -371,3 +371,57 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ---- 3. two writers on one run or trace ----
+
+#[test]
+fn a_second_train_on_the_same_out_and_a_trace_into_a_used_directory_are_refused() {
+    // Before: two `qwm train` runs on one --out both wrote the same checkpoint and state, and
+    // `--trace DIR` reused a directory holding an unfinished recording (stale iteration files
+    // of the old run stayed beside the new ones).
+    let d = dir("writers");
+    let out = d.join("m.safetensors");
+    let args = |data: &Path| {
+        let mut v: Vec<String> = ["train", "--env", "wall", "--config", "tiny", "--data"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push(data.display().to_string());
+        v.push("--out".into());
+        v.push(out.display().to_string());
+        v
+    };
+    let data = d.join("no-such-data");
+    let a = args(&data);
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    // Without a competitor the run gets as far as the (missing) data.
+    let free = qwm(&a);
+    assert_eq!(free.0, 1, "{}", free.2);
+    assert!(!free.2.contains("another qwm train"), "{}", free.2);
+    // While another process holds the run, it is refused before anything is read.
+    let held = qwm::io::FileLock::try_acquire(&out).unwrap().unwrap();
+    refused(&qwm(&a), &["--out", "another qwm train", "m.safetensors"]);
+    drop(held);
+
+    let t = d.join("trace");
+    std::fs::create_dir_all(t.join("r0")).unwrap();
+    std::fs::write(t.join("goal.safetensors"), b"old").unwrap();
+    let r = qwm(&[
+        "plan",
+        "--env",
+        "wall",
+        "--backend",
+        "cpu",
+        "--samples",
+        "8",
+        "--topk",
+        "2",
+        "--opt-steps",
+        "1",
+        "--max-iter",
+        "1",
+        "--trace",
+        t.to_str().unwrap(),
+    ]);
+    refused(&r, &["is not empty", "--trace"]);
+}

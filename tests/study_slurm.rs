@@ -6,7 +6,7 @@
 //! runs this test with `--ignored`; by hand: `bash .ci/slurm-up.sh && cargo test --release
 //! --test study_slurm -- --ignored`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;

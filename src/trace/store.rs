@@ -25,21 +25,40 @@ fn iter_path(dir: &Path, run: usize, iter: usize) -> PathBuf {
 /// Writes a trace directory as the recording goes.
 pub struct TraceWriter {
     dir: PathBuf,
+    /// Held while recording: a second process on the same directory is refused.
+    _lock: crate::io::FileLock,
 }
 
 impl TraceWriter {
-    /// Start a trace in `dir` (created). A directory that already holds a trace is refused,
-    /// so two recordings never mix.
+    /// Start a trace in `dir` (created). A directory that already holds a trace, an unfinished
+    /// one or anything else, or that another process is recording into, is refused, so two
+    /// recordings never mix.
     pub fn create(dir: &Path, goal: &Frame) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = crate::io::FileLock::try_acquire(dir)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "--trace {}: another qwm process is recording into this directory now; pass \
+                 another --trace directory",
+                dir.display()
+            ))
+        })?;
         if dir.join("trace.json").exists() {
             return Err(Error::Invalid(format!(
                 "{} already holds a trace; pass another --trace directory or delete it",
                 dir.display()
             )));
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        if entries.next().is_some() {
+            return Err(Error::Invalid(format!(
+                "{} is not empty (an unfinished recording or other files); pass another \
+                 --trace directory or delete it",
+                dir.display()
+            )));
+        }
         let w = TraceWriter {
             dir: dir.to_path_buf(),
+            _lock: lock,
         };
         write_tensors(
             &[frame_tensor("goal", goal)],

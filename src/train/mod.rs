@@ -56,6 +56,17 @@ pub fn train(
 ) -> Result<TrainReport> {
     let progress = opts.progress;
     cfg.validate()?;
+    // Two runs on one --out would interleave their checkpoints and state.
+    if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    let _lock = crate::io::FileLock::try_acquire(out)?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "--out {}: another qwm train is writing this run now; wait for it to finish (a \
+             rerun then resumes) or pick another --out",
+            out.display()
+        ))
+    })?;
     let start = Instant::now();
     let data = load_data(data_dir, cfg)?;
     let dir = run_dir(out);
