@@ -214,6 +214,24 @@ impl FileLock {
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock, e)),
         }
     }
+
+    /// [`Self::try_acquire`], retried for up to two seconds. A writer that holds the lock for
+    /// its run is still refused; a lock that only lingers for a moment is not: a child process
+    /// that this one (or another thread of it) forks keeps a copy of the descriptor, and with
+    /// it the lock, until it execs, so a run that follows a finished one at once can find it
+    /// still taken.
+    pub fn acquire_patiently(path: &Path) -> Result<Option<FileLock>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            if let Some(l) = Self::try_acquire(path)? {
+                return Ok(Some(l));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 /// Serde for floats that may be NaN or infinite: JSON has no such numbers, so they are written

@@ -229,7 +229,7 @@ impl ReportFile {
     /// process holds it.
     pub fn open(path: &Path, flag: &str) -> Result<Self> {
         crate::io::check_output(path, flag)?;
-        match crate::io::FileLock::try_acquire(path)? {
+        match crate::io::FileLock::acquire_patiently(path)? {
             Some(lock) => Ok(ReportFile {
                 path: path.to_path_buf(),
                 _lock: lock,

@@ -35,7 +35,7 @@ impl TraceWriter {
     /// recordings never mix.
     pub fn create(dir: &Path, goal: &Frame) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let lock = crate::io::FileLock::try_acquire(dir)?.ok_or_else(|| {
+        let lock = crate::io::FileLock::acquire_patiently(dir)?.ok_or_else(|| {
             Error::Invalid(format!(
                 "--trace {}: another qwm process is recording into this directory now; pass \
                  another --trace directory",

@@ -60,7 +60,7 @@ pub fn train(
     if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    let _lock = crate::io::FileLock::try_acquire(out)?.ok_or_else(|| {
+    let _lock = crate::io::FileLock::acquire_patiently(out)?.ok_or_else(|| {
         Error::Invalid(format!(
             "--out {}: another qwm train is writing this run now; wait for it to finish (a \
              rerun then resumes) or pick another --out",
