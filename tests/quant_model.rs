@@ -18,8 +18,15 @@ fn quantizes_exactly_the_study_layers_and_round_trips_through_a_file() {
     for (n, m) in &names {
         let p = &q.packed[n];
         assert_eq!(p.bits, if *m == Module::Encoder { 8 } else { 4 }, "{n}");
-        assert_eq!(q.weights.get(n).unwrap().data, p.dequantize(), "{n}");
+        // Packed only; the f32 reference is built on demand.
+        assert!(q.weights.get(n).is_err(), "{n} has an f32 copy");
+        assert_eq!(
+            q.dequantized().unwrap().get(n).unwrap().data,
+            p.dequantize(),
+            "{n}"
+        );
     }
+    assert_eq!(q.quantized_f32_bytes(), 0);
     // Everything else stays float and untouched.
     for (name, t) in &w.tensors {
         if !q.packed.contains_key(name) {
@@ -37,6 +44,41 @@ fn quantizes_exactly_the_study_layers_and_round_trips_through_a_file() {
     let (qb, fb) = back.linear_bytes();
     assert!(qb * 3 < fb, "{qb} vs {fb}");
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn quantized_cpu_planning_holds_no_f32_copy_of_a_quantized_weight() {
+    use qwm::app::{LoadedModel, ModelSource};
+    use qwm::model::CpuModel;
+    for spec in ["w8a8t", "w4g32"] {
+        let m = LoadedModel::for_bench(&ModelSource::Preset("tiny".into()))
+            .unwrap()
+            .quantized_for_bench(spec)
+            .unwrap();
+        let q = m.quant().unwrap();
+        assert!(!q.packed.is_empty());
+        assert_eq!(m.quantized_f32_bytes(), 0, "{spec}");
+        assert!(q
+            .packed
+            .keys()
+            .all(|n| !m.weights().tensors.contains_key(n)));
+        let layers = CpuModel::new_quantized(q).unwrap().linear_weight_bytes();
+        let mut packed = 0;
+        for (name, f32_bytes, packed_bytes) in &layers {
+            match q.packed.get(name) {
+                Some(p) => {
+                    assert_eq!(*f32_bytes, 0, "{spec}: {name} holds f32");
+                    assert_eq!(*packed_bytes, p.bytes(), "{spec}: {name}");
+                    packed += 1;
+                }
+                None => assert!(*f32_bytes > 0 && *packed_bytes == 0, "{name}"),
+            }
+        }
+        assert_eq!(packed, q.packed.len(), "{spec}");
+        // The fake-quant reference does hold f32 weights: the accessor can tell.
+        let r = CpuModel::new_quantized_reference(q).unwrap();
+        assert!(r.linear_weight_bytes().iter().all(|l| l.1 > 0 && l.2 == 0));
+    }
 }
 
 #[test]

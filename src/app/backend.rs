@@ -90,19 +90,19 @@ impl Backend {
         alpha: f32,
         f: impl FnOnce(&mut dyn WorldPlan) -> Result<R>,
     ) -> Result<R> {
-        let norm = model.weights.norm.clone();
+        let norm = model.weights().norm.clone();
         match self {
             Backend::Gpu(ctx) => {
-                let m = match &model.quant {
+                let m = match model.quant() {
                     Some(q) => GpuModel::new_quantized(ctx, q)?,
-                    None => GpuModel::new(ctx, &model.weights)?,
+                    None => GpuModel::new(ctx, model.weights())?,
                 };
                 f(&mut WorldPlanModel::new(&m, norm, horizon, alpha))
             }
             Backend::Cpu => {
-                let m = match &model.quant {
+                let m = match model.quant() {
                     Some(q) => CpuModel::new_quantized(q)?,
-                    None => CpuModel::new(&model.weights)?,
+                    None => CpuModel::new(model.weights())?,
                 };
                 f(&mut WorldPlanModel::new(&m, norm, horizon, alpha))
             }

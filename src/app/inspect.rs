@@ -29,7 +29,7 @@ pub fn inspect_model_file(path: &Path) -> Result<ModelFileInfo> {
         None
     };
     let w = match &q {
-        Some(q) => q.weights.clone(),
+        Some(q) => q.dequantized()?,
         None => format::load(path)?,
     };
     let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);

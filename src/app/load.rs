@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::events::Event;
 use super::settings::PlanSettings;
 use crate::env::Env;
-use crate::model::quantized::{self, quantize_model_with, QuantizedModel};
+use crate::model::quantized::{self, quantize_model_owned, QuantizedModel};
 use crate::model::{self, ModelConfig, Weights};
 use crate::plan::calibrate::{default_inputs_path, load_or_capture_inputs};
 use crate::quant::QuantSpec;
@@ -78,13 +78,13 @@ impl Default for ModelRequest {
     }
 }
 
-/// A float model, or a quantized one (packed weights on the GPU, fake quant on the CPU).
+/// A float model, or a quantized one (packed weights on both backends; a quantized linear has
+/// no f32 copy in memory).
 pub struct LoadedModel {
-    /// The weights the backends build from (dequantized when quantized).
-    pub weights: Weights,
-    /// The float model a spec was applied to on load (for divergence measures).
-    pub float: Option<Weights>,
-    pub quant: Option<QuantizedModel>,
+    held: Held,
+    /// Where the float model a spec was applied to on load came from (divergence measures
+    /// reload it rather than keep a second model in memory); `None` otherwise.
+    pub float_source: Option<ModelSource>,
     /// Display name: the file (or a description) and the quantization.
     pub name: String,
     /// The file the model came from (`None` for in-memory models).
@@ -94,17 +94,73 @@ pub struct LoadedModel {
     pub quantize_seconds: Option<f64>,
 }
 
+/// The model's tensors: all in f32, or a quantized model (packed linears, the rest in f32).
+enum Held {
+    Float(Weights),
+    Quantized(QuantizedModel),
+}
+
 impl LoadedModel {
+    fn float(weights: Weights, name: String, file: Option<String>) -> Self {
+        LoadedModel {
+            held: Held::Float(weights),
+            float_source: None,
+            name,
+            file,
+            quantize_seconds: None,
+        }
+    }
+
+    fn quantized(q: QuantizedModel, name: String, file: Option<String>) -> Self {
+        LoadedModel {
+            held: Held::Quantized(q),
+            float_source: None,
+            name,
+            file,
+            quantize_seconds: None,
+        }
+    }
+
+    /// The float weights; for a quantized model every tensor but its quantized linears (which
+    /// are in [`LoadedModel::quant`]), with the config and normalization.
+    pub fn weights(&self) -> &Weights {
+        match &self.held {
+            Held::Float(w) => w,
+            Held::Quantized(q) => &q.weights,
+        }
+    }
+
+    /// The quantized model, `None` for float models.
+    pub fn quant(&self) -> Option<&QuantizedModel> {
+        match &self.held {
+            Held::Float(_) => None,
+            Held::Quantized(q) => Some(q),
+        }
+    }
+
+    /// Bytes of f32 data held for quantized linears' weights (0: packed only).
+    pub fn quantized_f32_bytes(&self) -> usize {
+        self.quant().map_or(0, |q| q.quantized_f32_bytes())
+    }
+
+    /// The float model a spec was applied to on load, read again from its source (`None`
+    /// for models not quantized on load).
+    pub fn float_original(&self, env: &dyn Env) -> Result<Option<Weights>> {
+        self.float_source
+            .as_ref()
+            .map(|s| load_float(s, env).map(|(w, _, _)| w))
+            .transpose()
+    }
+
     /// The quantization spec, `fp` for float models.
     pub fn spec(&self) -> String {
-        self.quant
-            .as_ref()
+        self.quant()
             .map_or("fp".to_string(), |q| q.spec.to_string())
     }
 
     /// Numbers per planner step: frameskip x action_dim.
     pub fn step_dim(&self) -> usize {
-        self.weights.config.frameskip * self.weights.config.action_dim
+        self.weights().config.frameskip * self.weights().config.action_dim
     }
 
     /// A model for benchmarks: a preset with random weights or a float file, no environment.
@@ -123,14 +179,8 @@ impl LoadedModel {
                 )))
             }
         };
-        Ok(LoadedModel {
-            name: weights.config.name.clone(),
-            weights,
-            float: None,
-            quant: None,
-            file,
-            quantize_seconds: None,
-        })
+        let name = weights.config.name.clone();
+        Ok(LoadedModel::float(weights, name, file))
     }
 
     /// This bench model quantized with `spec` (RTN; dynamic activation specs only, since
@@ -149,15 +199,18 @@ impl LoadedModel {
                  dynamic spec (add `t`, e.g. w8a8t) or a quantized model file"
             )));
         }
-        let q = crate::model::quantized::quantize_model(&self.weights, &spec, "rtn", None)?;
-        Ok(LoadedModel {
-            weights: q.weights.clone(),
-            name: format!("{} ({spec} rtn)", self.name),
-            float: None,
-            quant: Some(q),
-            file: self.file,
-            quantize_seconds: None,
-        })
+        let Held::Float(w) = self.held else {
+            return Err(Error::Invalid(format!(
+                "--quant {spec}: {} is already quantized",
+                self.name
+            )));
+        };
+        let (q, _) = quantized::quantize_model_owned(w, &spec, "rtn", None, None)?;
+        Ok(LoadedModel::quantized(
+            q,
+            format!("{} ({spec} rtn)", self.name),
+            self.file,
+        ))
     }
 
     /// Load the model for planning in `env` (quantizing it when asked; calibration runs the
@@ -179,27 +232,14 @@ impl LoadedModel {
                 }
                 let q = quantized::load(p)?;
                 check_fits(&q.weights, p, env)?;
-                return Ok(LoadedModel {
-                    weights: q.weights.clone(),
-                    float: None,
-                    name: format!("{p} ({})", q.spec),
-                    quant: Some(q),
-                    file: Some(p.to_string()),
-                    quantize_seconds: None,
-                });
+                let name = format!("{p} ({})", q.spec);
+                return Ok(LoadedModel::quantized(q, name, Some(p.to_string())));
             }
         }
         let (w, name, file) = load_float(&req.source, env)?;
         check_fits(&w, &name, env)?;
         if spec == QuantSpec::default() {
-            return Ok(LoadedModel {
-                weights: w,
-                float: None,
-                quant: None,
-                name,
-                file,
-                quantize_seconds: None,
-            });
+            return Ok(LoadedModel::float(w, name, file));
         }
         let method = crate::quant::method(&req.method)?;
         method.supports(&spec)?;
@@ -243,7 +283,7 @@ impl LoadedModel {
             None
         };
         let t = std::time::Instant::now();
-        let (q, _) = quantize_model_with(&w, &spec, &req.method, None, inputs.as_ref())?;
+        let (q, _) = quantize_model_owned(w, &spec, &req.method, None, inputs.as_ref())?;
         let quantize_seconds = t.elapsed().as_secs_f64();
         observer(&Event::Notice(format!(
             "{} took {quantize_seconds:.1} s",
@@ -256,13 +296,11 @@ impl LoadedModel {
             qb as f64 / 1e6,
             qb as f64 / fb.max(1) as f64
         )));
+        let name = format!("{name} ({spec} {})", q.method);
         Ok(LoadedModel {
-            weights: q.weights.clone(),
-            float: Some(w),
-            name: format!("{name} ({spec} {})", q.method),
-            quant: Some(q),
-            file,
+            float_source: Some(req.source.clone()),
             quantize_seconds: Some(quantize_seconds),
+            ..LoadedModel::quantized(q, name, file)
         })
     }
 }

@@ -99,7 +99,7 @@ impl Session {
         let model = LoadedModel::open(&opts.model, env.as_ref(), &opts.plan, observer)?;
         observer(&Event::ModelLoaded {
             name: model.name.clone(),
-            config: model.weights.config.clone(),
+            config: model.weights().config.clone(),
         });
         let backend = Backend::open(opts.backend, observer);
         Ok(Session::from_parts(env, model, backend, opts.plan.clone()))
@@ -214,7 +214,7 @@ impl Session {
         Ok(EpisodeRun {
             env: self.env.spec().name.to_string(),
             seed,
-            model: self.model.weights.config.name.clone(),
+            model: self.model.weights().config.name.clone(),
             backend: self.backend.name(),
             planner: self.settings.planner.clone(),
             plan: pc,
@@ -275,7 +275,7 @@ impl Session {
                 )
             })?;
         report.latent_divergence = self.latent_divergence(&report, pc.horizon)?;
-        if let Some(q) = &self.model.quant {
+        if let Some(q) = self.model.quant() {
             let (qb, fb) = q.linear_bytes();
             report.linear_bytes = Some([qb, fb]);
         }
@@ -312,16 +312,19 @@ pub fn latent_divergence_of(
     episodes: &[EpisodeRecord],
     horizon: usize,
 ) -> Result<Option<f64>> {
-    let (Some(q), Some(fw)) = (&model.quant, &model.float) else {
+    let Some(q) = model.quant() else {
+        return Ok(None);
+    };
+    let mut env = env::make(spec.name)?;
+    let Some(fw) = model.float_original(env.as_ref())? else {
         return Ok(None);
     };
     let alpha = spec.alpha;
-    let w = &model.weights;
-    let fm = CpuModel::new(fw)?;
+    let w = model.weights();
+    let fm = CpuModel::new(&fw)?;
     let qm = CpuModel::new_quantized(q)?;
     let mut fp = WorldPlanModel::new(&fm, fw.norm.clone(), horizon, alpha);
     let mut qp = WorldPlanModel::new(&qm, w.norm.clone(), horizon, alpha);
-    let mut env = env::make(spec.name)?;
     let size = w.config.image_size;
     let mut divs = Vec::new();
     for e in episodes.iter().take(10) {

@@ -26,7 +26,6 @@ pub fn run(s: &mut Session, o: &Options, progress: &mut dyn FnMut(&str)) -> Resu
         quant::run(s, &quant::Options { quick: o.quick })?;
     }
     let m = LoadedModel::for_bench(&ModelSource::Preset("tiny".into()))?;
-    let w = &m.weights;
     progress("model (tiny)");
     let batches = if o.quick {
         vec![1, 32]
@@ -35,7 +34,7 @@ pub fn run(s: &mut Session, o: &Options, progress: &mut dyn FnMut(&str)) -> Resu
     };
     model::run(
         s,
-        w,
+        &m,
         &model::Options {
             cpu_batches: batches.clone(),
             batches,

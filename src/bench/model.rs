@@ -4,9 +4,11 @@
 
 use std::time::Instant;
 
+use super::plan::{peak_rss_bytes, reset_peak_rss};
 use super::record::BenchRecord;
 use super::Session;
-use crate::model::{CpuModel, GpuModel, ObjectiveMode, Weights, WorldModel};
+use crate::app::LoadedModel;
+use crate::model::{CpuModel, GpuModel, ObjectiveMode, WorldModel};
 use crate::tensor::{randn, uniform};
 use crate::Result;
 
@@ -48,13 +50,21 @@ fn bench_backend<M: WorldModel>(
     let sz = cfg.encoder.resize;
     let (n, w, de) = (cfg.patches(), cfg.latent_dim(), cfg.visual_dim());
     let mut out = Vec::new();
+    // CPU rows carry the process's peak resident memory over the row's calls (model and
+    // inputs resident, the peak reset just before).
+    let cpu = backend == "cpu";
+    let rss = |r: BenchRecord, reset: bool| match peak_rss_bytes().filter(|_| cpu && reset) {
+        Some(b) => r.extra("peak_rss_bytes", b),
+        None => r,
+    };
     for &b in batches {
         let px = m.upload(&uniform(b * 3 * sz * sz, -1.0, 1.0, 1), &[b, 3, sz, sz])?;
+        let reset = reset_peak_rss();
         let t = s.time_cpu(|| {
             let z = m.encode_pixels(&px)?;
             sync(&z)
         })?;
-        out.push(fwd(backend, &format!("{name} encoder"), b, t));
+        out.push(rss(fwd(backend, &format!("{name} encoder"), b, t), reset));
         let k = cfg.num_hist;
         // The predictor does not split batches itself: time it in chunks of `chunk`.
         let mut hists = Vec::new();
@@ -64,6 +74,7 @@ fn bench_backend<M: WorldModel>(
             hists.push(m.upload(&randn(c * k * n * w, 1.0, 2), &[c, k, n, w])?);
             left -= c;
         }
+        let reset = reset_peak_rss();
         let t = s.time_cpu(|| {
             let mut last = None;
             for h in &hists {
@@ -74,7 +85,8 @@ fn bench_backend<M: WorldModel>(
             }
             Ok(())
         })?;
-        out.push(fwd(backend, &format!("{name} predictor"), b, t).extra("chunk", chunk));
+        let r = fwd(backend, &format!("{name} predictor"), b, t).extra("chunk", chunk);
+        out.push(rss(r, reset));
     }
     if let Some((samples, horizon)) = rollout.filter(|&(a, b)| a > 0 && b > 0) {
         let z0 = m.upload(&randn(n * de, 1.0, 3), &[1, n, de])?;
@@ -118,13 +130,17 @@ fn bench_backend<M: WorldModel>(
     Ok(out)
 }
 
-pub fn run(s: &mut Session, weights: &Weights, opts: &Options) -> Result<()> {
+pub fn run(s: &mut Session, model: &LoadedModel, opts: &Options) -> Result<()> {
+    let weights = model.weights();
     let cfg = &weights.config.name;
     s.context
         .insert(format!("model.{cfg}.params"), weights.total_params().into());
     if let Some(ctx) = &s.gpu {
         let before = ctx.pool_stats().live_bytes;
-        let gm = GpuModel::new(ctx, weights)?;
+        let gm = match model.quant() {
+            Some(q) => GpuModel::new_quantized(ctx, q)?,
+            None => GpuModel::new(ctx, weights)?,
+        };
         let weight_bytes = ctx.pool_stats().live_bytes - before;
         let gchunk = gm.predictor_chunk();
         let sync_gpu = |_: &crate::gpu::GpuTensor| -> Result<()> { ctx.wait() };
@@ -150,7 +166,10 @@ pub fn run(s: &mut Session, weights: &Weights, opts: &Options) -> Result<()> {
         s.records.extend(rows);
     }
     if s.cpu {
-        let cm = CpuModel::new(weights)?;
+        let cm = match model.quant() {
+            Some(q) => CpuModel::new_quantized(q)?,
+            None => CpuModel::new(weights)?,
+        };
         let rows = bench_backend(
             s,
             &cm,

@@ -69,6 +69,13 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Reset the process's peak resident set to its current size (Linux `clear_refs` 5), so that
+/// [`peak_rss_bytes`] then measures what follows; false where that is not possible (the peak
+/// then includes everything before).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// CPU seconds the whole process has used (all threads), where the platform says.
 fn process_cpu_seconds() -> Option<f64> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -150,7 +157,7 @@ fn row(name: &str, spec: &str, o: &Options, device: &str, t: Vec<f64>) -> BenchR
 /// One CEM step of the model `name` on the session's GPU (if any) and on the CPU backend (if
 /// the session times CPU rows), each through the application layer's backend dispatch.
 pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<()> {
-    let w = &m.weights;
+    let w = m.weights();
     let spec = m.spec();
     let reps = s.reps;
     let mut gpu_row = None;
@@ -170,6 +177,8 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
         gpu_row = Some(r);
     }
     if s.cpu {
+        // The peak from here on: the CPU model built from the loaded one, then the steps.
+        let reset = reset_peak_rss();
         let (t, cpu) =
             Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))?;
         let mut c = row(name, &spec, o, "cpu", t);
@@ -178,8 +187,19 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
             c = c.extra("process_cpu_s_median", st.median);
         }
         if let Some(rss) = peak_rss_bytes() {
-            c = c.extra("peak_rss_bytes", rss);
+            c = c
+                .extra("peak_rss_bytes", rss)
+                .extra("peak_rss_since_load", reset);
         }
+        c = c.extra(
+            "model_weight_bytes",
+            m.weights()
+                .tensors
+                .values()
+                .map(|t| t.data.len() * 4)
+                .sum::<usize>()
+                + m.quant().map_or(0, |q| q.linear_bytes().0),
+        );
         s.context
             .insert("cpu_seconds_per_cem_step".into(), c.median_s.into());
         if let Some(p) = &o.torch {

@@ -104,6 +104,13 @@ pub struct BenchModelArgs {
     /// Skip the CPU rollout (it can take minutes at full size).
     #[arg(long)]
     pub no_cpu_rollout: bool,
+    /// Skip the GPU (CPU rows only, e.g. peak resident memory of the CPU backend).
+    #[arg(long)]
+    pub no_gpu: bool,
+    /// Quantize the model first (RTN, dynamic activations only, as in `bench plan`): both
+    /// backends then run the packed linears.
+    #[arg(long, default_value = "fp")]
+    pub quant: String,
 }
 
 #[derive(Args, Debug)]
@@ -284,8 +291,17 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Model(a) => {
             check_out(&a.common)?;
-            let w = model(&a.config)?.weights;
-            let mut s = Session::new(GpuUse::Required, a.common.reps, !a.no_cpu)?;
+            anyhow::ensure!(
+                !(a.no_cpu && a.no_gpu),
+                "--no-cpu and --no-gpu together leave nothing to measure"
+            );
+            let m = model(&a.config)?.quantized_for_bench(&a.quant)?;
+            let gpu = if a.no_gpu {
+                GpuUse::Off
+            } else {
+                GpuUse::Required
+            };
+            let mut s = Session::new(gpu, a.common.reps, !a.no_cpu)?;
             let opts = bench::model::Options {
                 cpu_batches: a.cpu_batches.clone().unwrap_or_else(|| a.batches.clone()),
                 batches: a.batches,
@@ -293,7 +309,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 horizon: a.horizon,
                 cpu_rollout: !a.no_cpu_rollout,
             };
-            bench::model::run(&mut s, &w, &opts)?;
+            bench::model::run(&mut s, &m, &opts)?;
             finish(s, "model", &a.common)
         }
         BenchCommand::Plan(a) => {

@@ -320,8 +320,7 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let env = crate::env::make(&o.env)?;
     let l = LoadedModel::open(&o.model, env.as_ref(), &o.plan, &mut print_notices)?;
     let q = l
-        .quant
-        .as_ref()
+        .quant()
         .ok_or_else(|| anyhow::anyhow!("--quant {}: nothing was quantized", a.opts.quant))?;
     crate::model::quantized::save(q, &a.out)?;
     let (qb, fb) = q.linear_bytes();

@@ -269,14 +269,14 @@ pub fn plan_trace(
 }
 
 fn run_meta(l: &LoadedModel, label: &str, backend: &str, adapter: &str, secs: f64) -> RunMeta {
-    let c = &l.weights.config;
+    let c = &l.weights().config;
     RunMeta {
         label: label.to_string(),
         model: l.name.clone(),
         quant: l.spec(),
         backend: backend.to_string(),
         adapter: adapter.to_string(),
-        linear_bytes: l.quant.as_ref().map(|q| {
+        linear_bytes: l.quant().map(|q| {
             let (a, b) = q.linear_bytes();
             (a as u64, b as u64)
         }),
@@ -322,12 +322,12 @@ pub fn record_trace(
         let l = LoadedModel::open(&req, env.as_ref(), &so.plan, &mut notice)?;
         loaded.push((l, t.elapsed().as_secs_f64()));
     }
-    if loaded.len() == 2 && loaded[0].0.weights.config != loaded[1].0.weights.config {
+    if loaded.len() == 2 && loaded[0].0.weights().config != loaded[1].0.weights().config {
         anyhow::bail!("--compare needs two quantizations of one model");
     }
     let (pc, mpc) = so.plan.configs(env.spec(), loaded[0].0.step_dim(), seed);
     let (start, goal) = env.sample_start_goal(seed);
-    let size = loaded[0].0.weights.config.image_size;
+    let size = loaded[0].0.weights().config.image_size;
     let backend = Backend::open(so.backend, &mut notice);
     let adapter = backend
         .gpu()

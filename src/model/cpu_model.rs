@@ -248,8 +248,8 @@ impl ParamSource for Wrap<'_> {
             .filter(|_| self.packed)
             .and_then(|q| q.packed.get(l.weight));
         let w = match packed {
-            // No f32 copy of a packed weight is made.
-            Some(p) => CpuWeight::Packed(Arc::new(p.clone())),
+            // Shared with the quantized model: no f32 copy, no second copy of the codes.
+            Some(p) => CpuWeight::Packed(Arc::clone(p)),
             None => {
                 let w = (self.get)(l.weight)?;
                 CpuWeight::F32(match w.dims() == [l.out, l.inp] {
@@ -282,7 +282,7 @@ impl Model<Cpu> {
 
     /// A quantized model whose quantized linears run on the packed codes.
     pub fn new_quantized(q: &QuantizedModel) -> Result<Self> {
-        q.weights.validate()?;
+        q.validate()?;
         Self::build_cpu(
             q.weights.config.clone(),
             &|n| tensor_of(&q.weights, n),
@@ -292,13 +292,10 @@ impl Model<Cpu> {
 
     /// A quantized model as quantize-dequantize (the GPU's numerics in f32): the reference
     /// the packed kernels are tested against.
+    /// It holds the dequantized f32 weights (built here, for tests and divergence measures).
     pub fn new_quantized_reference(q: &QuantizedModel) -> Result<Self> {
-        q.weights.validate()?;
-        Self::build_cpu(
-            q.weights.config.clone(),
-            &|n| tensor_of(&q.weights, n),
-            Some((q, false)),
-        )
+        let w = q.dequantized()?;
+        Self::build_cpu(w.config.clone(), &|n| tensor_of(&w, n), Some((q, false)))
     }
 
     /// A model over tensors that may be candle `Var`s: the forward then records the autodiff
@@ -359,6 +356,30 @@ impl Model<Cpu> {
             .as_ref()
             .map(|o| o.take())
             .unwrap_or_default()
+    }
+
+    /// Every linear layer's weight name with the bytes it holds in f32 and packed (codes,
+    /// scales, zero points): a packed layer holds no f32 copy.
+    pub fn linear_weight_bytes(&self) -> Vec<(String, usize, usize)> {
+        let p = &self.p;
+        let enc = p
+            .enc_blocks
+            .iter()
+            .flat_map(|b| [&b.qkv, &b.proj, &b.fc1, &b.fc2]);
+        let pred = p
+            .pred_blocks
+            .iter()
+            .flat_map(|b| [&b.qkv, &b.out, &b.fc1, &b.fc2]);
+        enc.chain(pred)
+            .chain([&p.act, &p.prop])
+            .map(|l| {
+                let (f, q) = match &l.w {
+                    CpuWeight::F32(t) => (t.elem_count() * 4, 0),
+                    CpuWeight::Packed(pw) => (0, pw.bytes()),
+                };
+                (l.name.clone(), f, q)
+            })
+            .collect()
     }
 
     /// Samples per chunk (bounds the attention scores materialised on the CPU).

@@ -24,24 +24,26 @@ pub fn layer_output_errors(
             continue;
         }
         let bias = name.replace(".weight", ".bias");
-        let fwd = |w: &Weights, x: &[f32]| -> Result<Vec<f32>> {
-            let t = w.get(&name)?;
-            let (n, k) = (t.shape[0], t.shape[1]);
-            let mut y = crate::quant::layout::linear_out(x, &t.data, n, k);
-            if let Ok(b) = w.get(&bias) {
+        // `w`: the weight [n, k]; the bias comes from `b`.
+        let fwd = |b: &Weights, w: &[f32], n: usize, x: &[f32]| -> Vec<f32> {
+            let k = w.len() / n.max(1);
+            let mut y = crate::quant::layout::linear_out(x, w, n, k);
+            if let Ok(b) = b.get(&bias) {
                 for row in y.chunks_exact_mut(n) {
                     row.iter_mut().zip(&b.data).for_each(|(v, b)| *v += b);
                 }
             }
-            Ok(y)
+            y
         };
-        let y = fwd(reference, &ref_inputs.layer(&name)?.x)?;
+        let t = reference.get(&name)?;
+        let y = fwd(reference, &t.data, t.shape[0], &ref_inputs.layer(&name)?.x);
         let l = q_inputs.layer(&name)?;
         let mut xq = l.x.clone();
         if let Some(a) = q.act_for(&name) {
             crate::quant::act::fake_quant(&mut xq, l.k, &a, q.act.get(&name))?;
         }
-        let yq = fwd(&q.weights, &xq)?;
+        let p = &q.packed[&name];
+        let yq = fwd(&q.weights, &p.dequantize(), p.n, &xq);
         let den: f64 = y.iter().map(|v| (*v as f64).powi(2)).sum();
         out.push((name, crate::quant::layout::sq_err(&yq, &y) / den.max(1e-30)));
     }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,13 @@ pub fn layout(w: &Weights, spec: &QuantSpec) -> Result<Layout> {
     Ok(l)
 }
 
+fn dequantized_tensor(p: &PackedWeight) -> HostTensor {
+    HostTensor {
+        shape: vec![p.n, p.k],
+        data: p.dequantize(),
+    }
+}
+
 fn l_bias(w: &Weights, name: &str) -> Option<String> {
     w.tensors.contains_key(name).then(|| name.to_string())
 }
@@ -156,14 +164,17 @@ struct QuantMeta {
     act: BTreeMap<String, ActParams>,
 }
 
-/// A quantized model: packed weights for the GPU, and the same weights dequantized in
-/// `weights` for the CPU backend's fake-quant path (and for divergence measures).
+/// A quantized model: the quantized linears as packed codes only (shared with the CPU model
+/// built from it), every other tensor in f32 in `weights`. No f32 copy of a quantized weight is
+/// held: [`QuantizedModel::dequantized`] builds the full f32 model on demand (the fake-quant
+/// reference, divergence measures).
 #[derive(Clone, Debug)]
 pub struct QuantizedModel {
+    /// Every tensor but the quantized linears' weights.
     pub weights: Weights,
     pub spec: QuantSpec,
     pub method: String,
-    pub packed: BTreeMap<String, PackedWeight>,
+    pub packed: BTreeMap<String, Arc<PackedWeight>>,
     /// Static activation ranges per quantized linear (keyed by its weight name).
     pub act: BTreeMap<String, ActParams>,
 }
@@ -183,6 +194,49 @@ impl QuantizedModel {
             .find(|(n, _)| n == name)?
             .1;
         self.module_spec(m).act
+    }
+
+    /// Check the float tensors against the config and each packed layer's shape against the
+    /// weight it stands for.
+    pub fn validate(&self) -> Result<()> {
+        self.weights
+            .validate_except(&|n| self.packed.contains_key(n))?;
+        let shapes: HashMap<String, Vec<usize>> = super::expected_tensors(&self.weights.config)
+            .into_iter()
+            .collect();
+        for (name, p) in &self.packed {
+            if shapes.get(name).map(|s| s.as_slice()) != Some(&[p.n, p.k][..]) {
+                return Err(Error::Shape(format!(
+                    "packed layer {name} is [{}, {}], the config implies {:?}",
+                    p.n,
+                    p.k,
+                    shapes.get(name)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole model in f32, quantized weights dequantized: the fake-quant reference the
+    /// packed kernels are tested against, and the quantized model for divergence measures.
+    /// Built on demand; planning on packed weights never holds it.
+    pub fn dequantized(&self) -> Result<Weights> {
+        let mut w = self.weights.clone();
+        for (name, p) in &self.packed {
+            w.tensors.insert(name.clone(), dequantized_tensor(p));
+        }
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// Bytes of f32 data this model holds for its quantized linears' weights (0: they are held
+    /// packed only).
+    pub fn quantized_f32_bytes(&self) -> usize {
+        self.packed
+            .keys()
+            .filter_map(|n| self.weights.tensors.get(n))
+            .map(|t| t.data.len() * 4)
+            .sum()
     }
 
     /// GPU bytes of the quantized linears (codes, scales, zero points) and their f32 size.
@@ -215,6 +269,19 @@ pub fn quantize_model_with(
     calib: Option<&BTreeMap<String, ActStats>>,
     inputs: Option<&CalibData>,
 ) -> Result<(QuantizedModel, Option<CalibData>)> {
+    quantize_model_owned(w.clone(), spec, method_name, calib, inputs)
+}
+
+/// [`quantize_model_with`] consuming the float weights: each quantized weight's f32 data is
+/// freed once packed, so quantizing on load never holds two f32 copies of the model.
+pub fn quantize_model_owned(
+    mut weights: Weights,
+    spec: &QuantSpec,
+    method_name: &str,
+    calib: Option<&BTreeMap<String, ActStats>>,
+    inputs: Option<&CalibData>,
+) -> Result<(QuantizedModel, Option<CalibData>)> {
+    let w = &weights;
     let q = method(method_name)?;
     q.supports(spec)?;
     let layout = layout(w, spec)?;
@@ -231,13 +298,13 @@ pub fn quantize_model_with(
              quantize` and `--quant` runs capture them with the float planner (--calib-episodes)"
         )));
     }
-    let mut weights = w.clone();
+    let config = w.config.clone();
     q.prepare(&mut weights, &layout, inputs.as_mut())?;
     let derived = inputs.as_ref().map(|c| c.act_stats());
     let calib = calib.or(derived.as_ref());
     let mut packed = BTreeMap::new();
     let mut act = BTreeMap::new();
-    for (name, module) in quantized_linears(&w.config) {
+    for (name, module) in quantized_linears(&config) {
         let mq = match module {
             Module::Encoder => spec.encoder,
             Module::Predictor => spec.predictor,
@@ -272,14 +339,8 @@ pub fn quantize_model_with(
         let pw = q
             .quantize(&t.data, n, k, &ws, &cx)
             .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
-        weights.tensors.insert(
-            name.clone(),
-            HostTensor {
-                shape: vec![n, k],
-                data: pw.dequantize(),
-            },
-        );
-        packed.insert(name, pw);
+        weights.tensors.remove(&name);
+        packed.insert(name, Arc::new(pw));
     }
     Ok((
         QuantizedModel {
@@ -328,7 +389,9 @@ pub fn save(q: &QuantizedModel, path: impl AsRef<Path>) -> Result<()> {
         serde_json::to_string(&qm).map_err(|e| Error::Invalid(e.to_string()))?,
     );
     let mut bufs: Vec<format::RawTensor> = Vec::new();
-    for (name, t) in &q.weights.tensors {
+    let names: std::collections::BTreeSet<&String> =
+        q.weights.tensors.keys().chain(q.packed.keys()).collect();
+    for name in names {
         if let Some(p) = q.packed.get(name) {
             bufs.push((
                 format!("{name}.qcodes"),
@@ -351,6 +414,7 @@ pub fn save(q: &QuantizedModel, path: impl AsRef<Path>) -> Result<()> {
                 ));
             }
         } else {
+            let t = q.weights.get(name)?;
             bufs.push((
                 name.clone(),
                 Dtype::F32,
@@ -634,14 +698,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
             },
         };
         pw.validate(name).map_err(|e| bad(e.to_string()))?;
-        tensors.insert(
-            name.clone(),
-            HostTensor {
-                shape: vec![lm.n, lm.k],
-                data: pw.dequantize(),
-            },
-        );
-        packed.insert(name.clone(), pw);
+        packed.insert(name.clone(), Arc::new(pw));
     }
     for (name, v) in st.tensors() {
         if !matches!(slots.get(&name), Some(Slot::Float(_))) {
@@ -663,17 +720,17 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
             },
         );
     }
-    let weights = Weights {
-        config,
-        norm,
-        tensors,
-    };
-    weights.validate().map_err(|e| bad(e.to_string()))?;
-    Ok(QuantizedModel {
-        weights,
+    let q = QuantizedModel {
+        weights: Weights {
+            config,
+            norm,
+            tensors,
+        },
         spec,
         method: method_name,
         packed,
         act: qm.act,
-    })
+    };
+    q.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(q)
 }

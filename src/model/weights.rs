@@ -105,9 +105,25 @@ impl Weights {
 
     /// Check names and shapes against the config; errors name expected and given values.
     pub fn validate(&self) -> Result<()> {
+        self.validate_except(&|_| false)
+    }
+
+    /// [`Weights::validate`] for weights some of whose tensors live elsewhere (a quantized
+    /// model's packed linears): the names `elsewhere` accepts must be absent here.
+    pub fn validate_except(&self, elsewhere: &dyn Fn(&str) -> bool) -> Result<()> {
         self.config.validate()?;
         self.norm.validate(&self.config)?;
-        let exp = expected_tensors(&self.config);
+        let mut exp = expected_tensors(&self.config);
+        if let Some(n) = exp
+            .iter()
+            .find(|(n, _)| elsewhere(n) && self.tensors.contains_key(n))
+        {
+            return Err(Error::Invalid(format!(
+                "tensor {} is held both as f32 and packed",
+                n.0
+            )));
+        }
+        exp.retain(|(n, _)| !elsewhere(n));
         for (name, shape) in &exp {
             let t = self.tensors.get(name).ok_or_else(|| {
                 Error::Invalid(format!(

@@ -176,7 +176,7 @@ pub fn load(study: &Study, cell: &Cell, backend: &str, calib: &Path) -> Result<C
         }
     })
     .map_err(|e| Error::Invalid(format!("cell {name}: {e}")))?;
-    if model.quant.is_some() && model.float.is_none() {
+    if model.quant().is_some() && model.float_source.is_none() {
         return Err(Error::Invalid(format!(
             "cell {name}: {} is already quantized; a study quantizes float models (give the \
              float file as the env's model)",
@@ -231,7 +231,7 @@ pub fn divergence(cell: &Cell, cm: &CellModel, episodes: &[EpisodeRecord]) -> Re
 
 /// Bytes of the quantized linears and their f32 size.
 pub fn linear_bytes(cm: &CellModel) -> Option<[usize; 2]> {
-    cm.model.quant.as_ref().map(|q| {
+    cm.model.quant().map(|q| {
         let (a, b) = q.linear_bytes();
         [a, b]
     })
