@@ -206,6 +206,7 @@ impl LoadedModel {
             )));
         };
         let (q, _) = quantized::quantize_model_owned(w, &spec, "rtn", None, None)?;
+        release_freed_memory();
         Ok(LoadedModel::quantized(
             q,
             format!("{} ({spec} rtn)", self.name),
@@ -284,6 +285,7 @@ impl LoadedModel {
         };
         let t = std::time::Instant::now();
         let (q, _) = quantize_model_owned(w, &spec, &req.method, None, inputs.as_ref())?;
+        release_freed_memory();
         let quantize_seconds = t.elapsed().as_secs_f64();
         observer(&Event::Notice(format!(
             "{} took {quantize_seconds:.1} s",
@@ -302,6 +304,16 @@ impl LoadedModel {
             quantize_seconds: Some(quantize_seconds),
             ..LoadedModel::quantized(q, name, file)
         })
+    }
+}
+
+/// Hand the float weights freed by quantization back to the OS: glibc keeps freed heap pages
+/// resident otherwise, and a quantized model would then take the float model's memory.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

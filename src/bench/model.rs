@@ -135,6 +135,14 @@ pub fn run(s: &mut Session, model: &LoadedModel, opts: &Options) -> Result<()> {
     let cfg = &weights.config.name;
     s.context
         .insert(format!("model.{cfg}.params"), weights.total_params().into());
+    // Host bytes of the weights as held: f32 tensors plus packed codes of quantized linears.
+    let f32_bytes: usize = weights.tensors.values().map(|t| t.data.len() * 4).sum();
+    let packed = model.quant().map_or(0, |q| q.linear_bytes().0);
+    s.context.insert(
+        format!("model.{cfg}.host_weight_bytes"),
+        (f32_bytes + packed).into(),
+    );
+    s.context.insert("quant".into(), model.spec().into());
     if let Some(ctx) = &s.gpu {
         let before = ctx.pool_stats().live_bytes;
         let gm = match model.quant() {

@@ -423,7 +423,10 @@ impl<'a> Model<Gpu<'a>> {
     }
 
     fn build_gpu(ctx: &'a GpuContext, w: &Weights, quant: Option<&QuantizedModel>) -> Result<Self> {
-        w.validate()?;
+        match quant {
+            Some(q) => q.validate()?,
+            None => w.validate()?,
+        }
         let mut src = Upload { ctx, w, quant };
         let gpu = Gpu {
             ctx,
