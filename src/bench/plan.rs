@@ -26,6 +26,8 @@ pub struct Options {
 pub struct TorchPeer {
     pub peer: String,
     pub seconds_per_cem_step: f64,
+    /// Process CPU seconds per step, where the script recorded them.
+    pub cpu_seconds_per_cem_step: Option<f64>,
 }
 
 impl TorchPeer {
@@ -56,6 +58,9 @@ impl TorchPeer {
         Ok(TorchPeer {
             peer: v["peer"].as_str().unwrap_or("pytorch").to_string(),
             seconds_per_cem_step: secs,
+            cpu_seconds_per_cem_step: v["process_cpu_s_per_cem_step"]
+                .as_f64()
+                .filter(|s| s.is_finite() && *s > 0.0),
         })
     }
 }
@@ -182,9 +187,9 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
         let (t, cpu) =
             Backend::Cpu.with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))?;
         let mut c = row(name, &spec, o, "cpu", t);
-        if !cpu.is_empty() {
-            let st = super::record::Stats::of(&cpu);
-            c = c.extra("process_cpu_s_median", st.median);
+        let cpu_median = (!cpu.is_empty()).then(|| super::record::Stats::of(&cpu).median);
+        if let Some(m) = cpu_median {
+            c = c.extra("process_cpu_s_median", m);
         }
         if let Some(rss) = peak_rss_bytes() {
             c = c
@@ -209,6 +214,12 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
                 .extra("torch_seconds_per_cem_step", p.seconds_per_cem_step)
                 .extra("x_torch", x);
             s.context.insert("x_torch".into(), x.into());
+            // The same ratio in process CPU seconds (less sensitive to other processes).
+            if let (Some(t), Some(q)) = (p.cpu_seconds_per_cem_step, cpu_median) {
+                c = c
+                    .extra("torch_process_cpu_s", t)
+                    .extra("x_torch_cpu", t / q);
+            }
         }
         if let Some(g) = gpu_row.as_mut() {
             g.reference = Some(format!("{} (cpu)", c.key()));
