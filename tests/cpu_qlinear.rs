@@ -235,3 +235,84 @@ fn packed_cpu_models_plan_like_the_fake_quant_reference() {
         assert!(e <= tol, "{spec}: packed vs fake-quant costs rel error {e}");
     }
 }
+
+/// The fused epilogues (`Post`: GELU, residual add) give the bits of the separate ops, on every
+/// kernel set, for the packed (weight-only and int8) and the f32 tiles, and through the tensor
+/// API that the model's `linear_then` calls.
+#[test]
+fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
+    use qlinear::Post;
+    let bits_eq = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    let dyn8 = ActSpec {
+        bits: 8,
+        dynamic: true,
+    };
+    for (m, n, k) in [(1, 3, 5), (301, 45, 97), (1203, 70, 64)] {
+        let x = randn(m * k, 1.0, 7);
+        let w = randn(n * k, 0.2, 8);
+        let b = randn(n, 0.1, 9);
+        let r = randn(m * n, 1.0, 10);
+        let pw = quantize(false, &w, n, k, 4, None);
+        let gelu = |y: &[f32]| {
+            let t = cpu::tensor(y, &[m, n]).unwrap();
+            cpu::to_vec(&cpu::gelu(&t).unwrap()).unwrap()
+        };
+        let add = |y: &[f32]| r.iter().zip(y).map(|(r, y)| r + y).collect::<Vec<_>>();
+        for isa in isas() {
+            type Lin<'a> = Box<dyn Fn(Post<'_>) -> Vec<f32> + 'a>;
+            let lins: [(&str, Lin); 3] = [
+                (
+                    "f32",
+                    Box::new(|p| qlinear::linear_f32_post(&x, &w, n, Some(&b), p, isa).unwrap()),
+                ),
+                (
+                    "w4",
+                    Box::new(|p| qlinear::qlinear_post(&x, &pw, Some(&b), None, p, isa).unwrap()),
+                ),
+                (
+                    "w4a8",
+                    Box::new(|p| {
+                        let a = Some((&dyn8, None));
+                        qlinear::qlinear_post(&x, &pw, Some(&b), a, p, isa).unwrap()
+                    }),
+                ),
+            ];
+            for (what, lin) in &lins {
+                let y = lin(Post::None);
+                let tag = format!("{what} [{m}, {n}, {k}] {isa:?}");
+                assert!(bits_eq(&lin(Post::Gelu), &gelu(&y)), "{tag}: GELU");
+                assert!(
+                    bits_eq(&lin(Post::Residual(&r)), &add(&y)),
+                    "{tag}: residual"
+                );
+            }
+        }
+        // The tensor API: fused against composed (candle's add, the GELU pass).
+        let (xt, wt, bt) = (
+            cpu::tensor(&x, &[m, k]).unwrap(),
+            cpu::tensor(&w, &[n, k]).unwrap(),
+            cpu::tensor(&b, &[n]).unwrap(),
+        );
+        let rt = cpu::tensor(&r, &[m, n]).unwrap();
+        let y = cpu::linear(&xt, &wt, Some(&bt)).unwrap();
+        for then in [cpu::Then::Gelu, cpu::Then::Add(&rt)] {
+            let fused = cpu::linear_then(&xt, &wt, Some(&bt), Some(then)).unwrap();
+            let composed = cpu::then_composed(y.clone(), Some(then)).unwrap();
+            let (f, c) = (
+                cpu::to_vec(&fused).unwrap(),
+                cpu::to_vec(&composed).unwrap(),
+            );
+            assert!(bits_eq(&f, &c), "tensor linear_then [{m}, {n}, {k}]");
+            let pf = cpu::packed_linear_then(&xt, &pw, Some(&bt), None, Some(then)).unwrap();
+            let py = cpu::packed_linear(&xt, &pw, Some(&bt), None).unwrap();
+            let pc = cpu::then_composed(py, Some(then)).unwrap();
+            let (f, c) = (cpu::to_vec(&pf).unwrap(), cpu::to_vec(&pc).unwrap());
+            assert!(bits_eq(&f, &c), "tensor packed_linear_then [{m}, {n}, {k}]");
+        }
+        // A residual of the wrong shape is an error, not a wrong answer.
+        let bad = cpu::tensor(&r[..n], &[1, n]).unwrap();
+        assert!(
+            m == 1 || cpu::linear_then(&xt, &wt, Some(&bt), Some(cpu::Then::Add(&bad))).is_err()
+        );
+    }
+}

@@ -74,6 +74,41 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(&to_vec(t)?))
 }
 
+/// What follows a linear inside its kernel (`qlinear::Post`): the GELU of [`gelu`], or a
+/// residual `r + y` (the order of [`add`]`(r, y)`; the same bits either way).
+#[derive(Clone, Copy)]
+pub enum Then<'a> {
+    Gelu,
+    Add(&'a Tensor),
+}
+
+/// `then` applied as separate ops (autodiff graphs, the fake-quant reference).
+pub fn then_composed(y: Tensor, then: Option<Then<'_>>) -> Result<Tensor> {
+    match then {
+        None => Ok(y),
+        Some(Then::Gelu) => gelu(&y),
+        Some(Then::Add(r)) => add(r, &y),
+    }
+}
+
+/// Calls `f` with the `qlinear::Post` of `then` for an output of shape `dims` (a residual's
+/// values borrowed, not copied).
+fn with_post<R>(
+    then: Option<Then<'_>>,
+    dims: &[usize],
+    f: impl FnOnce(qlinear::Post<'_>) -> R,
+) -> Result<R> {
+    match then {
+        None => Ok(f(qlinear::Post::None)),
+        Some(Then::Gelu) => Ok(f(qlinear::Post::Gelu)),
+        Some(Then::Add(r)) if r.dims() != dims => Err(Error::Shape(format!(
+            "add: shapes {:?} and {dims:?} differ",
+            r.dims()
+        ))),
+        Some(Then::Add(r)) => with_f32(r, |rs| f(qlinear::Post::Residual(rs))),
+    }
+}
+
 /// `Y[.., N] = X[.., K] W^T + b` on a packed weight (`qlinear`), activations quantized per
 /// `act`.
 pub fn packed_linear(
@@ -82,15 +117,29 @@ pub fn packed_linear(
     b: Option<&Tensor>,
     act: Option<qlinear::ActQuant<'_>>,
 ) -> Result<Tensor> {
+    packed_linear_then(x, w, b, act, None)
+}
+
+/// [`packed_linear`] followed by `then`, fused into the kernel's tasks.
+pub fn packed_linear_then(
+    x: &Tensor,
+    w: &crate::quant::PackedWeight,
+    b: Option<&Tensor>,
+    act: Option<qlinear::ActQuant<'_>>,
+    then: Option<Then<'_>>,
+) -> Result<Tensor> {
     let b = b.map(to_vec).transpose()?;
-    let y = with_f32(x, |xs| {
-        qlinear::qlinear(xs, w, b.as_deref(), act, qlinear::Isa::detect())
-    })??;
     let mut dims = x.dims().to_vec();
     if let Some(l) = dims.last_mut() {
         *l = w.n;
     }
-    tensor(&y, &dims)
+    let y = with_post(then, &dims, |post| {
+        with_f32(x, |xs| {
+            let isa = qlinear::Isa::detect();
+            qlinear::qlinear_post(xs, w, b.as_deref(), act, post, isa)
+        })
+    })???;
+    Ok(Tensor::from_vec(y, dims, &Device::Cpu)?)
 }
 
 /// Whether inference linears run on `qlinear`'s f32 tiles (default) or on candle's matmul
@@ -103,9 +152,23 @@ fn tiles_enabled() -> bool {
 /// `Y[.., N] = X[.., K] W^T + b` with `W[N, K]`: inference on `qlinear`'s f32 tiles (bias in
 /// the epilogue, work split over tokens); autodiff graphs keep candle's [`matmul`].
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let tracked = x.track_op() || w.track_op() || b.is_some_and(|b| b.track_op());
+    linear_then(x, w, b, None)
+}
+
+/// [`linear`] followed by `then`, fused into the tiles' tasks (composed ops in autodiff
+/// graphs and on candle's matmul).
+pub fn linear_then(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    then: Option<Then<'_>>,
+) -> Result<Tensor> {
+    let tracked = x.track_op()
+        || w.track_op()
+        || b.is_some_and(|b| b.track_op())
+        || matches!(then, Some(Then::Add(r)) if r.track_op());
     if tracked || !tiles_enabled() {
-        return matmul(x, w, b);
+        return then_composed(matmul(x, w, b)?, then);
     }
     let (n, k) = w.dims2()?;
     let mut dims = x.dims().to_vec();
@@ -115,14 +178,17 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         )));
     }
     let b = b.map(to_vec).transpose()?;
-    let y = with_f32(w, |ws| {
-        with_f32(x, |xs| {
-            qlinear::linear_f32(xs, ws, n, b.as_deref(), qlinear::Isa::detect())
-        })
-    })???;
     if let Some(l) = dims.last_mut() {
         *l = n;
     }
+    let y = with_post(then, &dims, |post| {
+        with_f32(w, |ws| {
+            with_f32(x, |xs| {
+                let isa = qlinear::Isa::detect();
+                qlinear::linear_f32_post(xs, ws, n, b.as_deref(), post, isa)
+            })
+        })
+    })????;
     Ok(Tensor::from_vec(y, dims, &Device::Cpu)?)
 }
 
@@ -235,6 +301,18 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
             .for_each(|(c, xc)| gelu_slice(c, xc))
     })?;
     Ok(Tensor::from_vec(v, x.dims(), &Device::Cpu)?)
+}
+
+simd_dispatch! {
+    /// `y = gelu(y)` in place: [`gelu`]'s arithmetic (the same bits) for fused epilogues.
+    pub(crate) fn gelu_in_place(y: &mut [f32]) = gelu_in_place_body
+}
+
+#[inline(always)]
+fn gelu_in_place_body(y: &mut [f32]) {
+    for v in y.iter_mut() {
+        *v = gelu_erfc(*v);
+    }
 }
 
 /// GELU with libm's erf: the oracle the fast GELUs (CPU and WGSL) are tested against.

@@ -10,6 +10,14 @@ use super::params::Norm;
 use super::{preprocess, Frames, ModelConfig};
 use crate::Result;
 
+/// What follows a linear layer in [`Ops::linear_then`].
+pub enum Then<'a, T> {
+    /// The GELU of the output.
+    Gelu,
+    /// A residual `r + linear(x)` (`r` shaped as the output).
+    Add(&'a T),
+}
+
 /// The ops of the DINO-WM forward. On the GPU they record into one command buffer; on the
 /// CPU they run at once (and record candle's autodiff graph over `Var`s in training).
 pub trait Ops {
@@ -20,6 +28,20 @@ pub trait Ops {
     fn reshape(&mut self, x: &Self::T, shape: &[usize]) -> Result<Self::T>;
     /// `x[.., K] -> [.., N]` through a linear layer.
     fn linear(&mut self, l: &Self::Linear, x: &Self::T) -> Result<Self::T>;
+    /// `linear(x)` then `then`, the same numbers as the two ops; a backend may fuse `then`
+    /// into the linear's epilogue (the CPU does: no second pass, no second buffer).
+    fn linear_then(
+        &mut self,
+        l: &Self::Linear,
+        x: &Self::T,
+        then: Then<'_, Self::T>,
+    ) -> Result<Self::T> {
+        let y = self.linear(l, x)?;
+        match then {
+            Then::Gelu => self.gelu(&y),
+            Then::Add(r) => self.add(r, &y),
+        }
+    }
     fn layernorm(&mut self, x: &Self::T, n: &Norm<Self::T>) -> Result<Self::T>;
     /// Multi-head attention over packed `qkv[B, T, 3 * H * D]`; with `frame_tokens`, a token
     /// sees only the tokens of its own and earlier frames.
@@ -80,9 +102,9 @@ pub trait Ops {
 }
 
 /// A device the model runs on.
-pub trait Backend {
-    type T: Clone;
-    type Linear;
+pub trait Backend: Sync {
+    type T: Clone + Send + Sync;
+    type Linear: Sync;
     type Ops<'s>: Ops<T = Self::T, Linear = Self::Linear>
     where
         Self: 's;
@@ -107,4 +129,22 @@ pub trait Backend {
     fn encoder_chunk(&self, cfg: &ModelConfig) -> usize;
     fn predictor_chunk(&self, cfg: &ModelConfig) -> usize;
     fn decoder_chunk(&self, b: usize) -> usize;
+    /// The `(start, len)` spans a batch of `b` is rolled out in, at most `chunk` long:
+    /// consecutive full chunks here; the CPU balances them over its threads.
+    fn spans(&self, b: usize, chunk: usize) -> Vec<(usize, usize)> {
+        let chunk = chunk.max(1);
+        (0..b)
+            .step_by(chunk)
+            .map(|s| (s, chunk.min(b - s)))
+            .collect()
+    }
+    /// `f` on every span, results in span order: one after another here (one recording on
+    /// the GPU); the CPU runs them on parallel threads.
+    fn map_spans<R: Send>(
+        &self,
+        spans: &[(usize, usize)],
+        f: &(dyn Fn(usize, usize) -> Result<R> + Sync),
+    ) -> Result<Vec<R>> {
+        spans.iter().map(|&(s, l)| f(s, l)).collect()
+    }
 }

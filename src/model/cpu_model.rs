@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::backend::{Backend, Ops};
+use super::backend::{Backend, Ops, Then};
 use super::forward::Model;
 use super::params::{Init, LinearDesc, Norm, ParamSource};
 use super::quantized::QuantizedModel;
@@ -39,6 +39,17 @@ pub enum CpuWeight {
 impl CpuLinear {
     /// `observer` (the calibrating model's, if any) sees the input before quantization.
     pub fn forward(&self, x: &Tensor, observer: Option<&ActObserver>) -> Result<Tensor> {
+        self.forward_then(x, observer, None)
+    }
+
+    /// [`CpuLinear::forward`] then `then`: fused into the kernels except on the fake-quant
+    /// reference path.
+    pub fn forward_then(
+        &self,
+        x: &Tensor,
+        observer: Option<&ActObserver>,
+        then: Option<cpu::Then<'_>>,
+    ) -> Result<Tensor> {
         if let Some(o) = observer {
             o.observe(&self.name, &cpu::to_vec(x)?);
         }
@@ -46,17 +57,18 @@ impl CpuLinear {
             CpuWeight::F32(w) => w,
             CpuWeight::Packed(p) => {
                 let act = self.act.as_ref().map(|(s, p)| (s, p.as_ref()));
-                return cpu::packed_linear(x, p, self.b.as_ref(), act);
+                return cpu::packed_linear_then(x, p, self.b.as_ref(), act, then);
             }
         };
         match &self.act {
-            None => cpu::linear(x, w, self.b.as_ref()),
+            None => cpu::linear_then(x, w, self.b.as_ref(), then),
             Some((spec, params)) => {
                 let dims = x.dims().to_vec();
                 let k = *dims.last().unwrap_or(&1);
                 let mut v = cpu::to_vec(x)?;
                 act::fake_quant(&mut v, k, spec, params.as_ref())?;
-                cpu::matmul(&cpu::tensor(&v, &dims)?, w, self.b.as_ref())
+                let y = cpu::matmul(&cpu::tensor(&v, &dims)?, w, self.b.as_ref())?;
+                cpu::then_composed(y, then)
             }
         }
     }
@@ -106,6 +118,40 @@ impl Backend for Cpu {
     fn decoder_chunk(&self, b: usize) -> usize {
         b
     }
+
+    /// Equal spans, as many as a multiple of the threads (each thread then rolls out whole
+    /// spans, most of whose ops are serial, in its own cache) and none longer than `chunk`.
+    fn spans(&self, b: usize, chunk: usize) -> Vec<(usize, usize)> {
+        let threads = rayon::current_num_threads().max(1);
+        let n = b
+            .div_ceil(chunk.max(1))
+            .next_multiple_of(threads)
+            .min(b.max(1));
+        let (q, r) = (b / n, b % n);
+        let mut start = 0;
+        (0..n)
+            .map(|i| {
+                let len = q + usize::from(i < r);
+                start += len;
+                (start - len, len)
+            })
+            .filter(|s| s.1 > 0)
+            .collect()
+    }
+
+    /// Spans on rayon's threads; one after another while observing (the calibration
+    /// sampler's rows must come in a fixed order).
+    fn map_spans<R: Send>(
+        &self,
+        spans: &[(usize, usize)],
+        f: &(dyn Fn(usize, usize) -> Result<R> + Sync),
+    ) -> Result<Vec<R>> {
+        use rayon::prelude::*;
+        if self.observer.is_some() {
+            return spans.iter().map(|&(s, l)| f(s, l)).collect();
+        }
+        spans.par_iter().map(|&(s, l)| f(s, l)).collect()
+    }
 }
 
 /// The CPU ops run at once; they only carry the observer.
@@ -119,6 +165,14 @@ impl Ops for CpuOps<'_> {
 
     fn linear(&mut self, l: &CpuLinear, x: &Tensor) -> Result<Tensor> {
         l.forward(x, self.observer)
+    }
+
+    fn linear_then(&mut self, l: &CpuLinear, x: &Tensor, then: Then<'_, Tensor>) -> Result<Tensor> {
+        let then = match then {
+            Then::Gelu => cpu::Then::Gelu,
+            Then::Add(r) => cpu::Then::Add(r),
+        };
+        l.forward_then(x, self.observer, Some(then))
     }
 
     fn reshape(&mut self, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
@@ -316,10 +370,15 @@ impl Model<Cpu> {
         get: &dyn Fn(&str) -> Result<Tensor>,
         quant: Option<(&QuantizedModel, bool)>,
     ) -> Result<Self> {
-        // Attention scores are materialised on the CPU: bound them to ~256 MB per chunk.
+        // Inference attention keeps no score matrix (`cpu::attention` runs query rows), so a
+        // chunk's memory is its activations: bound the widest (qkv or MLP hidden) to ~2 MiB so
+        // a span's working set stays in a core's cache, at least one sample.
         let tmax = cfg.num_hist * cfg.patches();
-        let per = (cfg.predictor.heads * tmax * tmax * 4).max(1);
-        let chunk = ((256usize << 20) / per).clamp(1, 64);
+        let inner = cfg.predictor.heads * cfg.predictor.head_dim;
+        let widest = (3 * inner).max(cfg.predictor.mlp).max(cfg.latent_dim());
+        let enc = (cfg.patches() + 1) * (3 * cfg.encoder.width).max(cfg.encoder.mlp);
+        let per = (tmax * widest).max(enc).max(1) * 4;
+        let chunk = ((2usize << 20) / per).max(1);
         let backend = Cpu {
             chunk,
             observer: None,
@@ -382,7 +441,7 @@ impl Model<Cpu> {
             .collect()
     }
 
-    /// Samples per chunk (bounds the attention scores materialised on the CPU).
+    /// Samples per chunk at most (bounds a span's activations; see `build_cpu`).
     pub fn chunk(&self) -> usize {
         self.backend.chunk
     }

@@ -2,7 +2,7 @@
 //! planning objective and decode. [`super::GpuModel`] and [`super::CpuModel`] are this model
 //! on the two backends; what differs between them lives in their backend files.
 
-use super::backend::{Backend, Ops};
+use super::backend::{Backend, Ops, Then};
 use super::params::{ParamSource, Params};
 use super::{
     check_actions, check_history, objective_weights, Frames, ModelConfig, ObjectiveMode, Rollout,
@@ -61,13 +61,10 @@ impl<B: Backend> Model<B> {
             let h = o.layernorm(&x, &blk.n1)?;
             let qkv = o.linear(&blk.qkv, &h)?;
             let a = o.attention(&qkv, e.heads, None)?;
-            let y = o.linear(&blk.proj, &a)?;
-            x = residual(o, &x, &y, blk.ls1.as_ref())?;
+            x = residual(o, &x, &blk.proj, &a, blk.ls1.as_ref())?;
             let h = o.layernorm(&x, &blk.n2)?;
-            let h = o.linear(&blk.fc1, &h)?;
-            let h = o.gelu(&h)?;
-            let y = o.linear(&blk.fc2, &h)?;
-            x = residual(o, &x, &y, blk.ls2.as_ref())?;
+            let h = o.linear_then(&blk.fc1, &h, Then::Gelu)?;
+            x = residual(o, &x, &blk.fc2, &h, blk.ls2.as_ref())?;
         }
         let x = o.layernorm(&x, &p.enc_norm)?;
         match self.cls {
@@ -84,13 +81,10 @@ impl<B: Backend> Model<B> {
             let h = o.layernorm(&x, &blk.n1)?;
             let qkv = o.linear(&blk.qkv, &h)?;
             let a = o.attention(&qkv, self.cfg.predictor.heads, Some(n))?;
-            let y = o.linear(&blk.out, &a)?;
-            x = o.add(&x, &y)?;
+            x = o.linear_then(&blk.out, &a, Then::Add(&x))?;
             let h = o.layernorm(&x, &blk.n2)?;
-            let h = o.linear(&blk.fc1, &h)?;
-            let h = o.gelu(&h)?;
-            let y = o.linear(&blk.fc2, &h)?;
-            x = o.add(&x, &y)?;
+            let h = o.linear_then(&blk.fc1, &h, Then::Gelu)?;
+            x = o.linear_then(&blk.fc2, &h, Then::Add(&x))?;
         }
         o.layernorm(&x, &p.pred_norm)
     }
@@ -173,11 +167,20 @@ impl<B: Backend> Model<B> {
     }
 }
 
-/// `x + y` or, with a LayerScale `g`, `x + g * y`.
-fn residual<O: Ops>(o: &mut O, x: &O::T, y: &O::T, g: Option<&O::T>) -> Result<O::T> {
+/// `x + l(h)` or, with a LayerScale `g`, `x + g * l(h)`.
+fn residual<O: Ops>(
+    o: &mut O,
+    x: &O::T,
+    l: &O::Linear,
+    h: &O::T,
+    g: Option<&O::T>,
+) -> Result<O::T> {
     match g {
-        Some(g) => o.add_scaled(x, y, g),
-        None => o.add(x, y),
+        Some(g) => {
+            let y = o.linear(l, h)?;
+            o.add_scaled(x, &y, g)
+        }
+        None => o.linear_then(l, h, Then::Add(x)),
     }
 }
 
@@ -280,18 +283,16 @@ impl<B: Backend> WorldModel for Model<B> {
                 "{what} has batch {xb}; expected 1 or the actions' batch {b}"
             ))),
         };
-        let chunk = self.backend.predictor_chunk(cfg);
-        let mut chunks = Vec::new();
-        for start in (0..b).step_by(chunk) {
-            let len = chunk.min(b - start);
+        let spans = self.backend.spans(b, self.backend.predictor_chunk(cfg));
+        let chunks = self.backend.map_spans(&spans, &|start, len| {
             let frames = self.run(|o| {
                 let a = o.slice_batch(actions, start, len)?;
                 let z = per_sample(o, z0, "z0", start, len)?;
                 let p = per_sample(o, proprio0, "proprio0", start, len)?;
                 self.rollout_with(o, &z, &p, &a)
             })?;
-            chunks.push(RolloutChunk { start, len, frames });
-        }
+            Ok(RolloutChunk { start, len, frames })
+        })?;
         Ok(Rollout { batch: b, chunks })
     }
 
