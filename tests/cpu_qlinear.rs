@@ -316,3 +316,56 @@ fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
         );
     }
 }
+
+/// Rollouts split into spans that run on parallel threads give the same costs, bit for bit,
+/// at any thread count (the spans differ; per-sample math does not depend on them), float
+/// and packed.
+#[test]
+fn cpu_rollout_costs_are_the_same_bits_at_any_thread_count() {
+    use qwm::model::quantized::quantize_model;
+    use qwm::model::{CpuModel, ModelConfig, ObjectiveMode, Weights, WorldModel};
+    let w = Weights::random(&ModelConfig::tiny(), 5).unwrap();
+    let q = quantize_model(&w, &"w8a8t".parse().unwrap(), "rtn", None).unwrap();
+    let cfg = &w.config;
+    let (n, de, b, h) = (cfg.patches(), cfg.visual_dim(), 37, 3);
+    let costs = |m: &CpuModel| {
+        let z0 = m.upload(&randn(n * de, 1.0, 3), &[1, n, de]).unwrap();
+        let p0 = m
+            .upload(&randn(cfg.proprio_dim, 1.0, 4), &[1, cfg.proprio_dim])
+            .unwrap();
+        let a = randn(b * h * cfg.action_in(), 1.0, 5);
+        let a = m.upload(&a, &[b, h, cfg.action_in()]).unwrap();
+        let gv = m.upload(&randn(n * de, 1.0, 6), &[n, de]).unwrap();
+        let gp = m
+            .upload(&randn(cfg.proprio_emb, 1.0, 7), &[cfg.proprio_emb])
+            .unwrap();
+        let r = m.rollout(&z0, &p0, &a).unwrap();
+        let c = m.objective(&r, &gv, &gp, ObjectiveMode::Last, 1.0).unwrap();
+        (r.chunks.len(), m.download(&c).unwrap())
+    };
+    for model in [
+        CpuModel::new(&w).unwrap(),
+        CpuModel::new_quantized(&q).unwrap(),
+    ] {
+        let runs: Vec<(usize, Vec<f32>)> = [1, 2, 3]
+            .iter()
+            .map(|&t| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap();
+                pool.install(|| costs(&model))
+            })
+            .collect();
+        assert!(runs[2].0 >= 3, "3 threads rolled out {} spans", runs[2].0);
+        for (spans, c) in &runs[1..] {
+            assert!(
+                c.iter()
+                    .zip(&runs[0].1)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{spans} spans gave other costs than {}",
+                runs[0].0
+            );
+        }
+    }
+}
