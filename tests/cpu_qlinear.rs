@@ -369,3 +369,37 @@ fn cpu_rollout_costs_are_the_same_bits_at_any_thread_count() {
         }
     }
 }
+
+/// The float tiles (`linear_f32`, run over K itself, no padding) against candle's matmul:
+/// within 1e-4 relative, and the same bits on every kernel set, on shapes that are not tile
+/// multiples (a partial last tile of tokens, K not a multiple of 32).
+#[test]
+fn f32_tiles_match_candle_matmul_and_agree_across_isas() {
+    for (m, n, k) in [(1, 3, 5), (13, 45, 80), (301, 70, 97), (9, 33, 403)] {
+        let x = randn(m * k, 1.0, 21);
+        let w = randn(n * k, 0.2, 22);
+        let b = randn(n, 0.1, 23);
+        let want = {
+            let xt = cpu::tensor(&x, &[m, k]).unwrap();
+            let wt = cpu::tensor(&w, &[n, k]).unwrap();
+            let bt = cpu::tensor(&b, &[n]).unwrap();
+            cpu::to_vec(&cpu::matmul(&xt, &wt, Some(&bt)).unwrap()).unwrap()
+        };
+        let outs: Vec<Vec<f32>> = isas()
+            .into_iter()
+            .map(|isa| qlinear::linear_f32(&x, &w, n, Some(&b), isa).unwrap())
+            .collect();
+        for (o, isa) in outs.iter().zip(isas()) {
+            let e = rel_error(o, &want);
+            assert!(e <= 1e-4, "[{m}, {n}, {k}] {isa:?}: rel error {e}");
+            let same = o
+                .iter()
+                .zip(&outs[0])
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "[{m}, {n}, {k}] {isa:?} differs from the portable tiles"
+            );
+        }
+    }
+}
