@@ -8,6 +8,7 @@
 //! the same MPC iteration. [`ViewerApp::ui`] draws everything from `&mut Ui`, which is what
 //! both eframe and the egui_kittest tests call.
 
+pub mod device;
 pub mod export;
 pub mod live;
 mod panels;
@@ -92,6 +93,8 @@ pub struct ViewerApp {
     /// panel colour) instead of filling it: on a software rasterizer the fills are a
     /// full-window pass of the fragment shader every frame (docs/BENCHMARKS.md).
     pub(crate) panels_from_clear: bool,
+    /// Live: which device planning runs on (shared with the window, its own, or the CPU).
+    pub plan_device: Option<String>,
 }
 
 impl ViewerApp {
@@ -118,6 +121,7 @@ impl ViewerApp {
             last_frame: None,
             env: None,
             panels_from_clear: false,
+            plan_device: None,
         }
     }
 

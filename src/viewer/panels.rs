@@ -243,6 +243,9 @@ pub(super) fn timeline(app: &mut ViewerApp, ui: &mut Ui) {
 
 pub(super) fn info(app: &mut ViewerApp, ui: &mut Ui) {
     ui.heading("Info");
+    if let Some(d) = &app.plan_device {
+        ui.label(format!("planning: {d}"));
+    }
     let Some(t) = app.trace() else {
         ui.label("waiting for the planner...");
         return;
