@@ -133,6 +133,44 @@ fn play_advances_scrubbing_selects_and_compare_adds_a_column() {
         .is_some());
 }
 
+#[test]
+fn plot_legends_leave_the_curves_uncovered() {
+    let Some(h) = harness(app()) else { return };
+    let plots = h.state().plot_rects().to_vec();
+    let ids: Vec<&str> = plots.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, ["objective", "distance", "imagination", "divergence"]);
+    for (id, r) in &plots {
+        assert!(r.width() > 200.0 && r.height() > 100.0, "{id}: {r:?}");
+    }
+    // Every legend entry of the two-run fixture: found, and outside every plot's area.
+    let mut n = 0;
+    for name in [
+        "fp best",
+        "fp elite mean",
+        "fp elite max",
+        "w4 best",
+        "w4 elite mean",
+        "w4 elite max",
+        "step",
+        "fp",
+        "w4",
+        "iteration",
+        "fp vs other",
+        "w4 vs other",
+    ] {
+        let nodes: Vec<_> = h.query_all_by_label(name).collect();
+        assert!(!nodes.is_empty(), "no legend entry {name:?}");
+        for node in nodes {
+            n += 1;
+            let r = node.rect();
+            if let Some((id, p)) = plots.iter().find(|(_, p)| p.intersects(r)) {
+                panic!("legend entry {name:?} at {r:?} covers the {id} plot at {p:?}");
+            }
+        }
+    }
+    assert!(n >= 15, "{n} legend entries");
+}
+
 // Which device live planning runs on (`qwm view --env E`): the window's, when the planning
 // adapter can present to it, else its own or the CPU backend.
 mod plan_device {

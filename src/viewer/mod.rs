@@ -12,6 +12,7 @@ pub mod device;
 pub mod export;
 pub mod live;
 mod panels;
+mod plots;
 mod window;
 
 use std::collections::HashMap;
@@ -95,6 +96,8 @@ pub struct ViewerApp {
     pub(crate) panels_from_clear: bool,
     /// Live: which device planning runs on (shared with the window, its own, or the CPU).
     pub plan_device: Option<String>,
+    /// Where each plot was drawn in the last frame.
+    plot_rects: Vec<(&'static str, egui::Rect)>,
 }
 
 impl ViewerApp {
@@ -122,6 +125,7 @@ impl ViewerApp {
             env: None,
             panels_from_clear: false,
             plan_device: None,
+            plot_rects: Vec::new(),
         }
     }
 
@@ -355,7 +359,7 @@ impl ViewerApp {
             .exact_size(330.0)
             .frame(side)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| panels::plots(self, ui))
+                egui::ScrollArea::vertical().show(ui, |ui| plots::plots(self, ui))
             });
         egui::CentralPanel::default().frame(central).show(ui, |ui| {
             egui::ScrollArea::both().show(ui, |ui| panels::columns(self, ui))
