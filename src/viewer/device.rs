@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::gpu::{device_type_name, pick_adapter, AdapterChoice, AdapterKind, GpuContext};
+use crate::gpu::{pick_adapter, AdapterChoice, AdapterKind, GpuContext};
 
 /// The backend the live planner was asked for (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,8 +56,7 @@ pub fn decide(want: PlanBackend, planning: Result<&AdapterFacts, String>) -> Dec
     };
     if want == PlanBackend::Auto && a.kind.is_software() {
         return Decision::Cpu(format!(
-            "the auto backend: the only adapter, {}, is a software rasterizer; --backend gpu \
-             plans on it",
+            "auto: {} is a software rasterizer; --backend gpu plans on it",
             a.name
         ));
     }
@@ -165,7 +164,7 @@ fn select(
     let facts = picked.as_ref().map(|&i| {
         let info = adapters[i].get_info();
         AdapterFacts {
-            name: format!("{} ({})", info.name, device_type_name(info.device_type)),
+            name: info.name,
             kind: AdapterKind::of(info.device_type),
             can_present: presents(&adapters[i]),
         }
