@@ -259,7 +259,9 @@ pub(super) fn info(app: &mut ViewerApp, ui: &mut Ui) {
         m.mpc.max_iters, m.mpc.n_taken
     ));
     let cur = app.cursor.iter;
-    for (r, run) in t.runs.iter().enumerate() {
+    // Only the runs whose columns are drawn: a compared run hidden by the toggle is not listed.
+    for r in app.shown_runs() {
+        let run = &t.runs[r];
         ui.separator();
         let rm = &run.meta;
         ui.label(
