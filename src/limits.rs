@@ -55,9 +55,9 @@ pub const MAX_BATCH: usize = 65_536;
 /// Open-loop rollout steps in the predictor loss (the shipped models: 0 to 5).
 pub const MAX_ROLLOUT: usize = 1024;
 
-/// Cells of one study (the `quantwm` preset: 122); also bounds the grid's expansion.
+/// Cells of one study (the `quantwm` preset: 160); also bounds the grid's expansion.
 pub const MAX_STUDY_CELLS: usize = 100_000;
-/// Work items of one study (cells x episodes / chunk; the `quantwm` preset: 610).
+/// Work items of one study (cells x episodes / chunk; the `quantwm` preset: 800).
 pub const MAX_STUDY_ITEMS: usize = 1_000_000;
 
 /// `value` must lie in `min..=max`; the error names `what` (a flag or a field).

@@ -14,35 +14,12 @@ use qwm::plan::{EpisodeRecord, MpcConfig, PlanConfig};
 use qwm::quant::{ActStats, QuantSpec};
 use serde_json::Value;
 
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{qwm_env as qwm, refused};
+
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qwm-probe-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Run the binary: (exit code, stdout, stderr).
-fn qwm(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qwm"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run qwm");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A refusal: exit code 1 (an error), never 101 (a panic) or a signal.
-#[track_caller]
-fn refused(r: &(i32, String, String), needles: &[&str]) {
-    assert_eq!(r.0, 1, "expected a clean error, got exit {}: {}", r.0, r.2);
-    for n in needles {
-        assert!(r.2.contains(n), "stderr lacks {n:?}: {}", r.2);
-    }
+    cli::dir("probe", name)
 }
 
 fn tiny() -> Weights {
@@ -256,11 +233,7 @@ fn memory_special_files_are_not_read() {
     // A FIFO is refused without opening it (opening would block until a writer appears).
     let d = dir("fifo-in");
     let fifo = d.join("model.safetensors");
-    if Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if cli::mkfifo(&fifo) {
         let e = format::load(&fifo).unwrap_err().to_string();
         assert!(e.contains("FIFO"), "{e}");
     }
@@ -448,11 +421,7 @@ fn loss_special_outputs_are_not_replaced() {
     // write blocked on the FIFO).
     let d = dir("fifo-out");
     let fifo = d.join("out.fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    assert!(cli::mkfifo(&fifo));
     let f = fifo.to_str().unwrap();
     for args in [
         vec!["model", "random", "--out", f],

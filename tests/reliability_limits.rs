@@ -5,44 +5,15 @@
 //! class.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use qwm::study::{Store, Study};
 
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{mkfifo, qwm, refused};
+
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qwm-probe2-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Run the binary: (exit code, stdout, stderr).
-fn qwm(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qwm"))
-        .args(args)
-        .output()
-        .expect("run qwm");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A refusal: exit code 1 (an error), never 101 (a panic) or a signal.
-#[track_caller]
-fn refused(r: &(i32, String, String), needles: &[&str]) {
-    assert_eq!(r.0, 1, "expected a clean error, got exit {}: {}", r.0, r.2);
-    for n in needles {
-        assert!(r.2.contains(n), "stderr lacks {n:?}: {}", r.2);
-    }
-}
-
-fn mkfifo(p: &Path) -> bool {
-    Command::new("mkfifo")
-        .arg(p)
-        .status()
-        .is_ok_and(|s| s.success())
+    cli::dir("probe2", name)
 }
 
 // ---- 1, 2. panics and memory: unbounded counts ----

@@ -8,7 +8,7 @@ use qwm::plan::world::WorldPlanModel;
 use qwm::plan::{MpcConfig, PlanConfig};
 use rand::Rng;
 
-const SHIPPED: [&str; 2] = ["wall", "pointmaze"];
+const SHIPPED: [&str; 3] = ["wall", "pointmaze", "pusht"];
 
 /// The JSON block after `<!-- config:NAME -->` in docs/MODELS.md.
 fn documented_config(name: &str) -> ModelConfig {

@@ -622,11 +622,29 @@ fn quantwm_preset_is_the_issue_grid() {
             assert!(names.contains(&n.as_str()), "{n} missing");
         }
     }
+    // PushT: float, W8, W4 and W4 g32 only, at DINO-WM's PushT settings (issue 22).
+    let pusht: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("pusht/"))
+        .collect();
+    assert_eq!(pusht, ["pusht/fp", "pusht/w8", "pusht/w4", "pusht/w4g32"]);
     for c in &study.cells {
+        let (opt_steps, max_iter) = if c.env == "pusht" {
+            (30, 30)
+        } else {
+            (c.opt_steps, 50)
+        };
         assert_eq!(c.episodes, 50, "{}", c.name);
-        assert_eq!(c.max_iter, 50, "{}", c.name);
+        assert_eq!(
+            (c.opt_steps, c.max_iter),
+            (opt_steps, max_iter),
+            "{}",
+            c.name
+        );
         assert_eq!(study.planner.samples, 300);
     }
+    assert_eq!(study.cells.len(), 160);
     // The finished 50-episode Wall reports carry these cells' names and settings.
     let w4 = study.cell("wall/w4").unwrap();
     assert_eq!((w4.opt_steps, w4.method.as_str()), (10, "rtn"));

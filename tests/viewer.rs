@@ -119,8 +119,9 @@ fn play_advances_scrubbing_selects_and_compare_adds_a_column() {
     h.get_by_label("compare").click();
     h.run_steps(2);
     assert_eq!(h.state().columns(), 1);
+    // Neither its column nor its Info entry ("run 1: w4") stays.
     assert!(h
-        .query_all_by_label_contains("run 1: w4 (cpu)")
+        .query_all_by_label_contains("run 1: w4")
         .next()
         .is_none());
     h.snapshot_options("viewer_single_column", &snap_options());
@@ -131,4 +132,142 @@ fn play_advances_scrubbing_selects_and_compare_adds_a_column() {
         .query_all_by_label_contains("run 1: w4 (cpu)")
         .next()
         .is_some());
+}
+
+#[test]
+fn plot_legends_leave_the_curves_uncovered() {
+    let Some(h) = harness(app()) else { return };
+    let plots = h.state().plot_rects().to_vec();
+    let ids: Vec<&str> = plots.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, ["objective", "distance", "imagination", "divergence"]);
+    for (id, r) in &plots {
+        assert!(r.width() > 200.0 && r.height() > 100.0, "{id}: {r:?}");
+    }
+    // Every legend entry of the two-run fixture: found, and outside every plot's area.
+    let mut n = 0;
+    for name in [
+        "fp best",
+        "fp elite mean",
+        "fp elite max",
+        "w4 best",
+        "w4 elite mean",
+        "w4 elite max",
+        "step",
+        "fp",
+        "w4",
+        "iteration",
+        "fp vs other",
+        "w4 vs other",
+    ] {
+        let nodes: Vec<_> = h.query_all_by_label(name).collect();
+        assert!(!nodes.is_empty(), "no legend entry {name:?}");
+        for node in nodes {
+            n += 1;
+            let r = node.rect();
+            if let Some((id, p)) = plots.iter().find(|(_, p)| p.intersects(r)) {
+                panic!("legend entry {name:?} at {r:?} covers the {id} plot at {p:?}");
+            }
+        }
+    }
+    assert!(n >= 15, "{n} legend entries");
+}
+
+// Which device live planning runs on (`qwm view --env E`): the window's, when the planning
+// adapter can present to it, else its own or the CPU backend.
+mod plan_device {
+    use qwm::gpu::{missing_for_planning, AdapterKind, GpuContext};
+    use qwm::viewer::device::{decide, AdapterFacts, Decision, PlanBackend};
+
+    fn facts(kind: AdapterKind, can_present: bool) -> AdapterFacts {
+        AdapterFacts {
+            name: "test adapter".into(),
+            kind,
+            can_present,
+        }
+    }
+
+    #[test]
+    fn shares_only_an_adapter_that_presents_and_plans() {
+        let soft = facts(AdapterKind::Cpu, true);
+        let hw = facts(AdapterKind::Discrete, true);
+        let hw_blind = facts(AdapterKind::Discrete, false);
+        assert_eq!(decide(PlanBackend::Gpu, Ok(&soft)), Decision::Share);
+        assert_eq!(decide(PlanBackend::Auto, Ok(&hw)), Decision::Share);
+        assert_eq!(decide(PlanBackend::Gpu, Ok(&hw)), Decision::Share);
+        // It cannot present: planning keeps a device of its own.
+        match decide(PlanBackend::Gpu, Ok(&hw_blind)) {
+            Decision::Own(why) => assert!(why.contains("cannot present"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(
+            decide(
+                PlanBackend::Auto,
+                Ok(&facts(AdapterKind::Integrated, false))
+            ),
+            Decision::Own(_)
+        ));
+        // The CPU backend has nothing to share.
+        assert!(matches!(
+            decide(PlanBackend::Cpu, Ok(&hw)),
+            Decision::Cpu(_)
+        ));
+        match decide(PlanBackend::Auto, Ok(&soft)) {
+            Decision::Cpu(why) => assert!(why.contains("software rasterizer"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(
+            decide(PlanBackend::Gpu, Err("none".into())),
+            Decision::Cpu(_)
+        ));
+    }
+
+    #[test]
+    fn missing_features_and_limits_are_named() {
+        let want = wgpu::Limits {
+            max_storage_buffer_binding_size: 1 << 30,
+            ..Default::default()
+        };
+        let f16 = wgpu::Features::SHADER_F16;
+        assert!(missing_for_planning(f16, &want, f16, &want).is_empty());
+        let m = missing_for_planning(f16, &want, wgpu::Features::empty(), &Default::default());
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].contains("SHADER_F16"), "{m:?}");
+        assert!(m[1].contains("max_storage_buffer_binding_size"), "{m:?}");
+    }
+
+    /// A device opened without planning's features and limits is refused (the planner then
+    /// opens its own); one opened with them gives a context equal to planning's own.
+    #[test]
+    fn existing_device_is_checked() {
+        let Some(own) = super::common::gpu() else {
+            return;
+        };
+        let adapter = own.adapter.clone();
+        let want = GpuContext::device_descriptor(&adapter, None);
+        let open = |d: &wgpu::DeviceDescriptor| {
+            pollster::block_on(adapter.request_device(d)).expect("the device opens")
+        };
+        let plain = wgpu::DeviceDescriptor::default();
+        let short = !want.required_features.is_empty()
+            || !want.required_limits.check_limits(&plain.required_limits);
+        if short {
+            let (d, q) = open(&plain);
+            let e = GpuContext::from_existing(adapter.clone(), d, q)
+                .err()
+                .expect("a device with the default limits is refused");
+            let msg = e.to_string();
+            assert!(msg.contains("lacks what planning asks"), "{msg}");
+            assert!(msg.contains("limit ") || msg.contains("feature "), "{msg}");
+        } else {
+            eprintln!("this adapter offers no more than the defaults: the refusal is not tested");
+        }
+        let (d, q) = open(&want);
+        let shared = GpuContext::from_existing(adapter.clone(), d, q).expect("accepted");
+        assert_eq!(
+            format!("{:?}", shared.features),
+            format!("{:?}", own.features)
+        );
+        assert_eq!(shared.limits, own.limits);
+        assert_eq!(shared.lanes_per_workgroup(), own.lanes_per_workgroup());
+    }
 }

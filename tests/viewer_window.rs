@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trace-wall")
 }
@@ -74,6 +76,62 @@ fn screenshot_under_xvfb_shows_the_scene() {
     assert!(black > 4_000, "too little of the black walls: {black} px");
     assert!(path > 50, "run 0's path is not drawn: {path} px");
     let _ = std::fs::remove_file(&png);
+}
+
+fn have_xvfb() -> bool {
+    if Command::new("xvfb-run").arg("--help").output().is_err() {
+        assert!(
+            !in_ci(),
+            "CI=true but xvfb-run is missing (.ci/install-deps.sh installs it)"
+        );
+        eprintln!("SKIPPED: xvfb-run is not installed");
+        return false;
+    }
+    true
+}
+
+/// A live `qwm view --env wall --backend B --screenshot` under Xvfb: its stderr.
+fn live_screenshot(backend: &str) -> String {
+    let png = out(&format!("live-{backend}.png"));
+    let _ = std::fs::remove_file(&png);
+    let o = Command::new("xvfb-run")
+        .args(["-a", "-s", "-screen 0 1600x1000x24"])
+        .arg(env!("CARGO_BIN_EXE_qwm"))
+        .args(["view", "--env", "wall", "--backend", backend])
+        .args(["--samples", "16", "--opt-steps", "2", "--max-iter", "1"])
+        .arg("--screenshot")
+        .arg(&png)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        o.status.success(),
+        "live qwm view --screenshot failed: {err}"
+    );
+    assert!(png.exists(), "no screenshot: {err}");
+    let _ = std::fs::remove_file(&png);
+    err
+}
+
+/// Live planning on the GPU backend shares the window's device (lavapipe presents to Xvfb);
+/// on the CPU backend there is nothing to share, and the viewer says so.
+#[test]
+fn live_gpu_planning_shares_the_window_device() {
+    if !have_xvfb() || common::gpu().is_none() {
+        return;
+    }
+    let err = live_screenshot("gpu");
+    assert!(
+        err.contains("qwm view: planning device: device shared with the window"),
+        "{err}"
+    );
+    assert!(err.contains("the device shared with the window"), "{err}");
+    let err = live_screenshot("cpu");
+    assert!(
+        err.contains("qwm view: planning device: CPU backend, no device to share"),
+        "{err}"
+    );
 }
 
 #[test]

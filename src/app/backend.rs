@@ -1,6 +1,8 @@
 //! Which backend runs the world model, and the one place that builds the model on it: the GPU
 //! (packed weights when quantized) or the CPU reference (fake quant when quantized).
 
+use std::sync::Arc;
+
 use super::events::Event;
 use super::load::LoadedModel;
 use crate::gpu::GpuContext;
@@ -22,8 +24,9 @@ pub enum BackendChoice {
 
 /// An opened backend.
 pub enum Backend {
-    /// Boxed: a context is large and the CPU variant carries nothing.
-    Gpu(Box<GpuContext>),
+    /// Shared: a context is large, and the viewer's planner shares the window's device (one
+    /// context for both compared runs and every re-run).
+    Gpu(Arc<GpuContext>),
     Cpu,
 }
 
@@ -37,7 +40,7 @@ impl Backend {
                 "backend: gpu ({}, {})",
                 c.report.name, c.report.backend
             ));
-            Backend::Gpu(Box::new(c))
+            Backend::Gpu(Arc::new(c))
         };
         match choice {
             BackendChoice::Cpu => Backend::Cpu,
@@ -64,6 +67,16 @@ impl Backend {
                 }
             },
         }
+    }
+
+    /// The GPU backend on a context opened elsewhere (the viewer window's device), said
+    /// through `observer`.
+    pub fn shared(ctx: Arc<GpuContext>, observer: &mut dyn FnMut(&Event)) -> Backend {
+        observer(&Event::Notice(format!(
+            "backend: gpu ({}, {}), the device shared with the window",
+            ctx.report.name, ctx.report.backend
+        )));
+        Backend::Gpu(ctx)
     }
 
     /// "gpu" or "cpu", as reports record it.

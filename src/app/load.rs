@@ -359,7 +359,7 @@ fn load_float(source: &ModelSource, env: &dyn Env) -> Result<(Weights, String, O
             let p = format!("assets/{}.safetensors", env.spec().name);
             if !Path::new(&p).exists() {
                 let name = env.spec().name;
-                // PushT's model trains for hours (docs/MODELS.md); the others ship.
+                // PushT's model takes hours to retrain (docs/MODELS.md): name its script.
                 let train = if name == "pusht" {
                     "train it with `tools/train_pusht.sh` (resumable, docs/MODELS.md), "
                 } else {

@@ -167,7 +167,7 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
     let reps = s.reps;
     let mut gpu_row = None;
     if let Some(ctx) = s.gpu.take() {
-        let gpu = Backend::Gpu(Box::new(ctx));
+        let gpu = Backend::Gpu(std::sync::Arc::new(ctx));
         let t = gpu
             .with_plan_model(m, o.horizon, 1.0, |pm| time_steps(pm, w, o, reps))
             .map(|t| t.0);
@@ -175,7 +175,8 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
             unreachable!("built as Backend::Gpu above")
         };
         let peak = ctx.pool_stats().peak_bytes;
-        s.gpu = Some(*ctx);
+        // The model was dropped with the call: the context is this Arc's alone again.
+        s.gpu = std::sync::Arc::into_inner(ctx);
         let r = row(name, &spec, o, "gpu", t?).extra("gpu_peak_bytes", peak);
         s.context
             .insert("gpu_seconds_per_cem_step".into(), r.median_s.into());

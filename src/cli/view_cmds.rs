@@ -13,10 +13,12 @@ use clap::Args;
 use super::plan_cmds::{Backend as BackendFlag, PlanOpts};
 use crate::app::{self, Backend, LoadedModel, ModelRequest};
 use crate::env::{self, Env};
+use crate::gpu::GpuContext;
 use crate::plan;
 use crate::plan::world::WorldPlan;
 use crate::trace::record::{is_stopped, record_episode, Control, EpisodeSetup, Event};
 use crate::trace::{RunMeta, TraceMeta, TraceWriter, FORMAT_NAME, FORMAT_VERSION};
+use crate::viewer::device::{PlanBackend, PlanDevice};
 use crate::viewer::live::{JobFn, LiveRequest, Msg};
 use crate::viewer::{self, ViewerApp, WindowOptions};
 
@@ -109,6 +111,7 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
         screenshot: a.screenshot.clone(),
         bench_frames: a.bench_frames,
         size: None,
+        planning: None,
     };
     if let Some(dir) = &a.trace {
         if a.env.is_some() {
@@ -132,7 +135,7 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         let dir = dir.clone();
-        viewer::run_window(win, Box::new(move |_| ViewerApp::replay(trace, dir)))?;
+        viewer::run_window(win, Box::new(move |_, _| ViewerApp::replay(trace, dir)))?;
         return Ok(());
     }
     let Some(env_name) = a.env.clone() else {
@@ -153,48 +156,53 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
     if !(0..=19).contains(&nice) {
         anyhow::bail!("--plan-nice {nice}: must be between 0 and 19");
     }
-    let job: JobFn = Arc::new(
-        move |req: LiveRequest, control: Arc<Control>, tx: Sender<Msg>| {
-            lower_thread_priority(nice);
-            // The planner's own rayon pool, spawned from this thread so its workers inherit
-            // the lowered priority (the global pool may already exist at the UI's).
-            let pool = match rayon::ThreadPoolBuilder::new()
-                .thread_name(|i| format!("qwm-plan-{i}"))
-                .build()
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Msg::Done(0, Err(format!("planner threads: {e}"))));
-                    return;
-                }
-            };
-            let mut o = opts.clone();
-            o.quant = req.quant.clone();
-            o.model = req.model.clone();
-            // With a compared model each run plans on its own thread, so the two columns advance
-            // together instead of one after the other.
-            let job = |only: usize, tx: Sender<Msg>| {
-                let r = record_trace(
-                    &o,
-                    req.seed,
-                    req.compare.as_deref(),
-                    Some(&*control),
-                    Some(only),
-                    &mut |m| tx.send(m).map_err(|_| anyhow::anyhow!("the viewer closed")),
-                );
-                if let Err(e) = r {
-                    let _ = tx.send(Msg::Done(only, Err(format!("{e:#}"))));
-                }
-            };
-            std::thread::scope(|s| {
-                if req.compare.is_some() {
-                    let tx1 = tx.clone();
-                    s.spawn(|| pool.install(|| job(1, tx1)));
-                }
-                pool.install(|| job(0, tx.clone()));
-            });
-        },
-    );
+    // The job is made once the window exists: it plans on the window's device when the
+    // window shares it (`viewer::device`).
+    let make_job = move |shared: Option<Arc<GpuContext>>| -> JobFn {
+        Arc::new(
+            move |req: LiveRequest, control: Arc<Control>, tx: Sender<Msg>| {
+                lower_thread_priority(nice);
+                // The planner's own rayon pool, spawned from this thread so its workers inherit
+                // the lowered priority (the global pool may already exist at the UI's).
+                let pool = match rayon::ThreadPoolBuilder::new()
+                    .thread_name(|i| format!("qwm-plan-{i}"))
+                    .build()
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Msg::Done(0, Err(format!("planner threads: {e}"))));
+                        return;
+                    }
+                };
+                let mut o = opts.clone();
+                o.quant = req.quant.clone();
+                o.model = req.model.clone();
+                // With a compared model each run plans on its own thread, so the two columns advance
+                // together instead of one after the other.
+                let job = |only: usize, tx: Sender<Msg>| {
+                    let r = record_trace(
+                        &o,
+                        req.seed,
+                        req.compare.as_deref(),
+                        shared.clone(),
+                        Some(&*control),
+                        Some(only),
+                        &mut |m| tx.send(m).map_err(|_| anyhow::anyhow!("the viewer closed")),
+                    );
+                    if let Err(e) = r {
+                        let _ = tx.send(Msg::Done(only, Err(format!("{e:#}"))));
+                    }
+                };
+                std::thread::scope(|s| {
+                    if req.compare.is_some() {
+                        let tx1 = tx.clone();
+                        s.spawn(|| pool.install(|| job(1, tx1)));
+                    }
+                    pool.install(|| job(0, tx.clone()));
+                });
+            },
+        )
+    };
     let req = LiveRequest {
         env: env_name,
         model: a.model.clone(),
@@ -202,7 +210,21 @@ pub fn run_view(a: ViewArgs) -> anyhow::Result<()> {
         compare: a.compare.clone(),
         seed: a.seed,
     };
-    viewer::run_window(win, Box::new(move |wake| ViewerApp::live(job, req, wake)))?;
+    let win = WindowOptions {
+        planning: Some(match a.backend {
+            BackendFlag::Auto => PlanBackend::Auto,
+            BackendFlag::Gpu => PlanBackend::Gpu,
+            BackendFlag::Cpu => PlanBackend::Cpu,
+        }),
+        ..win
+    };
+    viewer::run_window(
+        win,
+        Box::new(move |wake, dev: Option<PlanDevice>| {
+            let job = make_job(dev.and_then(|d| d.shared()));
+            ViewerApp::live(job, req, wake)
+        }),
+    )?;
     Ok(())
 }
 
@@ -215,7 +237,7 @@ pub fn plan_trace(
 ) -> anyhow::Result<()> {
     let mut writer: Option<(TraceWriter, TraceMeta)> = None;
     let t0 = Instant::now();
-    record_trace(opts, seed, compare, None, None, &mut |m| {
+    record_trace(opts, seed, compare, None, None, None, &mut |m| {
         match m {
             Msg::Meta(meta, goal) => {
                 let w = TraceWriter::create(dir, &goal)?;
@@ -293,11 +315,13 @@ fn run_meta(l: &LoadedModel, label: &str, backend: &str, adapter: &str, secs: f6
 
 /// Load the model(s) through the application layer, then record each run's episode (or only
 /// run `only`, for a caller that runs them on threads of its own), sending everything to
-/// `out`.
+/// `out`. With `shared`, the GPU backend runs on that context (the viewer window's device)
+/// instead of opening the backend `opts` asks for.
 pub fn record_trace(
     opts: &PlanOpts,
     seed: u64,
     compare: Option<&str>,
+    shared: Option<Arc<GpuContext>>,
     control: Option<&Control>,
     only: Option<usize>,
     out: &mut dyn FnMut(Msg) -> anyhow::Result<()>,
@@ -328,7 +352,10 @@ pub fn record_trace(
     let (pc, mpc) = so.plan.configs(env.spec(), loaded[0].0.step_dim(), seed);
     let (start, goal) = env.sample_start_goal(seed);
     let size = loaded[0].0.weights().config.image_size;
-    let backend = Backend::open(so.backend, &mut notice);
+    let backend = match shared {
+        Some(ctx) => Backend::shared(ctx, &mut notice),
+        None => Backend::open(so.backend, &mut notice),
+    };
     let adapter = backend
         .gpu()
         .map_or(String::new(), |c| c.report.name.clone());

@@ -221,7 +221,8 @@ pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterReport>> {
         .collect())
 }
 
-fn pick_adapter(adapters: &[wgpu::Adapter], choice: &AdapterChoice) -> Result<usize> {
+/// The index in `adapters` of the one qwm plans on for `choice` (the rule `qwm info` shows).
+pub fn pick_adapter(adapters: &[wgpu::Adapter], choice: &AdapterChoice) -> Result<usize> {
     let backends = choice.backends()?;
     let mut candidates: Vec<(usize, wgpu::AdapterInfo)> = adapters
         .iter()
@@ -307,7 +308,14 @@ impl GpuContext {
         Self::open(adapter, mask)
     }
 
-    fn open(adapter: wgpu::Adapter, mask: Option<GpuFeatures>) -> Result<Self> {
+    /// What qwm asks of `adapter`'s device: its optional features (limited to `mask`) and the
+    /// adapter's own limits (the defaults cap storage bindings at 128 MiB and workgroup
+    /// storage at 16 KiB even where the hardware offers more). The viewer's window asks the
+    /// same when it shares its device with planning.
+    pub fn device_descriptor(
+        adapter: &wgpu::Adapter,
+        mask: Option<GpuFeatures>,
+    ) -> wgpu::DeviceDescriptor<'static> {
         let mut features = GpuFeatures::from_wgpu(adapter.features());
         if let Some(m) = mask {
             features.shader_f16 &= m.shader_f16;
@@ -315,19 +323,64 @@ impl GpuContext {
             features.timestamp_query &= m.timestamp_query;
             features.timestamp_inside_encoders &= m.timestamp_inside_encoders;
         }
-        // Ask for the adapter's own limits: the defaults cap storage bindings at 128 MiB and
-        // workgroup storage at 16 KiB even where the hardware offers more.
-        let limits = adapter.limits();
-        let desc = wgpu::DeviceDescriptor {
+        wgpu::DeviceDescriptor {
             label: Some("qwm"),
             required_features: features.to_wgpu(),
-            required_limits: limits.clone(),
+            required_limits: adapter.limits(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
-        };
+        }
+    }
+
+    fn open(adapter: wgpu::Adapter, mask: Option<GpuFeatures>) -> Result<Self> {
+        let desc = Self::device_descriptor(&adapter, mask);
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| Error::Gpu(format!("could not open the device: {e}")))?;
+        Ok(Self::finish(adapter, device, queue, &desc))
+    }
+
+    /// A context on a device someone else opened (the viewer's window), if it has what
+    /// [`GpuContext::device_descriptor`] asks of its adapter: the same optional features and
+    /// limits, so planning computes the same numbers as on a device of its own. Otherwise an
+    /// error naming what is missing (the caller then opens a device of its own).
+    ///
+    /// The context installs its error handlers on the device: errors of the other user's
+    /// work then also surface at planning's next [`GpuContext::check`], instead of wgpu's
+    /// default panic.
+    pub fn from_existing(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Self> {
+        super::tuning::check_env()?;
+        let want = Self::device_descriptor(&adapter, None);
+        let missing = missing_for_planning(
+            want.required_features,
+            &want.required_limits,
+            device.features(),
+            &device.limits(),
+        );
+        if !missing.is_empty() {
+            return Err(Error::Gpu(format!(
+                "the device of {} lacks what planning asks of that adapter: {}",
+                adapter.get_info().name,
+                missing.join(", ")
+            )));
+        }
+        Ok(Self::finish(adapter, device, queue, &want))
+    }
+
+    /// The context around a device that has (at least) what `desc` asks; kernels use what it
+    /// asks, so a shared device and an own one choose the same kernels.
+    fn finish(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        desc: &wgpu::DeviceDescriptor<'static>,
+    ) -> Self {
+        let features = GpuFeatures::from_wgpu(desc.required_features);
+        let limits = desc.required_limits.clone();
         let sink = Arc::new(ErrorSink::default());
         {
             let s = sink.clone();
@@ -347,7 +400,7 @@ impl GpuContext {
         }
         let mut report = AdapterReport::new(&adapter, true);
         report.features = features;
-        Ok(GpuContext {
+        GpuContext {
             pipelines: PipelineCache::default(),
             pool: BufferPool::default(),
             uniforms: Default::default(),
@@ -358,7 +411,7 @@ impl GpuContext {
             features,
             limits,
             sink,
-        })
+        }
     }
 
     /// Fails if the device was lost or an earlier operation raised an error.
@@ -431,6 +484,26 @@ impl GpuContext {
             .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
         self.check()
     }
+}
+
+/// What a device lacks of the optional features and limits planning asks for (`want_*`, from
+/// [`GpuContext::device_descriptor`]): one entry per missing feature or short limit, empty when
+/// it has everything.
+pub fn missing_for_planning(
+    want_features: wgpu::Features,
+    want_limits: &wgpu::Limits,
+    features: wgpu::Features,
+    limits: &wgpu::Limits,
+) -> Vec<String> {
+    let mut missing: Vec<String> = want_features
+        .difference(features)
+        .iter_names()
+        .map(|(name, _)| format!("feature {name}"))
+        .collect();
+    want_limits.check_limits_with_fail_fn(limits, false, |name, want, got| {
+        missing.push(format!("limit {name} {got} (planning asks {want})"));
+    });
+    missing
 }
 
 /// wgpu's `Display` for errors can omit the cause; walk the source chain for a full message.

@@ -15,8 +15,8 @@ pub mod tuning;
 pub mod variants;
 
 pub use context::{
-    backend_name, device_type_name, list_adapters, AdapterChoice, AdapterKind, AdapterReport,
-    GpuContext, GpuFeatures,
+    backend_name, device_type_name, list_adapters, missing_for_planning, pick_adapter,
+    AdapterChoice, AdapterKind, AdapterReport, GpuContext, GpuFeatures,
 };
 pub use pipeline::{shader_source, SHADERS};
 pub use pool::{GpuTensor, PoolStats};

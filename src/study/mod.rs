@@ -82,6 +82,10 @@ pub fn run(
         opts.tag.clone(),
     );
     runner.validate(&cells)?;
+    // Recorded before any work too: a run stopped part-way (a session's end, a job's time
+    // limit) then leaves the study as it was run, e.g. a preset that gained cells, for
+    // `qwm study status` and `report`.
+    store.write_manifest(source, study)?;
     let jobs = opts.jobs.max(1).min(items.len().max(1));
     if jobs > 1 {
         let mut children = Vec::new();

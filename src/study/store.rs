@@ -285,23 +285,16 @@ impl Store {
         cell: &Cell,
         expected: Option<&EvalConfig>,
     ) -> Result<BTreeMap<usize, (PartEpisode, String)>> {
-        let mut eps = BTreeMap::new();
-        for (_, part) in self.parts(cell, expected)? {
-            for e in part.episodes {
-                if e.index < cell.episodes {
-                    eps.entry(e.index)
-                        .or_insert_with(|| (e, part.config.backend.clone()));
-                }
-            }
-        }
-        Ok(eps)
+        Ok(episodes_of(cell, &self.parts(cell, expected)?))
     }
 
     /// Rebuild a cell's report from its parts (under the cell lock); `None` when it has no
     /// episode `0` yet. `expected` is the cell's configuration (any backend).
     pub fn merge(&self, cell: &Cell, expected: &EvalConfig) -> Result<Option<EvalReport>> {
         let _l = lock(&self.cell_lock(&cell.name))?;
-        let eps = self.episodes(cell, Some(expected))?;
+        // Parts are read once: the episodes, bytes and timing below all come from them.
+        let parts = self.parts(cell, Some(expected))?;
+        let eps = episodes_of(cell, &parts);
         let mut records: Vec<EpisodeRecord> = Vec::new();
         let mut backends = BTreeSet::new();
         for i in 0..cell.episodes {
@@ -333,7 +326,6 @@ impl Store {
             records,
             fin.as_ref().and_then(|f| f.latent_divergence),
         );
-        let parts = self.parts(cell, None)?;
         report.linear_bytes = match &fin {
             Some(f) => f.linear_bytes,
             None => parts.iter().find_map(|(_, p)| p.linear_bytes),
@@ -435,6 +427,21 @@ impl Manifest {
 /// A part must hold the cell's settings: the same everything as `expected` except the episode
 /// count and the backend (a study may continue on another machine), and the same model file
 /// (CRC-32) wherever it lies.
+/// Finished episodes by index from a cell's parts (the first part in file-name order wins when
+/// two hold the same episode), with the backend each ran on.
+fn episodes_of(cell: &Cell, parts: &[(PathBuf, Part)]) -> BTreeMap<usize, (PartEpisode, String)> {
+    let mut eps = BTreeMap::new();
+    for (_, part) in parts {
+        for e in &part.episodes {
+            if e.index < cell.episodes {
+                eps.entry(e.index)
+                    .or_insert_with(|| (e.clone(), part.config.backend.clone()));
+            }
+        }
+    }
+    eps
+}
+
 pub fn check_part(path: &Path, part: &Part, cell: &Cell, expected: &EvalConfig) -> Result<()> {
     let mut old = part.config.clone();
     old.backend = expected.backend.clone();

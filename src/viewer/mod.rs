@@ -8,9 +8,11 @@
 //! the same MPC iteration. [`ViewerApp::ui`] draws everything from `&mut Ui`, which is what
 //! both eframe and the egui_kittest tests call.
 
+pub mod device;
 pub mod export;
 pub mod live;
 mod panels;
+mod plots;
 mod window;
 
 use std::collections::HashMap;
@@ -92,6 +94,10 @@ pub struct ViewerApp {
     /// panel colour) instead of filling it: on a software rasterizer the fills are a
     /// full-window pass of the fragment shader every frame (docs/BENCHMARKS.md).
     pub(crate) panels_from_clear: bool,
+    /// Live: which device planning runs on (shared with the window, its own, or the CPU).
+    pub plan_device: Option<String>,
+    /// Where each plot was drawn in the last frame.
+    plot_rects: Vec<(&'static str, egui::Rect)>,
 }
 
 impl ViewerApp {
@@ -118,6 +124,8 @@ impl ViewerApp {
             last_frame: None,
             env: None,
             panels_from_clear: false,
+            plan_device: None,
+            plot_rects: Vec::new(),
         }
     }
 
@@ -351,7 +359,7 @@ impl ViewerApp {
             .exact_size(330.0)
             .frame(side)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| panels::plots(self, ui))
+                egui::ScrollArea::vertical().show(ui, |ui| plots::plots(self, ui))
             });
         egui::CentralPanel::default().frame(central).show(ui, |ui| {
             egui::ScrollArea::both().show(ui, |ui| panels::columns(self, ui))

@@ -2,12 +2,10 @@
 //! the per-run columns (scene with paths over the environment render; imagination: real vs
 //! decoded imagined frame per horizon step, with the latent error, and the goal).
 
-use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Shape, Stroke, Ui, Vec2};
-use egui_plot::{Legend, Line, Plot, PlotPoints, VLine};
-
-use super::live::{mean_divergence, LiveSession};
+use super::live::LiveSession;
 use super::{Cursor, Source, ViewerApp, RUN_COLORS};
 use crate::trace::Trace;
+use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Shape, Stroke, Ui, Vec2};
 
 pub(super) fn top_bar(app: &mut ViewerApp, ui: &mut Ui) {
     ui.horizontal_wrapped(|ui| {
@@ -243,6 +241,9 @@ pub(super) fn timeline(app: &mut ViewerApp, ui: &mut Ui) {
 
 pub(super) fn info(app: &mut ViewerApp, ui: &mut Ui) {
     ui.heading("Info");
+    if let Some(d) = &app.plan_device {
+        ui.label(format!("planning: {d}"));
+    }
     let Some(t) = app.trace() else {
         ui.label("waiting for the planner...");
         return;
@@ -258,7 +259,9 @@ pub(super) fn info(app: &mut ViewerApp, ui: &mut Ui) {
         m.mpc.max_iters, m.mpc.n_taken
     ));
     let cur = app.cursor.iter;
-    for (r, run) in t.runs.iter().enumerate() {
+    // Only the runs whose columns are drawn: a compared run hidden by the toggle is not listed.
+    for r in app.shown_runs() {
+        let run = &t.runs[r];
         ui.separator();
         let rm = &run.meta;
         ui.label(
@@ -314,133 +317,6 @@ pub(super) fn info(app: &mut ViewerApp, ui: &mut Ui) {
             "in progress / stopped"
         };
         ui.label(format!("{} iterations, {status}", run.iters.len()));
-    }
-}
-
-/// Points of a per-iteration series.
-fn series(v: impl Iterator<Item = f32>) -> PlotPoints<'static> {
-    v.enumerate()
-        .filter(|(_, y)| y.is_finite())
-        .map(|(i, y)| [(i + 1) as f64, y as f64])
-        .collect()
-}
-
-pub(super) fn plots(app: &mut ViewerApp, ui: &mut Ui) {
-    ui.heading("Plots");
-    let runs = app.shown_runs();
-    let cur = app.cursor;
-    let live = match &app.source {
-        Source::Live { session, .. } => Some(session),
-        Source::Replay { .. } => None,
-    };
-    let Some(t) = app.trace() else { return };
-    let h = 120.0;
-    ui.label(format!(
-        "objective per optimization step (iteration {})",
-        cur.iter + 1
-    ));
-    Plot::new("objective")
-        .height(h)
-        .legend(Legend::default())
-        .show(ui, |p| {
-            for &r in &runs {
-                let steps = match live {
-                    Some(s) => s.steps_of(r, cur.iter).map(|s| s.to_vec()),
-                    None => t.runs[r]
-                        .iters
-                        .get(cur.iter)
-                        .map(|i| i.meta.opt_steps.clone()),
-                };
-                let Some(steps) = steps else { continue };
-                let c = RUN_COLORS[r % 2];
-                let lbl = &t.runs[r].meta.label;
-                p.line(
-                    Line::new(format!("{lbl} best"), series(steps.iter().map(|s| s.best)))
-                        .color(c)
-                        .width(2.0),
-                );
-                p.line(
-                    Line::new(
-                        format!("{lbl} elite mean"),
-                        series(steps.iter().map(|s| s.elite_mean)),
-                    )
-                    .color(c.gamma_multiply(0.7)),
-                );
-                p.line(
-                    Line::new(
-                        format!("{lbl} elite max"),
-                        series(steps.iter().map(|s| s.elite_max)),
-                    )
-                    .color(c.gamma_multiply(0.4)),
-                );
-            }
-            p.vline(VLine::new("step", (cur.step + 1) as f64).color(Color32::GRAY));
-        });
-    ui.label("distance to goal per MPC iteration");
-    Plot::new("distance")
-        .height(h)
-        .legend(Legend::default())
-        .show(ui, |p| {
-            for &r in &runs {
-                let run = &t.runs[r];
-                p.line(
-                    Line::new(
-                        run.meta.label.clone(),
-                        series(run.iters.iter().map(|i| i.meta.distance)),
-                    )
-                    .color(RUN_COLORS[r % 2])
-                    .width(2.0),
-                );
-            }
-            p.vline(VLine::new("iteration", (cur.iter + 1) as f64).color(Color32::GRAY));
-        });
-    ui.label(format!(
-        "imagination error per horizon step (iteration {})",
-        cur.iter + 1
-    ));
-    Plot::new("imagination")
-        .height(h)
-        .legend(Legend::default())
-        .show(ui, |p| {
-            for &r in &runs {
-                if let Some(it) = t.runs[r].iters.get(cur.iter) {
-                    let pts: PlotPoints = it
-                        .meta
-                        .latent_err
-                        .iter()
-                        .enumerate()
-                        .map(|(k, e)| [k as f64, *e as f64])
-                        .collect();
-                    p.line(
-                        Line::new(t.runs[r].meta.label.clone(), pts)
-                            .color(RUN_COLORS[r % 2])
-                            .width(2.0),
-                    );
-                }
-            }
-        });
-    ui.label("latent divergence of the compared model per MPC iteration");
-    Plot::new("divergence")
-        .height(h)
-        .legend(Legend::default())
-        .show(ui, |p| {
-            for &r in &runs {
-                let run = &t.runs[r];
-                let pts = series(
-                    run.iters
-                        .iter()
-                        .map(|i| mean_divergence(&i.meta).unwrap_or(f32::NAN)),
-                );
-                p.line(
-                    Line::new(format!("{} vs other", run.meta.label), pts)
-                        .color(RUN_COLORS[r % 2])
-                        .width(2.0),
-                );
-            }
-            p.vline(VLine::new("iteration", (cur.iter + 1) as f64).color(Color32::GRAY));
-        });
-    if t.runs.len() < 2 {
-        ui.label(RichText::new("(no compared model: plan with --compare SPEC)").weak());
     }
 }
 

@@ -1,10 +1,14 @@
-//! The native window: eframe with its wgpu renderer (qwm's own wgpu 30). Planning keeps its
-//! own device (the CPU backend, or a `GpuContext`) and hands frames to the UI as images, so the
+//! The native window: eframe with its wgpu renderer (qwm's own wgpu 30). A live planner on a
+//! GPU shares the window's device when its adapter can present to the window ([`device`]),
+//! and keeps a device of its own otherwise; frames reach the UI as images either way, so the
 //! window works on any adapter that can present, lavapipe under Xvfb included.
+//!
+//! [`device`]: super::device
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::device::{self, PlanBackend, PlanDevice};
 use super::ViewerApp;
 use crate::{Error, Result};
 
@@ -16,6 +20,9 @@ pub struct WindowOptions {
     /// Print frame times over this many frames (while a live plan runs), then close.
     pub bench_frames: Option<usize>,
     pub size: Option<[f32; 2]>,
+    /// A live planner's backend: the window then decides whether planning shares its device.
+    /// `None` (replay): eframe chooses the adapter.
+    pub planning: Option<PlanBackend>,
 }
 
 impl eframe::App for ViewerApp {
@@ -38,11 +45,12 @@ fn no_display(why: &str) -> Error {
     ))
 }
 
-/// Builds the app once the window exists, given the function that wakes the UI.
-pub type MakeApp = Box<dyn FnOnce(Arc<dyn Fn() + Send + Sync>) -> ViewerApp>;
+/// Builds the app once the window exists, given the function that wakes the UI and the device
+/// live planning uses (`None` for a replay).
+pub type MakeApp = Box<dyn FnOnce(Arc<dyn Fn() + Send + Sync>, Option<PlanDevice>) -> ViewerApp>;
 
 /// Open the window and run until it closes. `make` builds the app once the window exists;
-/// its argument wakes the UI from other threads.
+/// its first argument wakes the UI from other threads.
 pub fn run_window(opts: WindowOptions, make: MakeApp) -> Result<()> {
     if cfg!(target_os = "linux") {
         let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
@@ -65,13 +73,36 @@ pub fn run_window(opts: WindowOptions, make: MakeApp) -> Result<()> {
     if opts.bench_frames.is_some() {
         native.wgpu_options.surface.present_mode = wgpu::PresentMode::AutoNoVsync;
     }
+    let slot = device::DecisionSlot::default();
+    if let Some(setup) = opts
+        .planning
+        .and_then(|want| device::wgpu_setup(want, slot.clone()))
+    {
+        native.wgpu_options.wgpu_setup = setup;
+    }
     let result = eframe::run_native(
         "qwm view",
         native,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
-            let mut app = make(wake);
+            let plan_device = opts.planning.map(|want| {
+                let decision = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                    .unwrap_or_else(|| match want {
+                        PlanBackend::Cpu => device::Decision::Cpu("--backend cpu".into()),
+                        _ => device::Decision::Own("the window chose no adapter".into()),
+                    });
+                let d = PlanDevice::resolve(decision, cc.wgpu_render_state.as_ref());
+                // One line for the log (and the test that checks the choice).
+                eprintln!("qwm view: planning device: {}", d.describe());
+                d
+            });
+            let note = plan_device.as_ref().map(PlanDevice::describe);
+            let mut app = make(wake, plan_device);
+            app.plan_device = note;
             app.panels_from_clear = true;
             if let Some(p) = opts.screenshot {
                 // A few frames for the layout to settle and the textures to upload.
