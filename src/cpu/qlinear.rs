@@ -110,8 +110,9 @@ impl Post<'_> {
             Post::None => {}
             Post::Gelu => super::gelu_in_place(yc),
             Post::Residual(r) => {
+                // `y + r` rounds as `r + y` (IEEE addition commutes): `add(r, y)`'s bits.
                 for (y, r) in yc.iter_mut().zip(&r[off..]) {
-                    *y = r + *y;
+                    *y += r;
                 }
             }
         }

@@ -23,6 +23,7 @@ pub mod params;
 pub mod preprocess;
 pub mod quant_error;
 pub mod quantized;
+mod quantized_file;
 pub mod weights;
 
 pub use config::{
