@@ -120,10 +120,7 @@ fn play_advances_scrubbing_selects_and_compare_adds_a_column() {
     h.run_steps(2);
     assert_eq!(h.state().columns(), 1);
     // Neither its column nor its Info entry ("run 1: w4") stays.
-    assert!(h
-        .query_all_by_label_contains("run 1: w4")
-        .next()
-        .is_none());
+    assert!(h.query_all_by_label_contains("run 1: w4").next().is_none());
     h.snapshot_options("viewer_single_column", &snap_options());
     h.get_by_label("compare").click();
     h.run_steps(2);
