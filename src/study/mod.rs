@@ -86,6 +86,9 @@ pub fn run(
     // limit) then leaves the study as it was run, e.g. a preset that gained cells, for
     // `qwm study status` and `report`.
     store.write_manifest(source, study)?;
+    // Cells a stopped run left with episodes but no report (it is rebuilt after each finished
+    // item) get it now, so `report` shows how far they got.
+    runner.finalize(&cells)?;
     let jobs = opts.jobs.max(1).min(items.len().max(1));
     if jobs > 1 {
         let mut children = Vec::new();
