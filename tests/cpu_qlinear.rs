@@ -47,6 +47,10 @@ fn reference(
     cpu::to_vec(&cpu::matmul(&xt, &wt, Some(&bt)).unwrap()).unwrap()
 }
 
+fn bits_eq(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+}
+
 /// Every kernel set this CPU runs (portable, AVX2, AVX-512 VNNI), portable first.
 fn isas() -> Vec<qlinear::Isa> {
     qlinear::Isa::available()
@@ -133,6 +137,32 @@ fn packed_linears_match_the_fake_quant_reference() {
                         let mut outs = Vec::new();
                         for isa in isas() {
                             let got = qlinear::qlinear(&x, &pw, Some(&b), a, isa).unwrap();
+                            if a.is_some() {
+                                // Panels laid out once (as `CpuModel` holds them) give the
+                                // bits of panels decoded per call; another ISA's panels do
+                                // not fit and are decoded again.
+                                let ip = qlinear::IntPanels::new(&pw, isa).unwrap();
+                                assert!(ip.fits(&pw, isa) && ip.bytes() > 0);
+                                for other in isas() {
+                                    let post = qlinear::Post::None;
+                                    let y = qlinear::qlinear_with(
+                                        &x,
+                                        &pw,
+                                        Some(&ip),
+                                        Some(&b),
+                                        a,
+                                        post,
+                                        other,
+                                    )
+                                    .unwrap();
+                                    let want = qlinear::qlinear(&x, &pw, Some(&b), a, other);
+                                    assert!(
+                                        bits_eq(&y, &want.unwrap()),
+                                        "[{m}, {n}, {k}] bits {bits} group {group:?} act \
+                                         {a:?}: {isa:?} panels on {other:?}"
+                                    );
+                                }
+                            }
                             let e = rel_error(&got, &want);
                             assert!(
                                 e <= Q_TOL,
@@ -242,7 +272,6 @@ fn packed_cpu_models_plan_like_the_fake_quant_reference() {
 #[test]
 fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
     use qlinear::Post;
-    let bits_eq = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
     let dyn8 = ActSpec {
         bits: 8,
         dynamic: true,
@@ -303,7 +332,7 @@ fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
                 cpu::to_vec(&composed).unwrap(),
             );
             assert!(bits_eq(&f, &c), "tensor linear_then [{m}, {n}, {k}]");
-            let pf = cpu::packed_linear_then(&xt, &pw, Some(&bt), None, Some(then)).unwrap();
+            let pf = cpu::packed_linear_then(&xt, &pw, None, Some(&bt), None, Some(then)).unwrap();
             let py = cpu::packed_linear(&xt, &pw, Some(&bt), None).unwrap();
             let pc = cpu::then_composed(py, Some(then)).unwrap();
             let (f, c) = (cpu::to_vec(&pf).unwrap(), cpu::to_vec(&pc).unwrap());

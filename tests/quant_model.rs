@@ -64,20 +64,31 @@ fn quantized_cpu_planning_holds_no_f32_copy_of_a_quantized_weight() {
             .all(|n| !m.weights().tensors.contains_key(n)));
         let layers = CpuModel::new_quantized(q).unwrap().linear_weight_bytes();
         let mut packed = 0;
-        for (name, f32_bytes, packed_bytes) in &layers {
+        for (name, f32_bytes, packed_bytes, panel_bytes) in &layers {
             match q.packed.get(name) {
                 Some(p) => {
                     assert_eq!(*f32_bytes, 0, "{spec}: {name} holds f32");
                     assert_eq!(*packed_bytes, p.bytes(), "{spec}: {name}");
+                    // Int panels (activation-quantized specs only): a byte per code, plus
+                    // 12 bytes per row and group, rows padded to a panel.
+                    let rows = p.n.next_multiple_of(32);
+                    let most = rows * (p.k_pad() + 12 * p.groups_per_row());
+                    match spec {
+                        "w8a8t" => assert!(*panel_bytes > 0 && *panel_bytes <= most, "{name}"),
+                        _ => assert_eq!(*panel_bytes, 0, "{spec}: {name}"),
+                    }
                     packed += 1;
                 }
-                None => assert!(*f32_bytes > 0 && *packed_bytes == 0, "{name}"),
+                None => assert!(*f32_bytes > 0 && *packed_bytes == 0 && *panel_bytes == 0),
             }
         }
         assert_eq!(packed, q.packed.len(), "{spec}");
         // The fake-quant reference does hold f32 weights: the accessor can tell.
         let r = CpuModel::new_quantized_reference(q).unwrap();
-        assert!(r.linear_weight_bytes().iter().all(|l| l.1 > 0 && l.2 == 0));
+        assert!(r
+            .linear_weight_bytes()
+            .iter()
+            .all(|l| l.1 > 0 && l.2 == 0 && l.3 == 0));
     }
 }
 

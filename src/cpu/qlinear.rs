@@ -21,9 +21,12 @@
 //! The ISA is chosen at run time ([`Isa::detect`]); `QWM_CPU_ISA=portable|avx2|avx512` (or the
 //! older `QWM_CPU_PORTABLE=1`) caps it, for tests and comparisons.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::qkernels::{self, MR};
+use crate::quant::pack::k_pad;
 use crate::quant::{ActParams, ActSpec, PackedWeight};
 use crate::{Error, Result};
 
@@ -139,6 +142,20 @@ pub fn qlinear_post(
     post: Post<'_>,
     isa: Isa,
 ) -> Result<Vec<f32>> {
+    qlinear_with(x, w, None, bias, act, post, isa)
+}
+
+/// [`qlinear_post`] on `w`'s int panels built beforehand ([`IntPanels::new`]) when `panels`
+/// fits `w` and `isa`; otherwise (and for weight-only specs) the panels are decoded here.
+pub fn qlinear_with(
+    x: &[f32],
+    w: &PackedWeight,
+    panels: Option<&IntPanels>,
+    bias: Option<&[f32]>,
+    act: Option<ActQuant<'_>>,
+    post: Post<'_>,
+    isa: Isa,
+) -> Result<Vec<f32>> {
     let (n, k) = (w.n, w.k);
     if k == 0 || !x.len().is_multiple_of(k) {
         return Err(Error::Shape(format!(
@@ -160,28 +177,48 @@ pub fn qlinear_post(
         })?),
         _ => None,
     };
-    if act.is_some() {
-        check_int_weight(w)?;
-    }
     let m = x.len() / k;
     post.check(m * n)?;
-    let mut y = vec![0f32; m * n];
+    let decoded;
+    let panels = match (act, panels) {
+        (None, _) => None,
+        (Some(_), Some(p)) if p.fits(w, isa) => Some(p),
+        (Some(_), _) => {
+            decoded = IntPanels::new(w, isa)?;
+            Some(&decoded)
+        }
+    };
     if m == 0 || n == 0 {
-        return Ok(y);
+        return Ok(vec![0f32; m * n]);
     }
     // Enough chunks for every thread, each long enough to amortize decoding the panels.
     let threads = rayon::current_num_threads().max(1);
     let mc = m.div_ceil(threads * 2).next_multiple_of(MR).clamp(MR, 2048);
-    y.par_chunks_mut(mc * n)
+    let Some((spec, ip)) = act.map(|a| a.0).zip(panels) else {
+        let mut y = vec![0f32; m * n];
+        y.par_chunks_mut(mc * n)
+            .zip(x.par_chunks(mc * k))
+            .enumerate()
+            .for_each(|(i, (yc, xc))| {
+                f32_chunk(xc, yc, Rows::Packed(w), bias, isa);
+                post.apply(yc, i * mc * n);
+            });
+        return Ok(y);
+    };
+    // The integer chunks write every output, so `y` is not zero-filled first.
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    y.spare_capacity_mut()[..m * n]
+        .par_chunks_mut(mc * n)
         .zip(x.par_chunks(mc * k))
         .enumerate()
         .for_each(|(i, (yc, xc))| {
-            match act {
-                Some((spec, _)) => int_chunk(xc, yc, w, bias, spec, static_params, isa),
-                None => f32_chunk(xc, yc, Rows::Packed(w), bias, isa),
-            }
+            int_chunk(xc, yc, ip, bias, spec, static_params);
+            // SAFETY: `int_chunk` initialised every element of `yc`.
+            let yc = unsafe { &mut *(yc as *mut [MaybeUninit<f32>] as *mut [f32]) };
             post.apply(yc, i * mc * n);
         });
+    // SAFETY: the chunks cover `0..m * n` and each initialised all of its elements.
+    unsafe { y.set_len(m * n) };
     Ok(y)
 }
 
@@ -262,6 +299,17 @@ fn group_bounds(w: &PackedWeight) -> Vec<usize> {
     let gpr = w.groups_per_row();
     let mut b: Vec<usize> = (0..gpr).map(|g| group_span(w, g).0).collect();
     b.push(w.k_pad());
+    b
+}
+
+/// The integer tiles' group boundaries: [`group_bounds`] with the last one at `K` rounded up
+/// to 4 codes (a `vpdpbusd` step) rather than at `k_pad`: the codes past `K` are 0 on both
+/// sides, so the tiles need not multiply them (a sixth of the work at K = 80).
+fn int_bounds(w: &PackedWeight) -> Vec<usize> {
+    let mut b = group_bounds(w);
+    if let Some(last) = b.last_mut() {
+        *last = w.k.next_multiple_of(4);
+    }
     b
 }
 
@@ -405,30 +453,74 @@ fn quantize_tokens(
         sums: vec![0i32; m * gpr],
     };
     for (t, x) in xc.chunks(k).enumerate() {
-        let p = static_params.unwrap_or_else(|| {
-            let (lo, hi) = min_max(x);
-            ActParams::from_range(lo, hi, bits)
-        });
         let a = &mut c.a[t * kp..t * kp + k];
-        act_codes(x, a, &p);
+        let sums = &mut c.sums[t * gpr..(t + 1) * gpr];
+        let p = token_codes(x, a, sums, bounds, bits, static_params.as_ref());
         c.scale[t] = p.scale;
         c.zero[t] = p.zero as i32;
-        for g in 0..gpr {
-            let (s, e) = (bounds[g], bounds[g + 1].min(k));
-            c.sums[t * gpr + g] = a[s..e].iter().map(|v| *v as i32).sum();
-        }
     }
     c
 }
 
-/// `min(0, x)` and `max(0, x)` over a token (8 running lanes so that it vectorises; min and
+super::simd_dispatch! {
+    /// One token's codes `a` (`ActParams::code` of `x`, per-token range unless `fixed`) and
+    /// their sums over each group of `bounds`, in the ISA's vectors (min, max and integer
+    /// sums are exact, so every ISA gives the same codes and sums).
+    fn token_codes(
+        x: &[f32],
+        a: &mut [u8],
+        sums: &mut [i32],
+        bounds: &[usize],
+        bits: u8,
+        fixed: Option<&ActParams>
+    ) -> ActParams = token_codes_body
+}
+
+#[inline(always)]
+fn token_codes_body(
+    x: &[f32],
+    a: &mut [u8],
+    sums: &mut [i32],
+    bounds: &[usize],
+    bits: u8,
+    fixed: Option<&ActParams>,
+) -> ActParams {
+    let p = fixed.copied().unwrap_or_else(|| {
+        let (lo, hi) = min_max(x);
+        ActParams::from_range(lo, hi, bits)
+    });
+    act_codes_body(x, a, &p);
+    let k = a.len();
+    for (g, s) in sums.iter_mut().enumerate() {
+        let (lo, hi) = (bounds[g].min(k), bounds[g + 1].min(k));
+        *s = sum_u8(&a[lo..hi]);
+    }
+    p
+}
+
+/// Sum of bytes (32 running lanes so that it vectorises).
+#[inline(always)]
+fn sum_u8(a: &[u8]) -> i32 {
+    let mut acc = [0i32; 32];
+    let chunks = a.chunks_exact(32);
+    let tail: i32 = chunks.remainder().iter().map(|v| *v as i32).sum();
+    for c in chunks {
+        for l in 0..32 {
+            acc[l] += c[l] as i32;
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+/// `min(0, x)` and `max(0, x)` over a token (16 running lanes so that it vectorises; min and
 /// max are exact, so the order does not matter).
+#[inline(always)]
 fn min_max(x: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = ([0f32; 8], [0f32; 8]);
-    let chunks = x.chunks_exact(8);
+    let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
+    let chunks = x.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
-        for l in 0..8 {
+        for l in 0..16 {
             lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
             hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
         }
@@ -438,12 +530,8 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     (lo, hi)
 }
 
-super::simd_dispatch! {
-    /// `a = ActParams::code(x)` elementwise, vectorised (a rounding instruction instead of a
-    /// libm call per value; the same arithmetic, so the same codes).
-    fn act_codes(x: &[f32], a: &mut [u8], p: &ActParams) = act_codes_body
-}
-
+/// `a = ActParams::code(x)` elementwise, vectorised (a rounding instruction instead of a libm
+/// call per value; the same arithmetic, so the same codes).
 #[inline(always)]
 fn act_codes_body(x: &[f32], a: &mut [u8], p: &ActParams) {
     let levels = ((1u32 << p.bits) - 1) as f32;
@@ -455,76 +543,125 @@ fn act_codes_body(x: &[f32], a: &mut [u8], p: &ActParams) {
     }
 }
 
-/// One decoded int panel: codes in the ISA's layout and, `[group][row]`, `d = off - z`,
-/// `c1 = E + d n` (`E` the group's weight code sum, `n` its real length) and the scale.
-struct IntPanel {
+/// A packed weight's codes laid out in one ISA's int panels ([`Isa::panel_rows`] rows each,
+/// the last zero-padded) with each panel's per-group constants, `[group][row]`: `d = off - z`,
+/// `c1 = E + d n` (`E` the group's weight code sum, `n` its real length) and the scale. Built
+/// once per model (`CpuModel`), so calls and their token chunks only read it; 8-bit codes
+/// take the same bytes as packed, lower bit-widths a byte per code. No f32 weight values.
+pub struct IntPanels {
+    isa: Isa,
+    n: usize,
+    k: usize,
+    bits: u8,
+    bounds: Vec<usize>,
     codes: Vec<i8>,
     delta: Vec<i32>,
     c1: Vec<i32>,
     scale: Vec<f32>,
 }
 
-fn decode_int_panel(w: &PackedWeight, p0: usize, isa: Isa, buf: &mut [u32], p: &mut IntPanel) {
-    let (k, kp, gpr, nr) = (w.k, w.k_pad(), w.groups_per_row(), isa.panel_rows());
-    let off: i32 = if w.bits == 8 { 128 } else { 0 };
-    p.codes.fill(0);
-    p.delta.fill(0);
-    p.c1.fill(0);
-    p.scale.fill(0.0);
-    for i in 0..nr.min(w.n - p0) {
-        let r = p0 + i;
-        buf.fill(0);
-        decode_row(w, r, |kk, c| buf[kk] |= c);
-        for g in 0..gpr {
-            // Whole numbers in 0..=255 (`check_int_weight`).
-            let z = w.zero(r, g) as i32;
-            let (a, b) = group_span(w, g);
-            let mut sum = 0i32;
-            for (kk, &c) in buf.iter().enumerate().take(b.min(k)).skip(a) {
-                let e = c as i32 - off;
-                p.codes[qkernels::int_panel_index(isa, i, kk, kp)] = e as i8;
-                sum += e;
+/// One panel of an [`IntPanels`].
+struct Panel<'a> {
+    codes: &'a [i8],
+    delta: &'a [i32],
+    c1: &'a [i32],
+    scale: &'a [f32],
+}
+
+impl IntPanels {
+    /// `w` decoded for `isa`'s integer tiles (errors as the integer path of [`qlinear`]).
+    pub fn new(w: &PackedWeight, isa: Isa) -> Result<IntPanels> {
+        check_int_weight(w)?;
+        let (k, kp, gpr, nr) = (w.k, w.k_pad(), w.groups_per_row(), isa.panel_rows());
+        let panels = w.n.div_ceil(nr);
+        let mut p = IntPanels {
+            isa,
+            n: w.n,
+            k,
+            bits: w.bits,
+            bounds: int_bounds(w),
+            codes: vec![0; panels * nr * kp],
+            delta: vec![0; panels * gpr * nr],
+            c1: vec![0; panels * gpr * nr],
+            scale: vec![0.0; panels * gpr * nr],
+        };
+        let off: i32 = if w.bits == 8 { 128 } else { 0 };
+        let mut buf = vec![0u32; kp];
+        for r in 0..w.n {
+            let (pi, i) = (r / nr, r % nr);
+            let codes = &mut p.codes[pi * nr * kp..(pi + 1) * nr * kp];
+            let meta = pi * gpr * nr;
+            buf.fill(0);
+            decode_row(w, r, |kk, c| buf[kk] |= c);
+            for g in 0..gpr {
+                // Whole numbers in 0..=255 (`check_int_weight`).
+                let z = w.zero(r, g) as i32;
+                let (a, b) = group_span(w, g);
+                let mut sum = 0i32;
+                for (kk, &c) in buf.iter().enumerate().take(b.min(k)).skip(a) {
+                    let e = c as i32 - off;
+                    codes[qkernels::int_panel_index(isa, i, kk, kp)] = e as i8;
+                    sum += e;
+                }
+                let d = off - z;
+                p.delta[meta + g * nr + i] = d;
+                p.c1[meta + g * nr + i] = sum.wrapping_add(d.wrapping_mul((b.min(k) - a) as i32));
+                p.scale[meta + g * nr + i] = w.scale(r, g);
             }
-            let d = off - z;
-            p.delta[g * nr + i] = d;
-            p.c1[g * nr + i] = sum.wrapping_add(d.wrapping_mul((b.min(k) - a) as i32));
-            p.scale[g * nr + i] = w.scale(r, g);
+        }
+        Ok(p)
+    }
+
+    /// Whether these are `w`'s panels for `isa` (same shape and bit-width).
+    pub fn fits(&self, w: &PackedWeight, isa: Isa) -> bool {
+        (self.isa, self.n, self.k, self.bits) == (isa, w.n, w.k, w.bits)
+            && self.bounds == int_bounds(w)
+    }
+
+    /// Bytes held (codes and per-group constants).
+    pub fn bytes(&self) -> usize {
+        self.codes.len() + 4 * (self.delta.len() + self.c1.len() + self.scale.len())
+    }
+
+    fn panel(&self, i: usize) -> Panel<'_> {
+        let (nr, kp) = (self.isa.panel_rows(), k_pad(self.k));
+        let gn = (self.bounds.len() - 1) * nr;
+        Panel {
+            codes: &self.codes[i * nr * kp..(i + 1) * nr * kp],
+            delta: &self.delta[i * gn..(i + 1) * gn],
+            c1: &self.c1[i * gn..(i + 1) * gn],
+            scale: &self.scale[i * gn..(i + 1) * gn],
         }
     }
 }
 
+/// Writes every element of `yc`.
 fn int_chunk(
     xc: &[f32],
-    yc: &mut [f32],
-    w: &PackedWeight,
+    yc: &mut [MaybeUninit<f32>],
+    ip: &IntPanels,
     bias: Option<&[f32]>,
     spec: &ActSpec,
     static_params: Option<ActParams>,
-    isa: Isa,
 ) {
-    let (n, k, kp, nr) = (w.n, w.k, w.k_pad(), isa.panel_rows());
+    let (n, k, isa) = (ip.n, ip.k, ip.isa);
+    let (kp, nr) = (k_pad(k), isa.panel_rows());
     let m = xc.len() / k;
-    let bounds = group_bounds(w);
+    let bounds = &ip.bounds;
     let gpr = bounds.len() - 1;
-    let ac = quantize_tokens(xc, k, kp, &bounds, spec.bits, static_params);
-    let mut p = IntPanel {
-        codes: vec![0i8; nr * kp],
-        delta: vec![0; nr * gpr],
-        c1: vec![0; nr * gpr],
-        scale: vec![0.0; nr * gpr],
-    };
-    let mut buf = vec![0u32; kp];
+    let ac = quantize_tokens(xc, k, kp, bounds, spec.bits, static_params);
+    // Every tile writes all of `out` (no fill needed between tiles).
     let mut out = vec![0i32; MR * gpr * nr];
     let mut b = vec![0f32; nr];
-    for p0 in (0..n).step_by(nr) {
+    for (pi, p0) in (0..n).step_by(nr).enumerate() {
         let rows = nr.min(n - p0);
-        decode_int_panel(w, p0, isa, &mut buf, &mut p);
+        let p = ip.panel(pi);
         b.fill(0.0);
         if let Some(bias) = bias {
             b[..rows].copy_from_slice(&bias[p0..p0 + rows]);
         }
         for t0 in (0..m).step_by(MR) {
-            qkernels::int_tile(isa, &ac.a[t0 * kp..], &p.codes, kp, &bounds, &mut out);
+            qkernels::int_tile(isa, &ac.a[t0 * kp..], p.codes, kp, bounds, &mut out);
             let tile = Tile {
                 s: &out,
                 t0,
@@ -553,42 +690,82 @@ super::simd_dispatch! {
     /// exact in wrapping i32 (the true value `sum (a - za)(c - z)` is below 2^31 for
     /// `K <= 32768`, checked by `qlinear`); the f32 part is the same sequence of roundings on
     /// every ISA (the compiler does not contract it into FMAs), so all builds give the same
-    /// bits.
-    fn epilogue(t: &Tile<'_>, p: &IntPanel, ac: &ActCodes, b: &[f32], y: &mut [f32]) =
-        epilogue_body
+    /// bits. Writes every output of the tile.
+    fn epilogue(
+        t: &Tile<'_>,
+        p: &Panel<'_>,
+        ac: &ActCodes,
+        b: &[f32],
+        y: &mut [MaybeUninit<f32>]
+    ) = epilogue_body
 }
 
 #[inline(always)]
-fn epilogue_body(t: &Tile<'_>, p: &IntPanel, ac: &ActCodes, b: &[f32], y: &mut [f32]) {
-    let nr = b.len();
-    let gpr = p.delta.len() / nr;
-    let mut f = [0f32; 32];
-    let f = &mut f[..nr];
+fn epilogue_body(
+    t: &Tile<'_>,
+    p: &Panel<'_>,
+    ac: &ActCodes,
+    b: &[f32],
+    y: &mut [MaybeUninit<f32>],
+) {
+    // Fixed panel widths, so that the row loops are whole vectors.
+    match b.len() {
+        32 => epilogue_nr::<32>(t, p, ac, b, y),
+        16 => epilogue_nr::<16>(t, p, ac, b, y),
+        nr => unreachable!("panel of {nr} rows"),
+    }
+}
+
+#[inline(always)]
+fn epilogue_nr<const NR: usize>(
+    t: &Tile<'_>,
+    p: &Panel<'_>,
+    ac: &ActCodes,
+    b: &[f32],
+    y: &mut [MaybeUninit<f32>],
+) {
+    let gpr = p.delta.len() / NR;
+    let b: &[f32; NR] = b.try_into().expect("bias of a panel");
     for i in 0..t.tokens {
         let tt = t.t0 + i;
         let (za, sums) = (ac.zero[tt], &ac.sums[tt * gpr..(tt + 1) * gpr]);
-        let s = &t.s[i * gpr * nr..(i + 1) * gpr * nr];
-        // Group 0 writes, later groups add (no zero-fill: stores the wide loads could not
-        // forward from).
-        for (g, &a) in sums.iter().enumerate() {
-            let r = g * nr..(g + 1) * nr;
-            let it = s[r.clone()]
-                .iter()
-                .zip(&p.delta[r.clone()])
-                .zip(&p.c1[r.clone()])
-                .zip(&p.scale[r]);
-            for (fi, (((&s, &d), &c1), &sw)) in f.iter_mut().zip(it) {
-                let dot = s
-                    .wrapping_add(d.wrapping_mul(a))
-                    .wrapping_sub(za.wrapping_mul(c1));
-                let v = dot as f32 * sw;
-                *fi = if g == 0 { v } else { *fi + v };
-            }
-        }
         let sa = ac.scale[tt];
         let yr = &mut y[tt * t.n + t.p0..tt * t.n + t.p0 + t.rows];
-        for ((y, fi), bi) in yr.iter_mut().zip(f.iter()).zip(b) {
-            *y = *fi * sa + bi;
+        if gpr == 1 {
+            // Per-channel scales: straight to the output, the same operations as below.
+            let s: &[i32; NR] = t.s[i * NR..(i + 1) * NR].try_into().unwrap();
+            let d: &[i32; NR] = p.delta.try_into().unwrap();
+            let c1: &[i32; NR] = p.c1.try_into().unwrap();
+            let sw: &[f32; NR] = p.scale.try_into().unwrap();
+            let a = sums[0];
+            if yr.len() == NR {
+                for j in 0..NR {
+                    let dot = s[j]
+                        .wrapping_add(d[j].wrapping_mul(a))
+                        .wrapping_sub(za.wrapping_mul(c1[j]));
+                    yr[j].write(dot as f32 * sw[j] * sa + b[j]);
+                }
+                continue;
+            }
+        }
+        let mut f = [0f32; NR];
+        for (g, &a) in sums.iter().enumerate() {
+            let r = g * NR..(g + 1) * NR;
+            let s: &[i32; NR] = t.s[i * gpr * NR..][r.clone()].try_into().unwrap();
+            let d: &[i32; NR] = p.delta[r.clone()].try_into().unwrap();
+            let c1: &[i32; NR] = p.c1[r.clone()].try_into().unwrap();
+            let sw: &[f32; NR] = p.scale[r].try_into().unwrap();
+            for j in 0..NR {
+                let dot = s[j]
+                    .wrapping_add(d[j].wrapping_mul(a))
+                    .wrapping_sub(za.wrapping_mul(c1[j]));
+                let v = dot as f32 * sw[j];
+                // Group 0 sets, later groups add (in increasing group order on every ISA).
+                f[j] = if g == 0 { v } else { f[j] + v };
+            }
+        }
+        for ((y, fi), bi) in yr.iter_mut().zip(&f).zip(b) {
+            y.write(*fi * sa + bi);
         }
     }
 }
