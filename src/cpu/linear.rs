@@ -58,7 +58,7 @@ pub fn packed_linear(
 pub fn packed_linear_then(
     x: &Tensor,
     w: &crate::quant::PackedWeight,
-    panels: Option<&qlinear::IntPanels>,
+    panels: Option<&qlinear::Panels>,
     b: Option<&Tensor>,
     act: Option<qlinear::ActQuant<'_>>,
     then: Option<Then<'_>>,

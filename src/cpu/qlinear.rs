@@ -145,12 +145,39 @@ pub fn qlinear_post(
     qlinear_with(x, w, None, bias, act, post, isa)
 }
 
-/// [`qlinear_post`] on `w`'s int panels built beforehand ([`IntPanels::new`]) when `panels`
-/// fits `w` and `isa`; otherwise (and for weight-only specs) the panels are decoded here.
+/// A packed weight laid out beforehand for this CPU's tiles ([`Panels::new`]).
+pub enum Panels {
+    /// For activation-quantized specs.
+    Int(IntPanels),
+    /// 4-bit codes for weight-only specs.
+    Nibble(NibblePanels),
+}
+
+impl Panels {
+    /// `w`'s panels for `isa` where the kernels have a layout for them: int panels for
+    /// activation-quantized specs (`int`), nibble panels for 4-bit weight-only ones.
+    pub fn new(w: &PackedWeight, isa: Isa, int: bool) -> Result<Option<Panels>> {
+        Ok(match int {
+            true => Some(Panels::Int(IntPanels::new(w, isa)?)),
+            false => NibblePanels::new(w, isa).map(Panels::Nibble),
+        })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Panels::Int(p) => p.bytes(),
+            Panels::Nibble(p) => p.bytes(),
+        }
+    }
+}
+
+/// [`qlinear_post`] on `w`'s panels built beforehand when they fit `w` and `isa`; otherwise
+/// the panels are decoded here.
 pub fn qlinear_with(
     x: &[f32],
     w: &PackedWeight,
-    panels: Option<&IntPanels>,
+    panels: Option<&Panels>,
     bias: Option<&[f32]>,
     act: Option<ActQuant<'_>>,
     post: Post<'_>,
@@ -180,12 +207,13 @@ pub fn qlinear_with(
     let m = x.len() / k;
     post.check(m * n)?;
     let decoded;
-    let panels = match (act, panels) {
-        (None, _) => None,
-        (Some(_), Some(p)) if p.fits(w, isa) => Some(p),
+    let (int, nibbles) = match (act, panels) {
+        (None, Some(Panels::Nibble(p))) if p.fits(w, isa) => (None, Some(p)),
+        (None, _) => (None, None),
+        (Some(_), Some(Panels::Int(p))) if p.fits(w, isa) => (Some(p), None),
         (Some(_), _) => {
             decoded = IntPanels::new(w, isa)?;
-            Some(&decoded)
+            (Some(&decoded), None)
         }
     };
     if m == 0 || n == 0 {
@@ -194,26 +222,22 @@ pub fn qlinear_with(
     // Enough chunks for every thread, each long enough to amortize decoding the panels.
     let threads = rayon::current_num_threads().max(1);
     let mc = m.div_ceil(threads * 2).next_multiple_of(MR).clamp(MR, 2048);
-    let Some((spec, ip)) = act.map(|a| a.0).zip(panels) else {
-        let mut y = vec![0f32; m * n];
-        y.par_chunks_mut(mc * n)
-            .zip(x.par_chunks(mc * k))
-            .enumerate()
-            .for_each(|(i, (yc, xc))| {
-                f32_chunk(xc, yc, Rows::Packed(w), bias, isa);
-                post.apply(yc, i * mc * n);
-            });
-        return Ok(y);
+    let src = match nibbles {
+        Some(p) => Rows::Nibbles(w, p),
+        None => Rows::Packed(w),
     };
-    // The integer chunks write every output, so `y` is not zero-filled first.
+    // The chunks write every output, so `y` is not zero-filled first.
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
     y.spare_capacity_mut()[..m * n]
         .par_chunks_mut(mc * n)
         .zip(x.par_chunks(mc * k))
         .enumerate()
         .for_each(|(i, (yc, xc))| {
-            int_chunk(xc, yc, ip, bias, spec, static_params);
-            // SAFETY: `int_chunk` initialised every element of `yc`.
+            match (act, int) {
+                (Some((spec, _)), Some(ip)) => int_chunk(xc, yc, ip, bias, spec, static_params),
+                _ => f32_chunk(xc, yc, src, bias, isa),
+            }
+            // SAFETY: the chunk functions initialise every element of `yc`.
             let yc = unsafe { &mut *(yc as *mut [MaybeUninit<f32>] as *mut [f32]) };
             post.apply(yc, i * mc * n);
         });
@@ -318,6 +342,8 @@ fn int_bounds(w: &PackedWeight) -> Vec<usize> {
 enum Rows<'a> {
     /// Decoded from packed codes.
     Packed(&'a PackedWeight),
+    /// Decoded from nibble panels (scales and zero points from the packed weight).
+    Nibbles(&'a PackedWeight, &'a NibblePanels),
     /// A plain f32 weight `[n, k]` (float models).
     F32 { w: &'a [f32], n: usize, k: usize },
 }
@@ -325,13 +351,20 @@ enum Rows<'a> {
 impl Rows<'_> {
     fn dims(&self) -> (usize, usize) {
         match self {
-            Rows::Packed(w) => (w.n, w.k),
+            Rows::Packed(w) | Rows::Nibbles(w, _) => (w.n, w.k),
             Rows::F32 { n, k, .. } => (*n, *k),
         }
     }
 }
 
-fn f32_chunk(xc: &[f32], yc: &mut [f32], src: Rows<'_>, bias: Option<&[f32]>, isa: Isa) {
+/// Writes every element of `yc`.
+fn f32_chunk(
+    xc: &[f32],
+    yc: &mut [MaybeUninit<f32>],
+    src: Rows<'_>,
+    bias: Option<&[f32]>,
+    isa: Isa,
+) {
     let ((n, k), nr) = (src.dims(), isa.panel_rows());
     // The tiles run over the K inputs themselves, not the packed rows' padding to 32 (a
     // fifth more FMAs at K = 80), so full tiles read the tokens in place and only the last,
@@ -344,23 +377,42 @@ fn f32_chunk(xc: &[f32], yc: &mut [f32], src: Rows<'_>, bias: Option<&[f32]>, is
     let kp = crate::quant::pack::k_pad(k);
     let (mut codes, mut row) = (vec![0u32; kp], vec![0f32; kp]);
     let (mut out, mut b) = (vec![0f32; MR * nr], vec![0f32; nr]);
-    for p0 in (0..n).step_by(nr) {
+    let gpr = match src {
+        Rows::Nibbles(w, _) => w.groups_per_row(),
+        _ => 0,
+    };
+    let (mut zs, mut ss) = (vec![0f32; gpr * nr], vec![0f32; gpr * nr]);
+    for (pi, p0) in (0..n).step_by(nr).enumerate() {
         let rows = nr.min(n - p0);
         b.fill(0.0);
         if let Some(bias) = bias {
             b[..rows].copy_from_slice(&bias[p0..p0 + rows]);
         }
-        panel.fill(0.0);
-        for i in 0..rows {
-            let r = match src {
-                Rows::Packed(w) => {
-                    decode_row_f32(w, p0 + i, &mut codes, &mut row);
-                    &row[..k]
+        if let Rows::Nibbles(w, np) = src {
+            // Rows past `n` decode code 0 with zero point and scale 0: the value 0.
+            for g in 0..gpr {
+                for i in 0..nr {
+                    let (z, s) = match i < rows {
+                        true => (w.zero(p0 + i, g), w.scale(p0 + i, g)),
+                        false => (0.0, 0.0),
+                    };
+                    (zs[g * nr + i], ss[g * nr + i]) = (z, s);
                 }
-                Rows::F32 { w, .. } => &w[(p0 + i) * k..(p0 + i + 1) * k],
-            };
-            for (kk, v) in r.iter().enumerate() {
-                panel[kk * nr + i] = *v;
+            }
+            nibble_panel(np.panel(pi), &zs, &ss, w.group, nr, &mut panel);
+        } else {
+            panel.fill(0.0);
+            for i in 0..rows {
+                let r = match src {
+                    Rows::Packed(w) | Rows::Nibbles(w, _) => {
+                        decode_row_f32(w, p0 + i, &mut codes, &mut row);
+                        &row[..k]
+                    }
+                    Rows::F32 { w, .. } => &w[(p0 + i) * k..(p0 + i + 1) * k],
+                };
+                for (kk, v) in r.iter().enumerate() {
+                    panel[kk * nr + i] = *v;
+                }
             }
         }
         for t0 in (0..m).step_by(MR) {
@@ -369,9 +421,116 @@ fn f32_chunk(xc: &[f32], yc: &mut [f32], src: Rows<'_>, bias: Option<&[f32]>, is
             for t in 0..MR.min(m - t0) {
                 let yr = &mut yc[(t0 + t) * n + p0..(t0 + t) * n + p0 + rows];
                 for ((y, o), b) in yr.iter_mut().zip(&out[t * nr..]).zip(&b) {
-                    *y = o + b;
+                    y.write(o + b);
                 }
             }
+        }
+    }
+}
+
+/// 4-bit codes of a packed weight laid out for the float tiles' panels ([`Isa::panel_rows`]
+/// rows each, the last zero-padded): `[panel][k][nr / 2]` bytes, byte `j` holding row `j`
+/// in its low nibble and row `j + nr / 2` in its high one, so that a panel decodes to f32 in
+/// whole vectors. The same bytes as the packed codes (K unpadded).
+pub struct NibblePanels {
+    isa: Isa,
+    n: usize,
+    k: usize,
+    codes: Vec<u8>,
+}
+
+impl NibblePanels {
+    /// `w`'s codes for `isa`'s float panels; `None` unless `w` has 4-bit codes.
+    pub fn new(w: &PackedWeight, isa: Isa) -> Option<NibblePanels> {
+        if w.bits != 4 {
+            return None;
+        }
+        let (k, nr) = (w.k, isa.panel_rows());
+        let h = nr / 2;
+        let mut codes = vec![0u8; w.n.div_ceil(nr) * k * h];
+        let mut buf = vec![0u32; w.k_pad()];
+        for r in 0..w.n {
+            let (pi, i) = (r / nr, r % nr);
+            buf.fill(0);
+            decode_row(w, r, |kk, c| buf[kk] |= c);
+            for (kk, &c) in buf[..k].iter().enumerate() {
+                let byte = &mut codes[(pi * k + kk) * h + i % h];
+                *byte |= (c as u8) << (4 * (i / h));
+            }
+        }
+        Some(NibblePanels {
+            isa,
+            n: w.n,
+            k,
+            codes,
+        })
+    }
+
+    /// Whether these are `w`'s panels for `isa`.
+    pub fn fits(&self, w: &PackedWeight, isa: Isa) -> bool {
+        (self.isa, self.n, self.k, w.bits) == (isa, w.n, w.k, 4)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.codes.len()
+    }
+
+    fn panel(&self, i: usize) -> &[u8] {
+        let len = self.k * self.isa.panel_rows() / 2;
+        &self.codes[i * len..(i + 1) * len]
+    }
+}
+
+super::simd_dispatch! {
+    /// A float panel `[k][nr]` from nibble codes: `(c - z) * s` with each row's zero point
+    /// and scale for the group of `k` (`z`, `s`: `[group][nr]`), the operations of
+    /// [`PackedWeight::dequantize`], so the same bits. Writes all of `panel`.
+    fn nibble_panel(
+        codes: &[u8],
+        z: &[f32],
+        s: &[f32],
+        group: usize,
+        nr: usize,
+        panel: &mut [f32]
+    ) = nibble_panel_body
+}
+
+#[inline(always)]
+fn nibble_panel_body(
+    codes: &[u8],
+    z: &[f32],
+    s: &[f32],
+    group: usize,
+    nr: usize,
+    panel: &mut [f32],
+) {
+    // Fixed panel widths, so that the row loops are whole vectors.
+    match nr {
+        32 => nibble_panel_nr::<32>(codes, z, s, group, panel),
+        16 => nibble_panel_nr::<16>(codes, z, s, group, panel),
+        _ => unreachable!("panel of {nr} rows"),
+    }
+}
+
+#[inline(always)]
+fn nibble_panel_nr<const NR: usize>(
+    codes: &[u8],
+    z: &[f32],
+    s: &[f32],
+    group: usize,
+    panel: &mut [f32],
+) {
+    let h = NR / 2;
+    for (kk, (b, out)) in codes
+        .chunks_exact(h)
+        .zip(panel.chunks_exact_mut(NR))
+        .enumerate()
+    {
+        let g = kk / group;
+        let (z, s) = (&z[g * NR..(g + 1) * NR], &s[g * NR..(g + 1) * NR]);
+        for j in 0..h {
+            out[j] = ((b[j] & 15) as f32 - z[j]) * s[j];
+            out[j + h] = ((b[j] >> 4) as f32 - z[j + h]) * s[j + h];
         }
     }
 }
@@ -421,7 +580,10 @@ pub fn linear_f32_post(
         .zip(x.par_chunks(mc * k))
         .enumerate()
         .for_each(|(i, (yc, xc))| {
-            f32_chunk(xc, yc, src, bias, isa);
+            // SAFETY: f32 and `MaybeUninit<f32>` have the same layout, and `f32_chunk` only
+            // writes initialised values.
+            let yu = unsafe { &mut *(yc as *mut [f32] as *mut [MaybeUninit<f32>]) };
+            f32_chunk(xc, yu, src, bias, isa);
             post.apply(yc, i * mc * n);
         });
     Ok(y)

@@ -31,11 +31,11 @@ pub struct CpuLinear {
 }
 
 /// A linear's weight on the CPU: f32 (float models and the fake-quant reference) or packed,
-/// with, for activation-quantized specs, its codes laid out once in this CPU's int panels
-/// (`cpu::qlinear::IntPanels`) so that no call decodes them again.
+/// with its codes laid out once for this CPU's tiles where they have a layout
+/// (`cpu::qlinear::Panels`), so that no call decodes them again.
 pub enum CpuWeight {
     F32(Tensor),
-    Packed(Arc<PackedWeight>, Option<cpu::qlinear::IntPanels>),
+    Packed(Arc<PackedWeight>, Option<cpu::qlinear::Panels>),
 }
 
 impl CpuLinear {
@@ -309,16 +309,11 @@ impl ParamSource for Wrap<'_> {
                 .map(|a| (a, q.act.get(l.weight).copied()))
         });
         let w = match packed {
-            // Shared with the quantized model: no f32 copy. The int panels are a second copy
-            // of the codes (a byte per code) for the integer tiles.
+            // Shared with the quantized model: no f32 copy. The panels are a second copy of
+            // the codes (a byte per code for the integer tiles, a nibble for 4-bit float).
             Some(p) => {
-                let panels = match &act {
-                    Some(_) => Some(cpu::qlinear::IntPanels::new(
-                        p,
-                        cpu::qlinear::Isa::detect(),
-                    )?),
-                    None => None,
-                };
+                let isa = cpu::qlinear::Isa::detect();
+                let panels = cpu::qlinear::Panels::new(p, isa, act.is_some())?;
                 CpuWeight::Packed(Arc::clone(p), panels)
             }
             None => {
@@ -431,7 +426,7 @@ impl Model<Cpu> {
     }
 
     /// Every linear layer's weight name with the bytes it holds in f32, packed (codes, scales,
-    /// zero points) and in int panels (`cpu::qlinear::IntPanels`): a packed layer holds no
+    /// zero points) and in panels (`cpu::qlinear::Panels`): a packed layer holds no
     /// f32 copy.
     pub fn linear_weight_bytes(&self) -> Vec<(String, usize, usize, usize)> {
         let p = &self.p;
