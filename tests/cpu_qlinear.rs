@@ -141,8 +141,15 @@ fn packed_linears_match_the_fake_quant_reference() {
                             // and A6, nibbles for 4-bit weight-only) give the bits of
                             // panels decoded per call; another ISA's panels do not fit and
                             // are decoded again.
-                            let panels = qlinear::Panels::new(&pw, isa, a.is_some()).unwrap();
-                            assert_eq!(panels.is_some(), a.is_some() || bits == 4);
+                            let mut panels = qlinear::Panels::new(&pw, isa, a.is_some()).unwrap();
+                            let held = if a.is_some() { bits == 8 } else { bits == 4 };
+                            assert_eq!(panels.is_some(), held);
+                            if a.is_some() {
+                                // Int panels of every bit-width (held only for 8 bits).
+                                panels = Some(qlinear::Panels::Int(
+                                    qlinear::IntPanels::new(&pw, isa).unwrap(),
+                                ));
+                            }
                             for other in isas() {
                                 let y = qlinear::qlinear_with(
                                     &x,

@@ -154,10 +154,14 @@ pub enum Panels {
 }
 
 impl Panels {
-    /// `w`'s panels for `isa` where the kernels have a layout for them: int panels for
-    /// activation-quantized specs (`int`), nibble panels for 4-bit weight-only ones.
+    /// `w`'s panels for `isa` where they are worth holding: int panels for 8-bit codes with
+    /// quantized activations (`int`; the same bytes as the codes), nibble panels for 4-bit
+    /// weight-only ones. Lower bit-widths with quantized activations decode their int panels
+    /// per call instead: held, they would take twice the 4-bit codes' bytes or more, for a
+    /// few percent of a step (docs/BENCHMARKS.md, round 6).
     pub fn new(w: &PackedWeight, isa: Isa, int: bool) -> Result<Option<Panels>> {
         Ok(match int {
+            true if w.bits != 8 => None,
             true => Some(Panels::Int(IntPanels::new(w, isa)?)),
             false => NibblePanels::new(w, isa).map(Panels::Nibble),
         })
@@ -720,10 +724,13 @@ pub struct IntPanels {
     delta: Vec<i32>,
     c1: Vec<i32>,
     scale: Vec<f32>,
+    centred: bool,
 }
 
 /// One panel of an [`IntPanels`].
 struct Panel<'a> {
+    /// Every `d` is 0 (symmetric codes: `z = off`).
+    centred: bool,
     codes: &'a [i8],
     delta: &'a [i32],
     c1: &'a [i32],
@@ -746,6 +753,7 @@ impl IntPanels {
             delta: vec![0; panels * gpr * nr],
             c1: vec![0; panels * gpr * nr],
             scale: vec![0.0; panels * gpr * nr],
+            centred: false,
         };
         let off: i32 = if w.bits == 8 { 128 } else { 0 };
         let mut buf = vec![0u32; kp];
@@ -771,6 +779,7 @@ impl IntPanels {
                 p.scale[meta + g * nr + i] = w.scale(r, g);
             }
         }
+        p.centred = p.delta.iter().all(|d| *d == 0);
         Ok(p)
     }
 
@@ -789,6 +798,7 @@ impl IntPanels {
         let (nr, kp) = (self.isa.panel_rows(), k_pad(self.k));
         let gn = (self.bounds.len() - 1) * nr;
         Panel {
+            centred: self.centred,
             codes: &self.codes[i * nr * kp..(i + 1) * nr * kp],
             delta: &self.delta[i * gn..(i + 1) * gn],
             c1: &self.c1[i * gn..(i + 1) * gn],
@@ -900,6 +910,14 @@ fn epilogue_nr<const NR: usize>(
             let c1: &[i32; NR] = p.c1.try_into().unwrap();
             let sw: &[f32; NR] = p.scale.try_into().unwrap();
             let a = sums[0];
+            if yr.len() == NR && p.centred {
+                // `d A` is 0: the same integers without its multiply.
+                for j in 0..NR {
+                    let dot = s[j].wrapping_sub(za.wrapping_mul(c1[j]));
+                    yr[j].write(dot as f32 * sw[j] * sa + b[j]);
+                }
+                continue;
+            }
             if yr.len() == NR {
                 for j in 0..NR {
                     let dot = s[j]
