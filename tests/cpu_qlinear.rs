@@ -275,12 +275,14 @@ fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
         bits: 8,
         dynamic: true,
     };
-    for (m, n, k) in [(1, 3, 5), (301, 45, 97), (1203, 70, 64)] {
+    // The last shape spans several of the integer path's token blocks per chunk.
+    for (m, n, k) in [(1, 3, 5), (301, 45, 97), (1203, 70, 64), (1203, 300, 40)] {
         let x = randn(m * k, 1.0, 7);
         let w = randn(n * k, 0.2, 8);
         let b = randn(n, 0.1, 9);
         let r = randn(m * n, 1.0, 10);
         let pw = quantize(false, &w, n, k, 4, None);
+        let pw8 = quantize(false, &w, n, k, 8, None);
         let gelu = |y: &[f32]| {
             let t = cpu::tensor(y, &[m, n]).unwrap();
             cpu::to_vec(&cpu::gelu(&t).unwrap()).unwrap()
@@ -288,7 +290,7 @@ fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
         let add = |y: &[f32]| r.iter().zip(y).map(|(r, y)| r + y).collect::<Vec<_>>();
         for isa in isas() {
             type Lin<'a> = Box<dyn Fn(Post<'_>) -> Vec<f32> + 'a>;
-            let lins: [(&str, Lin); 3] = [
+            let lins: [(&str, Lin); 4] = [
                 (
                     "f32",
                     Box::new(|p| qlinear::linear_f32_post(&x, &w, n, Some(&b), p, isa).unwrap()),
@@ -302,6 +304,13 @@ fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
                     Box::new(|p| {
                         let a = Some((&dyn8, None));
                         qlinear::qlinear_post(&x, &pw, Some(&b), a, p, isa).unwrap()
+                    }),
+                ),
+                (
+                    "w8a8",
+                    Box::new(|p| {
+                        let a = Some((&dyn8, None));
+                        qlinear::qlinear_post(&x, &pw8, Some(&b), a, p, isa).unwrap()
                     }),
                 ),
             ];

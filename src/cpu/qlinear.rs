@@ -237,11 +237,13 @@ pub fn qlinear_with(
         .zip(x.par_chunks(mc * k))
         .enumerate()
         .for_each(|(i, (yc, xc))| {
-            match (act, int) {
-                (Some((spec, _)), Some(ip)) => int_chunk(xc, yc, ip, bias, spec, static_params),
-                _ => f32_chunk(xc, yc, src, bias, isa),
+            if let (Some((spec, _)), Some(ip)) = (act, int) {
+                let off = i * mc * n;
+                int_chunk(xc, yc, off, ip, bias, spec, static_params, &post);
+                return;
             }
-            // SAFETY: the chunk functions initialise every element of `yc`.
+            f32_chunk(xc, yc, src, bias, isa);
+            // SAFETY: `f32_chunk` initialised every element of `yc`.
             let yc = unsafe { &mut *(yc as *mut [MaybeUninit<f32>] as *mut [f32]) };
             post.apply(yc, i * mc * n);
         });
@@ -807,14 +809,18 @@ impl IntPanels {
     }
 }
 
-/// Writes every element of `yc`.
+/// Writes every element of `yc` (which starts at flat index `off` of the output), then
+/// applies `post` to it.
+#[allow(clippy::too_many_arguments)]
 fn int_chunk(
     xc: &[f32],
     yc: &mut [MaybeUninit<f32>],
+    off: usize,
     ip: &IntPanels,
     bias: Option<&[f32]>,
     spec: &ActSpec,
     static_params: Option<ActParams>,
+    post: &Post<'_>,
 ) {
     let (n, k, isa) = (ip.n, ip.k, ip.isa);
     let (kp, nr) = (k_pad(k), isa.panel_rows());
@@ -824,26 +830,35 @@ fn int_chunk(
     let ac = quantize_tokens(xc, k, kp, bounds, spec.bits, static_params);
     // Every tile writes all of `out` (no fill needed between tiles).
     let mut out = vec![0i32; MR * gpr * nr];
-    let mut b = vec![0f32; nr];
-    for (pi, p0) in (0..n).step_by(nr).enumerate() {
-        let rows = nr.min(n - p0);
-        let p = ip.panel(pi);
-        b.fill(0.0);
-        if let Some(bias) = bias {
-            b[..rows].copy_from_slice(&bias[p0..p0 + rows]);
+    let panels = n.div_ceil(nr);
+    let mut b = vec![0f32; panels * nr];
+    if let Some(bias) = bias {
+        b[..n].copy_from_slice(bias);
+    }
+    // Blocks of tokens whose outputs (~128 KiB) stay in cache from the tiles' writes to
+    // `post` (the panels are held, so revisiting them per block costs no decoding).
+    let tb = (32768 / n).next_multiple_of(MR).max(MR);
+    for b0 in (0..m).step_by(tb) {
+        let b1 = (b0 + tb).min(m);
+        for (pi, p0) in (0..n).step_by(nr).enumerate() {
+            let p = ip.panel(pi);
+            for t0 in (b0..b1).step_by(MR) {
+                qkernels::int_tile(isa, &ac.a[t0 * kp..], p.codes, kp, bounds, &mut out);
+                let tile = Tile {
+                    s: &out,
+                    t0,
+                    tokens: MR.min(m - t0),
+                    p0,
+                    rows: nr.min(n - p0),
+                    n,
+                };
+                epilogue(&tile, &p, &ac, &b[pi * nr..(pi + 1) * nr], yc);
+            }
         }
-        for t0 in (0..m).step_by(MR) {
-            qkernels::int_tile(isa, &ac.a[t0 * kp..], p.codes, kp, bounds, &mut out);
-            let tile = Tile {
-                s: &out,
-                t0,
-                tokens: MR.min(m - t0),
-                p0,
-                rows,
-                n,
-            };
-            epilogue(&tile, &p, &ac, &b, yc);
-        }
+        let yb = &mut yc[b0 * n..b1 * n];
+        // SAFETY: the block's tiles initialised every element of `yb`.
+        let yb = unsafe { &mut *(yb as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        post.apply(yb, off + b0 * n);
     }
 }
 
