@@ -137,6 +137,12 @@ fn packed_linears_match_the_fake_quant_reference() {
                         let mut outs = Vec::new();
                         for isa in isas() {
                             let got = qlinear::qlinear(&x, &pw, Some(&b), a, isa).unwrap();
+                            let e = rel_error(&got, &want);
+                            assert!(
+                                e <= Q_TOL,
+                                "[{m}, {n}, {k}] bits {bits} group {group:?} asym {asym} \
+                                 act {a:?} {isa:?}: rel error {e}"
+                            );
                             // Panels laid out once (as `CpuModel` holds them: int for A8
                             // and A6, nibbles for 4-bit weight-only) give the bits of
                             // panels decoded per call; another ISA's panels do not fit and
@@ -161,9 +167,9 @@ fn packed_linears_match_the_fake_quant_reference() {
                                     other,
                                 )
                                 .unwrap();
-                                let want = qlinear::qlinear(&x, &pw, Some(&b), a, other);
+                                let per_call = qlinear::qlinear(&x, &pw, Some(&b), a, other);
                                 assert!(
-                                    bits_eq(&y, &want.unwrap()),
+                                    bits_eq(&y, &per_call.unwrap()),
                                     "[{m}, {n}, {k}] bits {bits} group {group:?} act {a:?}: \
                                      {isa:?} panels on {other:?}"
                                 );

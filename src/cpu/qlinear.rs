@@ -912,7 +912,8 @@ fn epilogue_nr<const NR: usize>(
     y: &mut [MaybeUninit<f32>],
 ) {
     let gpr = p.delta.len() / NR;
-    let b: &[f32; NR] = b.try_into().expect("bias of a panel");
+    // Slices of exactly `NR` values: the row loops below index them without bounds checks.
+    let b = &b[..NR];
     for i in 0..t.tokens {
         let tt = t.t0 + i;
         let (za, sums) = (ac.zero[tt], &ac.sums[tt * gpr..(tt + 1) * gpr]);
@@ -920,10 +921,10 @@ fn epilogue_nr<const NR: usize>(
         let yr = &mut y[tt * t.n + t.p0..tt * t.n + t.p0 + t.rows];
         if gpr == 1 {
             // Per-channel scales: straight to the output, the same operations as below.
-            let s: &[i32; NR] = t.s[i * NR..(i + 1) * NR].try_into().unwrap();
-            let d: &[i32; NR] = p.delta.try_into().unwrap();
-            let c1: &[i32; NR] = p.c1.try_into().unwrap();
-            let sw: &[f32; NR] = p.scale.try_into().unwrap();
+            let s = &t.s[i * NR..(i + 1) * NR];
+            let d = &p.delta[..NR];
+            let c1 = &p.c1[..NR];
+            let sw = &p.scale[..NR];
             let a = sums[0];
             if yr.len() == NR && p.centred {
                 // `d A` is 0: the same integers without its multiply.
@@ -946,10 +947,10 @@ fn epilogue_nr<const NR: usize>(
         let mut f = [0f32; NR];
         for (g, &a) in sums.iter().enumerate() {
             let r = g * NR..(g + 1) * NR;
-            let s: &[i32; NR] = t.s[i * gpr * NR..][r.clone()].try_into().unwrap();
-            let d: &[i32; NR] = p.delta[r.clone()].try_into().unwrap();
-            let c1: &[i32; NR] = p.c1[r.clone()].try_into().unwrap();
-            let sw: &[f32; NR] = p.scale[r].try_into().unwrap();
+            let s = &t.s[i * gpr * NR..][r.clone()];
+            let d = &p.delta[r.clone()];
+            let c1 = &p.c1[r.clone()];
+            let sw = &p.scale[r];
             for j in 0..NR {
                 let dot = s[j]
                     .wrapping_add(d[j].wrapping_mul(a))
