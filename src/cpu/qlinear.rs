@@ -842,7 +842,33 @@ fn int_chunk(
         let b1 = (b0 + tb).min(m);
         for (pi, p0) in (0..n).step_by(nr).enumerate() {
             let p = ip.panel(pi);
+            let bp = &b[pi * nr..(pi + 1) * nr];
+            // Symmetric per-channel full panels: the AVX-512 tile finishes its outputs in
+            // registers (the operations of `epilogue`, so the same bits).
+            let fused = isa == Isa::Avx512 && gpr == 1 && p.centred && p0 + nr <= n;
             for t0 in (b0..b1).step_by(MR) {
+                if fused {
+                    let tokens = MR.min(m - t0);
+                    let out = qkernels::FusedOut {
+                        za: &ac.zero[t0..t0 + tokens],
+                        sa: &ac.scale[t0..t0 + tokens],
+                        c1: p.c1,
+                        sw: p.scale,
+                        b: bp,
+                    };
+                    let y = &mut yc[t0 * n + p0..];
+                    qkernels::int_tile_fused(
+                        isa,
+                        &ac.a[t0 * kp..],
+                        p.codes,
+                        kp,
+                        bounds,
+                        &out,
+                        y,
+                        n,
+                    );
+                    continue;
+                }
                 qkernels::int_tile(isa, &ac.a[t0 * kp..], p.codes, kp, bounds, &mut out);
                 let tile = Tile {
                     s: &out,
@@ -852,7 +878,7 @@ fn int_chunk(
                     rows: nr.min(n - p0),
                     n,
                 };
-                epilogue(&tile, &p, &ac, &b[pi * nr..(pi + 1) * nr], yc);
+                epilogue(&tile, &p, &ac, bp, yc);
             }
         }
         let yb = &mut yc[b0 * n..b1 * n];
