@@ -1,5 +1,5 @@
 //! The inner tiles of `cpu::qlinear`: `MR` tokens x one panel of output rows, over a panel of
-//! weights decoded once per task and reused by every tile of tokens (outer-product form: one
+//! weights laid out beforehand and reused by every tile of tokens (outer-product form: one
 //! weight vector load feeds `MR` multiply-adds, so the loop is bound by arithmetic, not by
 //! loads). Each ISA has its own panel layout ([`Isa::panel_rows`] rows):
 //! - int (activation-quantized specs): `out[t][g][r] = sum over group g of a[t][k] * e[r][k]`

@@ -3,10 +3,12 @@
 //! group), never holding an f32 copy of `W`.
 //!
 //! Shape of the work: rayon splits the tokens (rows of `x`) into chunks. A chunk first brings
-//! its tokens into the kernel's form once (activation codes, or f32 rows padded to `k_pad`),
-//! then walks the output rows one panel at a time ([`Isa::panel_rows`] rows, decoded from the
-//! packed codes into a small cache-resident buffer) and runs `cpu::qkernels`' tiles of
-//! `MR` tokens over it, so decoding costs `1 / chunk` of the arithmetic. Two numerics:
+//! its tokens into the kernel's form once (activation codes, or f32 rows), then walks the
+//! output rows one panel at a time ([`Isa::panel_rows`] rows) and runs `cpu::qkernels`' tiles
+//! of `MR` tokens over it. Int panels are laid out once per model ([`Panels`], held by
+//! `CpuModel` for 8-bit codes) or once per call; float panels are decoded per chunk into a
+//! small cache-resident buffer (from nibble panels for 4-bit codes), so decoding costs
+//! `1 / chunk` of the arithmetic. Two numerics:
 //! - activation-quantized specs (A8 and below): the inputs become unsigned codes `a` exactly
 //!   as `quant::act` defines them (dynamic per token, or the static per-tensor range); weights
 //!   become signed codes `e = c - off` (`off` 128 for 8-bit codes, else 0, so `e` fits i8).
