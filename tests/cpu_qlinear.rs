@@ -47,6 +47,10 @@ fn reference(
     cpu::to_vec(&cpu::matmul(&xt, &wt, Some(&bt)).unwrap()).unwrap()
 }
 
+fn bits_eq(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+}
+
 /// Every kernel set this CPU runs (portable, AVX2, AVX-512 VNNI), portable first.
 fn isas() -> Vec<qlinear::Isa> {
     qlinear::Isa::available()
@@ -139,6 +143,37 @@ fn packed_linears_match_the_fake_quant_reference() {
                                 "[{m}, {n}, {k}] bits {bits} group {group:?} asym {asym} \
                                  act {a:?} {isa:?}: rel error {e}"
                             );
+                            // Panels laid out once (as `CpuModel` holds them: int for A8
+                            // and A6, nibbles for 4-bit weight-only) give the bits of
+                            // panels decoded per call; another ISA's panels do not fit and
+                            // are decoded again.
+                            let mut panels = qlinear::Panels::new(&pw, isa, a.is_some()).unwrap();
+                            let held = if a.is_some() { bits == 8 } else { bits == 4 };
+                            assert_eq!(panels.is_some(), held);
+                            if a.is_some() {
+                                // Int panels of every bit-width (held only for 8 bits).
+                                panels = Some(qlinear::Panels::Int(
+                                    qlinear::IntPanels::new(&pw, isa).unwrap(),
+                                ));
+                            }
+                            for other in isas() {
+                                let y = qlinear::qlinear_with(
+                                    &x,
+                                    &pw,
+                                    panels.as_ref(),
+                                    Some(&b),
+                                    a,
+                                    qlinear::Post::None,
+                                    other,
+                                )
+                                .unwrap();
+                                let per_call = qlinear::qlinear(&x, &pw, Some(&b), a, other);
+                                assert!(
+                                    bits_eq(&y, &per_call.unwrap()),
+                                    "[{m}, {n}, {k}] bits {bits} group {group:?} act {a:?}: \
+                                     {isa:?} panels on {other:?}"
+                                );
+                            }
                             outs.push(got);
                         }
                         // Integer sums are exact and the f32 path makes one FMA per input in
@@ -242,17 +277,18 @@ fn packed_cpu_models_plan_like_the_fake_quant_reference() {
 #[test]
 fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
     use qlinear::Post;
-    let bits_eq = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
     let dyn8 = ActSpec {
         bits: 8,
         dynamic: true,
     };
-    for (m, n, k) in [(1, 3, 5), (301, 45, 97), (1203, 70, 64)] {
+    // The last shape spans several of the integer path's token blocks per chunk.
+    for (m, n, k) in [(1, 3, 5), (301, 45, 97), (1203, 70, 64), (1203, 300, 40)] {
         let x = randn(m * k, 1.0, 7);
         let w = randn(n * k, 0.2, 8);
         let b = randn(n, 0.1, 9);
         let r = randn(m * n, 1.0, 10);
         let pw = quantize(false, &w, n, k, 4, None);
+        let pw8 = quantize(false, &w, n, k, 8, None);
         let gelu = |y: &[f32]| {
             let t = cpu::tensor(y, &[m, n]).unwrap();
             cpu::to_vec(&cpu::gelu(&t).unwrap()).unwrap()
@@ -260,7 +296,7 @@ fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
         let add = |y: &[f32]| r.iter().zip(y).map(|(r, y)| r + y).collect::<Vec<_>>();
         for isa in isas() {
             type Lin<'a> = Box<dyn Fn(Post<'_>) -> Vec<f32> + 'a>;
-            let lins: [(&str, Lin); 3] = [
+            let lins: [(&str, Lin); 4] = [
                 (
                     "f32",
                     Box::new(|p| qlinear::linear_f32_post(&x, &w, n, Some(&b), p, isa).unwrap()),
@@ -274,6 +310,13 @@ fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
                     Box::new(|p| {
                         let a = Some((&dyn8, None));
                         qlinear::qlinear_post(&x, &pw, Some(&b), a, p, isa).unwrap()
+                    }),
+                ),
+                (
+                    "w8a8",
+                    Box::new(|p| {
+                        let a = Some((&dyn8, None));
+                        qlinear::qlinear_post(&x, &pw8, Some(&b), a, p, isa).unwrap()
                     }),
                 ),
             ];
@@ -303,7 +346,7 @@ fn fused_epilogues_match_the_separate_ops_bit_for_bit() {
                 cpu::to_vec(&composed).unwrap(),
             );
             assert!(bits_eq(&f, &c), "tensor linear_then [{m}, {n}, {k}]");
-            let pf = cpu::packed_linear_then(&xt, &pw, Some(&bt), None, Some(then)).unwrap();
+            let pf = cpu::packed_linear_then(&xt, &pw, None, Some(&bt), None, Some(then)).unwrap();
             let py = cpu::packed_linear(&xt, &pw, Some(&bt), None).unwrap();
             let pc = cpu::then_composed(py, Some(then)).unwrap();
             let (f, c) = (cpu::to_vec(&pf).unwrap(), cpu::to_vec(&pc).unwrap());

@@ -64,20 +64,32 @@ fn quantized_cpu_planning_holds_no_f32_copy_of_a_quantized_weight() {
             .all(|n| !m.weights().tensors.contains_key(n)));
         let layers = CpuModel::new_quantized(q).unwrap().linear_weight_bytes();
         let mut packed = 0;
-        for (name, f32_bytes, packed_bytes) in &layers {
+        for (name, f32_bytes, packed_bytes, panel_bytes) in &layers {
             match q.packed.get(name) {
                 Some(p) => {
                     assert_eq!(*f32_bytes, 0, "{spec}: {name} holds f32");
                     assert_eq!(*packed_bytes, p.bytes(), "{spec}: {name}");
+                    // Panels: int ones a byte per code plus 12 bytes per row and group,
+                    // nibble ones (4-bit weight-only) half a byte per code; rows padded to
+                    // a panel.
+                    let rows = p.n.next_multiple_of(32);
+                    let most = match spec {
+                        "w8a8t" => rows * (p.k_pad() + 12 * p.groups_per_row()),
+                        _ => rows * p.k / 2,
+                    };
+                    assert!(*panel_bytes > 0 && *panel_bytes <= most, "{spec}: {name}");
                     packed += 1;
                 }
-                None => assert!(*f32_bytes > 0 && *packed_bytes == 0, "{name}"),
+                None => assert!(*f32_bytes > 0 && *packed_bytes == 0 && *panel_bytes == 0),
             }
         }
         assert_eq!(packed, q.packed.len(), "{spec}");
         // The fake-quant reference does hold f32 weights: the accessor can tell.
         let r = CpuModel::new_quantized_reference(q).unwrap();
-        assert!(r.linear_weight_bytes().iter().all(|l| l.1 > 0 && l.2 == 0));
+        assert!(r
+            .linear_weight_bytes()
+            .iter()
+            .all(|l| l.1 > 0 && l.2 == 0 && l.3 == 0));
     }
 }
 

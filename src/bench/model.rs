@@ -178,6 +178,11 @@ pub fn run(s: &mut Session, model: &LoadedModel, opts: &Options) -> Result<()> {
             Some(q) => CpuModel::new_quantized(q)?,
             None => CpuModel::new(weights)?,
         };
+        // Bytes of the codes the CPU model lays out once for its tiles (on top of the
+        // packed weights counted in `host_weight_bytes`).
+        let panels: usize = cm.linear_weight_bytes().iter().map(|l| l.3).sum();
+        s.context
+            .insert(format!("model.{cfg}.cpu_panel_bytes"), panels.into());
         let rows = bench_backend(
             s,
             &cm,

@@ -50,13 +50,15 @@ pub fn packed_linear(
     b: Option<&Tensor>,
     act: Option<qlinear::ActQuant<'_>>,
 ) -> Result<Tensor> {
-    packed_linear_then(x, w, b, act, None)
+    packed_linear_then(x, w, None, b, act, None)
 }
 
-/// [`packed_linear`] followed by `then`, fused into the kernel's tasks.
+/// [`packed_linear`] followed by `then`, fused into the kernel's tasks; on `panels` when they
+/// are `w`'s for this CPU (else decoded per call).
 pub fn packed_linear_then(
     x: &Tensor,
     w: &crate::quant::PackedWeight,
+    panels: Option<&qlinear::Panels>,
     b: Option<&Tensor>,
     act: Option<qlinear::ActQuant<'_>>,
     then: Option<Then<'_>>,
@@ -69,7 +71,7 @@ pub fn packed_linear_then(
     let y = with_post(then, &dims, |post| {
         with_f32(x, |xs| {
             let isa = qlinear::Isa::detect();
-            qlinear::qlinear_post(xs, w, b.as_deref(), act, post, isa)
+            qlinear::qlinear_with(xs, w, panels, b.as_deref(), act, post, isa)
         })
     })???;
     Ok(Tensor::from_vec(y, dims, &Device::Cpu)?)

@@ -1,5 +1,5 @@
 //! The inner tiles of `cpu::qlinear`: `MR` tokens x one panel of output rows, over a panel of
-//! weights decoded once per task and reused by every tile of tokens (outer-product form: one
+//! weights laid out beforehand and reused by every tile of tokens (outer-product form: one
 //! weight vector load feeds `MR` multiply-adds, so the loop is bound by arithmetic, not by
 //! loads). Each ISA has its own panel layout ([`Isa::panel_rows`] rows):
 //! - int (activation-quantized specs): `out[t][g][r] = sum over group g of a[t][k] * e[r][k]`
@@ -52,6 +52,47 @@ pub fn int_tile(isa: Isa, a: &[u8], panel: &[i8], kp: usize, bounds: &[usize], o
             }
         }
     }
+}
+
+/// What a fused int tile needs to finish its outputs: per token (as many as the tile has)
+/// the activation zero point and scale, per row `c1` (the weight code sums), the weight
+/// scale and the bias.
+pub struct FusedOut<'a> {
+    pub za: &'a [i32],
+    pub sa: &'a [f32],
+    pub c1: &'a [i32],
+    pub sw: &'a [f32],
+    pub b: &'a [f32],
+}
+
+/// [`int_tile`] for one group and symmetric codes, finishing in registers:
+/// `y[t][r] = (s - za c1) as f32 * sw * sa + b` for the tile's tokens (`o.za.len()`), row
+/// `t` at `y[t * n..]`. AVX-512 only (other ISAs run [`int_tile`] and the separate epilogue,
+/// whose operations these are).
+#[allow(clippy::too_many_arguments)]
+pub fn int_tile_fused(
+    isa: Isa,
+    a: &[u8],
+    panel: &[i8],
+    kp: usize,
+    bounds: &[usize],
+    o: &FusedOut<'_>,
+    y: &mut [std::mem::MaybeUninit<f32>],
+    n: usize,
+) {
+    let nr = isa.panel_rows();
+    let tokens = o.za.len();
+    assert!(a.len() >= MR * kp && panel.len() >= nr * kp && bounds.len() == 2);
+    assert!((1..=MR).contains(&tokens) && o.sa.len() == tokens);
+    assert!(o.c1.len() >= nr && o.sw.len() >= nr && o.b.len() >= nr);
+    assert!(n >= nr && y.len() >= (tokens - 1) * n + nr);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: AVX-512 is only chosen when the CPU reports it (`Isa::detect`); the
+        // lengths are checked above.
+        return unsafe { avx512::int_tile_fused(a, panel, kp, bounds[1], o, y, n) };
+    }
+    unreachable!("fused int tile on {isa:?}");
 }
 
 /// Where code `k` of panel row `r` goes in the ISA's int panel (`kp` codes per row).
@@ -117,6 +158,52 @@ mod avx512 {
                 let o = out.as_mut_ptr().add((t * groups + g) * 32);
                 _mm512_storeu_si512(o as *mut _, acc[0]);
                 _mm512_storeu_si512(o.add(16) as *mut _, acc[1]);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn int_tile_fused(
+        a: &[u8],
+        panel: &[i8],
+        kp: usize,
+        kend: usize,
+        o: &super::FusedOut<'_>,
+        y: &mut [std::mem::MaybeUninit<f32>],
+        n: usize,
+    ) {
+        let (ap, wp) = (a.as_ptr(), panel.as_ptr());
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut k = 0;
+        while k < kend {
+            let w = wp.add(k * 32);
+            let w0 = _mm512_loadu_si512(w as *const _);
+            let w1 = _mm512_loadu_si512(w.add(64) as *const _);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let q = (ap.add(t * kp + k) as *const i32).read_unaligned();
+                let b = _mm512_set1_epi32(q);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], b, w0);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], b, w1);
+            }
+            k += 4;
+        }
+        let (c1p, swp, bp) = (o.c1.as_ptr(), o.sw.as_ptr(), o.b.as_ptr());
+        let c1 = [
+            _mm512_loadu_si512(c1p as *const _),
+            _mm512_loadu_si512(c1p.add(16) as *const _),
+        ];
+        let sw = [_mm512_loadu_ps(swp), _mm512_loadu_ps(swp.add(16))];
+        let b = [_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16))];
+        let yp = y.as_mut_ptr() as *mut f32;
+        for (t, acc) in acc.iter().enumerate().take(o.za.len()) {
+            let za = _mm512_set1_epi32(o.za[t]);
+            let sa = _mm512_set1_ps(o.sa[t]);
+            for h in 0..2 {
+                // Wrapping i32 as in `epilogue`, then the same three f32 roundings.
+                let dot = _mm512_sub_epi32(acc[h], _mm512_mullo_epi32(za, c1[h]));
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), sw[h]);
+                let v = _mm512_add_ps(_mm512_mul_ps(v, sa), b[h]);
+                _mm512_storeu_ps(yp.add(t * n + 16 * h), v);
             }
         }
     }

@@ -30,10 +30,12 @@ pub struct CpuLinear {
     pub act: Option<(ActSpec, Option<ActParams>)>,
 }
 
-/// A linear's weight on the CPU: f32 (float models and the fake-quant reference) or packed.
+/// A linear's weight on the CPU: f32 (float models and the fake-quant reference) or packed,
+/// with its codes laid out once for this CPU's tiles where they have a layout
+/// (`cpu::qlinear::Panels`), so that no call decodes them again.
 pub enum CpuWeight {
     F32(Tensor),
-    Packed(Arc<PackedWeight>),
+    Packed(Arc<PackedWeight>, Option<cpu::qlinear::Panels>),
 }
 
 impl CpuLinear {
@@ -55,9 +57,9 @@ impl CpuLinear {
         }
         let w = match &self.w {
             CpuWeight::F32(w) => w,
-            CpuWeight::Packed(p) => {
+            CpuWeight::Packed(p, panels) => {
                 let act = self.act.as_ref().map(|(s, p)| (s, p.as_ref()));
-                return cpu::packed_linear_then(x, p, self.b.as_ref(), act, then);
+                return cpu::packed_linear_then(x, p, panels.as_ref(), self.b.as_ref(), act, then);
             }
         };
         match &self.act {
@@ -301,9 +303,19 @@ impl ParamSource for Wrap<'_> {
             .quant
             .filter(|_| self.packed)
             .and_then(|q| q.packed.get(l.weight));
+        let act = self.quant.and_then(|q| {
+            q.packed.get(l.weight)?;
+            q.act_for(l.weight)
+                .map(|a| (a, q.act.get(l.weight).copied()))
+        });
         let w = match packed {
-            // Shared with the quantized model: no f32 copy, no second copy of the codes.
-            Some(p) => CpuWeight::Packed(Arc::clone(p)),
+            // Shared with the quantized model: no f32 copy. The panels are a second copy of
+            // the codes (a byte per code for the integer tiles, a nibble for 4-bit float).
+            Some(p) => {
+                let isa = cpu::qlinear::Isa::detect();
+                let panels = cpu::qlinear::Panels::new(p, isa, act.is_some())?;
+                CpuWeight::Packed(Arc::clone(p), panels)
+            }
             None => {
                 let w = (self.get)(l.weight)?;
                 CpuWeight::F32(match w.dims() == [l.out, l.inp] {
@@ -316,11 +328,7 @@ impl ParamSource for Wrap<'_> {
             name: l.weight.to_string(),
             w,
             b: l.bias.map(|b| (self.get)(b)).transpose()?,
-            act: self.quant.and_then(|q| {
-                q.packed.get(l.weight)?;
-                q.act_for(l.weight)
-                    .map(|a| (a, q.act.get(l.weight).copied()))
-            }),
+            act,
         })
     }
 }
@@ -417,9 +425,10 @@ impl Model<Cpu> {
             .unwrap_or_default()
     }
 
-    /// Every linear layer's weight name with the bytes it holds in f32 and packed (codes,
-    /// scales, zero points): a packed layer holds no f32 copy.
-    pub fn linear_weight_bytes(&self) -> Vec<(String, usize, usize)> {
+    /// Every linear layer's weight name with the bytes it holds in f32, packed (codes, scales,
+    /// zero points) and in panels (`cpu::qlinear::Panels`): a packed layer holds no
+    /// f32 copy.
+    pub fn linear_weight_bytes(&self) -> Vec<(String, usize, usize, usize)> {
         let p = &self.p;
         let enc = p
             .enc_blocks
@@ -432,11 +441,13 @@ impl Model<Cpu> {
         enc.chain(pred)
             .chain([&p.act, &p.prop])
             .map(|l| {
-                let (f, q) = match &l.w {
-                    CpuWeight::F32(t) => (t.elem_count() * 4, 0),
-                    CpuWeight::Packed(pw) => (0, pw.bytes()),
+                let (f, q, i) = match &l.w {
+                    CpuWeight::F32(t) => (t.elem_count() * 4, 0, 0),
+                    CpuWeight::Packed(pw, ip) => {
+                        (0, pw.bytes(), ip.as_ref().map_or(0, |p| p.bytes()))
+                    }
                 };
-                (l.name.clone(), f, q)
+                (l.name.clone(), f, q, i)
             })
             .collect()
     }
