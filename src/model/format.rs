@@ -159,12 +159,10 @@ pub fn planning_crc32(path: &Path, bytes: &[u8]) -> Result<String> {
         put(k.as_bytes());
         put(v.as_bytes());
     }
-    let mut tensors: Vec<(String, TensorView)> = st
-        .tensors()
+    let tensors: Vec<(String, TensorView)> = sorted_tensors(&st)
         .into_iter()
         .filter(|(n, _)| !n.starts_with(NON_PLANNING_PREFIX))
         .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, view) in &tensors {
         put(name.as_bytes());
         put(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
@@ -185,14 +183,22 @@ pub(crate) fn read_model_file(path: &Path) -> Result<Vec<u8>> {
     crate::io::read_file(path, crate::io::MAX_FILE_BYTES)
 }
 
+/// A file's tensors by name: safetensors lists them in hash order, so a file with several
+/// faults would name a different one from run to run.
+pub(crate) fn sorted_tensors<'a>(st: &SafeTensors<'a>) -> Vec<(String, TensorView<'a>)> {
+    let mut t = st.tensors();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
 /// Check every tensor's name, dtype and shape against what the config implies, before any
 /// tensor is converted (allocated): a file whose header disagrees with its config is refused
 /// here, whatever sizes either claims. `extra_ok` admits names outside the layout (fixtures).
 fn check_header(path: &Path, config: &ModelConfig, st: &SafeTensors, extra_ok: bool) -> Result<()> {
-    let expected: HashMap<String, Vec<usize>> = super::weights::expected_tensors(config)
+    let expected: BTreeMap<String, Vec<usize>> = super::weights::expected_tensors(config)
         .into_iter()
         .collect();
-    for (name, view) in st.tensors() {
+    for (name, view) in sorted_tensors(st) {
         if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
             return Err(meta_err(
                 path,
@@ -254,7 +260,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Weights> {
     let (config, norm) = parse_meta(path, meta.metadata())?;
     check_header(path, &config, &st, false)?;
     let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
+    for (name, view) in sorted_tensors(&st) {
         let data = to_f32(&view).map_err(|m| meta_err(path, format!("tensor {name}: {m}")))?;
         tensors.insert(
             name.clone(),
@@ -464,7 +470,7 @@ pub fn load_extra(path: impl AsRef<Path>) -> Result<(Weights, BTreeMap<String, H
         .collect();
     let mut tensors = BTreeMap::new();
     let mut extra = BTreeMap::new();
-    for (name, view) in st.tensors() {
+    for (name, view) in sorted_tensors(&st) {
         let data = to_f32(&view).map_err(|m| meta_err(path, format!("tensor {name}: {m}")))?;
         let t = HostTensor {
             shape: view.shape().to_vec(),
@@ -518,7 +524,7 @@ pub(crate) fn read_f32_tensors(path: &Path) -> Result<F32Tensors> {
         ))
     })?;
     let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
+    for (name, view) in sorted_tensors(&st) {
         if view.dtype() != Dtype::F32 {
             return Err(Error::Invalid(format!(
                 "{}: tensor {name} is {:?}, checkpoints hold f32",

@@ -313,7 +313,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
         }
     }
     check_act(&qm, &spec, &linears).map_err(&bad)?;
-    for (name, v) in st.tensors() {
+    for (name, v) in format::sorted_tensors(&st) {
         match slots.get(&name) {
             Some(Slot::Float(shape)) => {
                 if v.dtype() != Dtype::F32 || v.shape() != shape.as_slice() {
@@ -380,7 +380,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<QuantizedModel> {
         pw.validate(name).map_err(|e| bad(e.to_string()))?;
         packed.insert(name.clone(), Arc::new(pw));
     }
-    for (name, v) in st.tensors() {
+    for (name, v) in format::sorted_tensors(&st) {
         if !matches!(slots.get(&name), Some(Slot::Float(_))) {
             continue;
         }
