@@ -116,7 +116,8 @@ pub fn t_polygons(x: f32, y: f32, angle: f32) -> [[[f32; 2]; 4]; 2] {
     })
 }
 
-fn wrap_angle(a: f32) -> f32 {
+/// An angle in [0, 2 pi).
+pub fn wrap_angle(a: f32) -> f32 {
     let w = a.rem_euclid(2.0 * PI);
     if w >= 2.0 * PI {
         0.0
@@ -426,6 +427,14 @@ pub const EVAL_TRAJ_STEPS: usize = 100;
 /// generator, so every episode needs planning (at most 100 draws: the block moves in 99% of
 /// the policy's 25-step windows, so the cap is never reached in practice).
 pub fn eval_start_goal(seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let (start, goal, _) = eval_segment(seed);
+    (start, goal)
+}
+
+/// [`eval_start_goal`] with the `EVAL_GOAL_STEPS` raw actions of the data policy that lead
+/// from the start to the goal (`[steps * 2]`): the goal is reachable by construction, and
+/// these actions say what a world model predicts for a known solution.
+pub fn eval_segment(seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     use super::policy::Policy;
     let mut rng = super::rng(seed);
     for draw in 0..100 {
@@ -433,15 +442,19 @@ pub fn eval_start_goal(seed: u64) -> (Vec<f32>, Vec<f32>) {
         let mut pol = super::policy::PushPolicy::default();
         let mut s = pol.start_state(&mut rng);
         let mut start = s.clone();
+        let mut actions = Vec::with_capacity(2 * EVAL_GOAL_STEPS);
         for t in 0..t0 + EVAL_GOAL_STEPS {
             if t == t0 {
                 start = s.clone();
             }
             let a = pol.act(&s, &mut rng);
+            if t >= t0 {
+                actions.extend_from_slice(&a[..2]);
+            }
             s = PushT::transition(&to7(&s), [a[0], a[1]]).to_vec();
         }
         if draw == 99 || !PushT::new().is_success(&start, &s) {
-            return (start, s);
+            return (start, s, actions);
         }
     }
     unreachable!("the loop returns by its 100th draw")
