@@ -135,25 +135,40 @@ mod avx512 {
 
     use super::MR;
 
+    /// `MR` token rows of u8 codes (`a`, rows `kp` apart) against one 32-row int panel over
+    /// `k0..k1` (a multiple of 4 long): 32 i32 sums per token, two vectors.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dot_range(
+        ap: *const u8,
+        wp: *const i8,
+        kp: usize,
+        k0: usize,
+        k1: usize,
+    ) -> [[__m512i; 2]; MR] {
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut k = k0;
+        while k < k1 {
+            let w = wp.add(k * 32);
+            let w0 = _mm512_loadu_si512(w as *const _);
+            let w1 = _mm512_loadu_si512(w.add(64) as *const _);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let q = (ap.add(t * kp + k) as *const i32).read_unaligned();
+                let b = _mm512_set1_epi32(q);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], b, w0);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], b, w1);
+            }
+            k += 4;
+        }
+        acc
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn int_tile(a: &[u8], panel: &[i8], kp: usize, bounds: &[usize], out: &mut [i32]) {
         let groups = bounds.len() - 1;
         let (ap, wp) = (a.as_ptr(), panel.as_ptr());
         for g in 0..groups {
-            let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-            let mut k = bounds[g];
-            while k < bounds[g + 1] {
-                let w = wp.add(k * 32);
-                let w0 = _mm512_loadu_si512(w as *const _);
-                let w1 = _mm512_loadu_si512(w.add(64) as *const _);
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    let q = (ap.add(t * kp + k) as *const i32).read_unaligned();
-                    let b = _mm512_set1_epi32(q);
-                    acc[0] = _mm512_dpbusd_epi32(acc[0], b, w0);
-                    acc[1] = _mm512_dpbusd_epi32(acc[1], b, w1);
-                }
-                k += 4;
-            }
+            let acc = dot_range(ap, wp, kp, bounds[g], bounds[g + 1]);
             for (t, acc) in acc.iter().enumerate() {
                 let o = out.as_mut_ptr().add((t * groups + g) * 32);
                 _mm512_storeu_si512(o as *mut _, acc[0]);
@@ -173,20 +188,7 @@ mod avx512 {
         n: usize,
     ) {
         let (ap, wp) = (a.as_ptr(), panel.as_ptr());
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-        let mut k = 0;
-        while k < kend {
-            let w = wp.add(k * 32);
-            let w0 = _mm512_loadu_si512(w as *const _);
-            let w1 = _mm512_loadu_si512(w.add(64) as *const _);
-            for (t, acc) in acc.iter_mut().enumerate() {
-                let q = (ap.add(t * kp + k) as *const i32).read_unaligned();
-                let b = _mm512_set1_epi32(q);
-                acc[0] = _mm512_dpbusd_epi32(acc[0], b, w0);
-                acc[1] = _mm512_dpbusd_epi32(acc[1], b, w1);
-            }
-            k += 4;
-        }
+        let acc = dot_range(ap, wp, kp, 0, kend);
         let (c1p, swp, bp) = (o.c1.as_ptr(), o.sw.as_ptr(), o.b.as_ptr());
         let c1 = [
             _mm512_loadu_si512(c1p as *const _),
