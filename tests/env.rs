@@ -693,3 +693,23 @@ fn pusht_eval_pairs_are_reachable_segments_of_policy_trajectories() {
     }
     assert!(block_moved >= 16, "block moved in {block_moved}/20 pairs");
 }
+
+/// A PushT evaluation episode's known actions (`eval_segment`, what `examples/pusht_split`
+/// scores as the solution) lead from its start to its goal through the environment's own
+/// `reset_to`/`step`, to the bit, and the goal is not already met at the start.
+#[test]
+fn pusht_eval_segment_actions_reach_the_goal() {
+    for i in 0..6 {
+        let seed = qwm::plan::eval::eval_seed(i);
+        let (start, goal, actions) = pusht::eval_segment(seed);
+        assert_eq!((start.clone(), goal.clone()), pusht::eval_start_goal(seed));
+        assert_eq!(actions.len(), 2 * pusht::EVAL_GOAL_STEPS);
+        let mut e = env::make("pusht").unwrap();
+        e.reset_to(&start).unwrap();
+        for a in actions.chunks(2) {
+            e.step(a).unwrap();
+        }
+        assert_eq!(e.state(), goal, "episode {i}: the known actions miss the goal");
+        assert!(!e.is_success(&start, &goal), "episode {i}: the start already meets the goal");
+    }
+}
