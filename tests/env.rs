@@ -709,7 +709,14 @@ fn pusht_eval_segment_actions_reach_the_goal() {
         for a in actions.chunks(2) {
             e.step(a).unwrap();
         }
-        assert_eq!(e.state(), goal, "episode {i}: the known actions miss the goal");
-        assert!(!e.is_success(&start, &goal), "episode {i}: the start already meets the goal");
+        assert_eq!(
+            e.state(),
+            goal,
+            "episode {i}: the known actions miss the goal"
+        );
+        assert!(
+            !e.is_success(&start, &goal),
+            "episode {i}: the start already meets the goal"
+        );
     }
 }

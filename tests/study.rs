@@ -308,6 +308,56 @@ fn the_report_has_tables_plots_and_a_verdict_for_every_finding() {
     assert_eq!(md, std::fs::read_to_string(&results).unwrap());
 }
 
+/// The report takes each cell's progress from its parts, not from the manifest, which a
+/// running study rewrites only at its start and end: a stale manifest (every cell pending)
+/// gives the same progress line and unfinished list as the fresh one.
+#[test]
+fn the_report_reads_progress_from_the_parts_not_a_stale_manifest() {
+    let d = tmp("stale");
+    let st = Command::new("cp")
+        .args(["-r", reference().to_str().unwrap(), d.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let report = |dir: &Path, name: &str| {
+        let results = dir.join(name);
+        ok(&run(&[
+            "study",
+            "report",
+            dir.to_str().unwrap(),
+            "--out",
+            dir.join("png").to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+        ]));
+        std::fs::read_to_string(results).unwrap()
+    };
+    let progress = |md: &str| -> Vec<String> {
+        md.lines()
+            .filter(|l| {
+                l.starts_with("Study `") || l.starts_with("- pending") || l.starts_with("- partial")
+            })
+            .map(String::from)
+            .collect()
+    };
+    let fresh = report(&d, "fresh.md");
+    let fresh_progress = progress(&fresh);
+    assert!(
+        fresh_progress[0].contains("12 cells, 12 of them done"),
+        "{fresh_progress:?}"
+    );
+    let mpath = d.join("study.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    for c in m["cells"].as_array_mut().unwrap() {
+        c["done"] = 0.into();
+        c["prefix"] = 0.into();
+        c["successes"] = 0.into();
+        c["state"] = "pending".into();
+    }
+    std::fs::write(&mpath, serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(progress(&report(&d, "stale.md")), fresh_progress);
+}
+
 #[test]
 fn bad_input_is_refused_with_the_file_line_or_cell() {
     let d = tmp("bad");

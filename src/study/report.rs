@@ -62,11 +62,13 @@ pub fn load(dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
         ))
     })?;
     let mut entries = Vec::new();
-    for (cell, state) in m.study.cells.iter().zip(&m.cells) {
+    for cell in &m.study.cells {
         let report = st.report(&cell.name)?;
         entries.push(Entry {
             cell: cell.clone(),
-            state: state.clone(),
+            // From the parts, as `study status` does: the manifest is rewritten only when a
+            // run starts and ends, so while one runs its states lag the cells' reports.
+            state: st.state(cell)?,
             report,
             default_mpc: cell.max_iter == dinowm_defaults(&cell.env).1
                 || m.study.planner.max_iter == Some(cell.max_iter),
