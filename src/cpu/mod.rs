@@ -341,6 +341,12 @@ simd_dispatch! {
     fn attention_item(ob: &mut [f32], xb: &[f32], shape: &AttnShape) = attention_item_body
 }
 
+/// Queries of one frame block computed together in [`attention_item_body`]: they share their
+/// keys, and their dot products run as independent chains of adds over the same loads (one
+/// query's 16-key score block or 16-channel output is one dependent chain, whose latency was
+/// most of the attention time). Each query's sums keep their order: the same bits.
+const QUERY_BLOCK: usize = 4;
+
 #[inline(always)]
 fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
     let AttnShape {
@@ -352,22 +358,72 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
     } = *shape;
     let hd = heads * d;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
+    let keys_of = |i: usize| frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
     // Keys padded to whole blocks of 16 (zeros), so scores are computed 16 at a time in
     // registers.
     let tp = t.next_multiple_of(16);
-    let mut s = vec![0f32; tp];
+    let mut s = vec![0f32; QUERY_BLOCK * tp];
     // One head's keys transposed to [d, tp]: a query's scores then accumulate as contiguous,
     // vectorised rows, in the same order (c = 0..d) as a plain dot product.
     let mut kt = vec![0f32; d * tp];
     for h in 0..heads {
-        for j in 0..t {
-            for c in 0..d {
-                kt[c * tp + j] = xb[j * w + hd + h * d + c];
+        // Row by row: each key's d values are one contiguous slice (no per-element bounds
+        // check on the source), scattered to their columns.
+        for (j, row) in xb.chunks_exact(w).take(t).enumerate() {
+            for (col, &v) in kt
+                .chunks_exact_mut(tp)
+                .zip(&row[hd + h * d..hd + h * d + d])
+            {
+                col[j] = v;
             }
         }
-        for i in 0..t {
-            let q = &xb[i * w + h * d..i * w + h * d + d];
-            let keys = frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
+        let mut i = 0;
+        while i < t {
+            let keys = keys_of(i);
+            let q = |i: usize| &xb[i * w + h * d..i * w + h * d + d];
+            if d % 16 == 0 && i + QUERY_BLOCK <= t && keys_of(i + QUERY_BLOCK - 1) == keys {
+                let qs: [&[f32]; QUERY_BLOCK] = std::array::from_fn(|g| q(i + g));
+                for j0 in (0..keys).step_by(16) {
+                    let mut acc = [[0f32; 16]; QUERY_BLOCK];
+                    for c in 0..d {
+                        let k = &kt[c * tp + j0..c * tp + j0 + 16];
+                        for (a, qg) in acc.iter_mut().zip(&qs) {
+                            let qc = qg[c];
+                            for (a, kj) in a.iter_mut().zip(k) {
+                                *a += qc * kj;
+                            }
+                        }
+                    }
+                    for (g, a) in acc.iter().enumerate() {
+                        s[g * tp + j0..g * tp + j0 + 16].copy_from_slice(a);
+                    }
+                }
+                for g in 0..QUERY_BLOCK {
+                    softmax_row(&mut s[g * tp..g * tp + keys], scale);
+                }
+                for c0 in (0..d).step_by(16) {
+                    let mut acc = [[0f32; 16]; QUERY_BLOCK];
+                    for j in 0..keys {
+                        let v0 = j * w + 2 * hd + h * d + c0;
+                        let v = &xb[v0..v0 + 16];
+                        for (g, a) in acc.iter_mut().enumerate() {
+                            let p = s[g * tp + j];
+                            for (a, vc) in a.iter_mut().zip(v) {
+                                *a += p * vc;
+                            }
+                        }
+                    }
+                    for (g, a) in acc.iter().enumerate() {
+                        let o = (i + g) * hd + h * d + c0;
+                        ob[o..o + 16].copy_from_slice(a);
+                    }
+                }
+                i += QUERY_BLOCK;
+                continue;
+            }
+            // One query alone (a block's queries straddle a frame, the last few, or d is not
+            // a multiple of 16).
+            let q = q(i);
             for j0 in (0..keys).step_by(16) {
                 let mut acc = [0f32; 16];
                 for (c, &qc) in q.iter().enumerate() {
@@ -379,22 +435,9 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
                 s[j0..j0 + 16].copy_from_slice(&acc);
             }
             let s = &mut s[..keys];
-            let mut ml = [f32::NEG_INFINITY; 16];
-            for c in s.chunks_mut(16) {
-                for (sj, m) in c.iter_mut().zip(ml.iter_mut()) {
-                    *sj *= scale;
-                    *m = if *sj > *m { *sj } else { *m };
-                }
-            }
-            let m = ml.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-            for sj in s.iter_mut() {
-                *sj = exp_fast(*sj - m);
-            }
-            let inv = 1.0 / sum_lanes(s);
-            for sj in s.iter_mut() {
-                *sj *= inv;
-            }
+            softmax_row(s, scale);
             let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
+            i += 1;
             if d % 16 == 0 {
                 // 16 outputs at a time in registers, each summed over keys in order as below.
                 for c0 in (0..d).step_by(16) {
@@ -417,6 +460,33 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
                 }
             }
         }
+    }
+}
+
+/// Scaled scores to probabilities in place: `s * scale`, minus the maximum, exponentiated and
+/// normalised.
+#[inline(always)]
+fn softmax_row(s: &mut [f32], scale: f32) {
+    // Whole blocks of 16 keep the running maxima in one register; the tail after them.
+    let mut ml = [f32::NEG_INFINITY; 16];
+    let mut blocks = s.chunks_exact_mut(16);
+    for c in &mut blocks {
+        for (sj, m) in c.iter_mut().zip(ml.iter_mut()) {
+            *sj *= scale;
+            *m = if *sj > *m { *sj } else { *m };
+        }
+    }
+    for (sj, m) in blocks.into_remainder().iter_mut().zip(ml.iter_mut()) {
+        *sj *= scale;
+        *m = if *sj > *m { *sj } else { *m };
+    }
+    let m = ml.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+    for sj in s.iter_mut() {
+        *sj = exp_fast(*sj - m);
+    }
+    let inv = 1.0 / sum_lanes(s);
+    for sj in s.iter_mut() {
+        *sj *= inv;
     }
 }
 
@@ -552,6 +622,127 @@ mod tests {
             let slow = attention(tracked.as_tensor(), heads, frame).unwrap();
             let err = max_rel(&fast, &slow);
             assert!(err <= 1e-5, "attention {b}x{t}x{heads}x{d}: rel err {err}");
+        }
+    }
+
+    /// The attention before query blocks (one query at a time): the blocked one must give
+    /// the same bits.
+    fn attention_item_one_query(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
+        let AttnShape {
+            t,
+            w,
+            heads,
+            d,
+            frame_tokens,
+        } = *shape;
+        let hd = heads * d;
+        let scale = (1.0 / (d as f64).sqrt()) as f32;
+        // Keys padded to whole blocks of 16 (zeros), so scores are computed 16 at a time in
+        // registers.
+        let tp = t.next_multiple_of(16);
+        let mut s = vec![0f32; tp];
+        // One head's keys transposed to [d, tp]: a query's scores then accumulate as contiguous,
+        // vectorised rows, in the same order (c = 0..d) as a plain dot product.
+        let mut kt = vec![0f32; d * tp];
+        for h in 0..heads {
+            // Row by row: each key's d values are one contiguous slice (no per-element bounds
+            // check on the source), scattered to their columns.
+            for (j, row) in xb.chunks_exact(w).take(t).enumerate() {
+                for (col, &v) in kt
+                    .chunks_exact_mut(tp)
+                    .zip(&row[hd + h * d..hd + h * d + d])
+                {
+                    col[j] = v;
+                }
+            }
+            for i in 0..t {
+                let q = &xb[i * w + h * d..i * w + h * d + d];
+                let keys = frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
+                for j0 in (0..keys).step_by(16) {
+                    let mut acc = [0f32; 16];
+                    for (c, &qc) in q.iter().enumerate() {
+                        let k = &kt[c * tp + j0..c * tp + j0 + 16];
+                        for (a, kj) in acc.iter_mut().zip(k) {
+                            *a += qc * kj;
+                        }
+                    }
+                    s[j0..j0 + 16].copy_from_slice(&acc);
+                }
+                let s = &mut s[..keys];
+                // Whole blocks of 16 keep the running maxima in one register; the tail after them.
+                let mut ml = [f32::NEG_INFINITY; 16];
+                let mut blocks = s.chunks_exact_mut(16);
+                for c in &mut blocks {
+                    for (sj, m) in c.iter_mut().zip(ml.iter_mut()) {
+                        *sj *= scale;
+                        *m = if *sj > *m { *sj } else { *m };
+                    }
+                }
+                for (sj, m) in blocks.into_remainder().iter_mut().zip(ml.iter_mut()) {
+                    *sj *= scale;
+                    *m = if *sj > *m { *sj } else { *m };
+                }
+                let m = ml.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+                for sj in s.iter_mut() {
+                    *sj = exp_fast(*sj - m);
+                }
+                let inv = 1.0 / sum_lanes(s);
+                for sj in s.iter_mut() {
+                    *sj *= inv;
+                }
+                let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
+                if d % 16 == 0 {
+                    // 16 outputs at a time in registers, each summed over keys in order as below.
+                    for c0 in (0..d).step_by(16) {
+                        let mut acc = [0f32; 16];
+                        for (j, &p) in s.iter().enumerate() {
+                            let v0 = j * w + 2 * hd + h * d + c0;
+                            for (a, vc) in acc.iter_mut().zip(&xb[v0..v0 + 16]) {
+                                *a += p * vc;
+                            }
+                        }
+                        o[c0..c0 + 16].copy_from_slice(&acc);
+                    }
+                    continue;
+                }
+                o.fill(0.0);
+                for (j, &p) in s.iter().enumerate() {
+                    let v = &xb[j * w + 2 * hd + h * d..j * w + 2 * hd + h * d + d];
+                    for (oc, vc) in o.iter_mut().zip(v) {
+                        *oc += p * vc;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn query_blocks_give_the_same_bits() {
+        for (t, heads, d, frame) in [
+            (48, 4, 16, Some(16)),
+            (17, 4, 16, None),
+            (37, 3, 5, Some(7)),
+            (23, 2, 32, Some(5)),
+            (30, 2, 16, Some(6)),
+            (3, 1, 16, Some(2)),
+        ] {
+            let w = 3 * heads * d;
+            let x = to_vec(&random(&[t, w], -3.0, 3.0, (t * d) as u64)).unwrap();
+            let shape = AttnShape {
+                t,
+                w,
+                heads,
+                d,
+                frame_tokens: frame,
+            };
+            let (mut a, mut b) = (vec![0f32; t * heads * d], vec![0f32; t * heads * d]);
+            attention_item(&mut a, &x, &shape);
+            attention_item_one_query(&mut b, &x, &shape);
+            let same = a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(
+                same,
+                "attention {t}x{heads}x{d} {frame:?}: blocked differs from per-query"
+            );
         }
     }
 
