@@ -423,42 +423,67 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
             }
             // One query alone (a block's queries straddle a frame, the last few, or d is not
             // a multiple of 16).
-            let q = q(i);
-            for j0 in (0..keys).step_by(16) {
-                let mut acc = [0f32; 16];
-                for (c, &qc) in q.iter().enumerate() {
-                    let k = &kt[c * tp + j0..c * tp + j0 + 16];
-                    for (a, kj) in acc.iter_mut().zip(k) {
-                        *a += qc * kj;
-                    }
-                }
-                s[j0..j0 + 16].copy_from_slice(&acc);
-            }
-            let s = &mut s[..keys];
-            softmax_row(s, scale);
-            let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
+            one_query(ob, xb, shape, &kt, &mut s, h, i);
             i += 1;
-            if d % 16 == 0 {
-                // 16 outputs at a time in registers, each summed over keys in order as below.
-                for c0 in (0..d).step_by(16) {
-                    let mut acc = [0f32; 16];
-                    for (j, &p) in s.iter().enumerate() {
-                        let v0 = j * w + 2 * hd + h * d + c0;
-                        for (a, vc) in acc.iter_mut().zip(&xb[v0..v0 + 16]) {
-                            *a += p * vc;
-                        }
-                    }
-                    o[c0..c0 + 16].copy_from_slice(&acc);
-                }
-                continue;
+        }
+    }
+}
+
+/// Attention of query `i` in head `h` alone, on the head's transposed keys `kt` (`[d, tp]`)
+/// with `s` as its score row.
+#[inline(always)]
+fn one_query(
+    ob: &mut [f32],
+    xb: &[f32],
+    shape: &AttnShape,
+    kt: &[f32],
+    s: &mut [f32],
+    h: usize,
+    i: usize,
+) {
+    let AttnShape {
+        t,
+        w,
+        heads,
+        d,
+        frame_tokens,
+    } = *shape;
+    let (hd, tp) = (heads * d, t.next_multiple_of(16));
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    let keys = frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
+    let q = &xb[i * w + h * d..i * w + h * d + d];
+    for j0 in (0..keys).step_by(16) {
+        let mut acc = [0f32; 16];
+        for (c, &qc) in q.iter().enumerate() {
+            let k = &kt[c * tp + j0..c * tp + j0 + 16];
+            for (a, kj) in acc.iter_mut().zip(k) {
+                *a += qc * kj;
             }
-            o.fill(0.0);
+        }
+        s[j0..j0 + 16].copy_from_slice(&acc);
+    }
+    let s = &mut s[..keys];
+    softmax_row(s, scale);
+    let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
+    if d % 16 == 0 {
+        // 16 outputs at a time in registers, each summed over keys in order as below.
+        for c0 in (0..d).step_by(16) {
+            let mut acc = [0f32; 16];
             for (j, &p) in s.iter().enumerate() {
-                let v = &xb[j * w + 2 * hd + h * d..j * w + 2 * hd + h * d + d];
-                for (oc, vc) in o.iter_mut().zip(v) {
-                    *oc += p * vc;
+                let v0 = j * w + 2 * hd + h * d + c0;
+                for (a, vc) in acc.iter_mut().zip(&xb[v0..v0 + 16]) {
+                    *a += p * vc;
                 }
             }
+            o[c0..c0 + 16].copy_from_slice(&acc);
+        }
+        return;
+    }
+    o.fill(0.0);
+    for (j, &p) in s.iter().enumerate() {
+        let v = &xb[j * w + 2 * hd + h * d..j * w + 2 * hd + h * d + d];
+        for (oc, vc) in o.iter_mut().zip(v) {
+            *oc += p * vc;
         }
     }
 }
@@ -625,93 +650,21 @@ mod tests {
         }
     }
 
-    /// The attention before query blocks (one query at a time): the blocked one must give
-    /// the same bits.
+    /// Every query of every head on its own ([`one_query`], the attention before query
+    /// blocks): the blocked computation must give the same bits.
     fn attention_item_one_query(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
-        let AttnShape {
-            t,
-            w,
-            heads,
-            d,
-            frame_tokens,
-        } = *shape;
-        let hd = heads * d;
-        let scale = (1.0 / (d as f64).sqrt()) as f32;
-        // Keys padded to whole blocks of 16 (zeros), so scores are computed 16 at a time in
-        // registers.
+        let (t, w, d) = (shape.t, shape.w, shape.d);
+        let hd = shape.heads * d;
         let tp = t.next_multiple_of(16);
-        let mut s = vec![0f32; tp];
-        // One head's keys transposed to [d, tp]: a query's scores then accumulate as contiguous,
-        // vectorised rows, in the same order (c = 0..d) as a plain dot product.
-        let mut kt = vec![0f32; d * tp];
-        for h in 0..heads {
-            // Row by row: each key's d values are one contiguous slice (no per-element bounds
-            // check on the source), scattered to their columns.
-            for (j, row) in xb.chunks_exact(w).take(t).enumerate() {
-                for (col, &v) in kt
-                    .chunks_exact_mut(tp)
-                    .zip(&row[hd + h * d..hd + h * d + d])
-                {
-                    col[j] = v;
+        let (mut kt, mut s) = (vec![0f32; d * tp], vec![0f32; tp]);
+        for h in 0..shape.heads {
+            for j in 0..t {
+                for c in 0..d {
+                    kt[c * tp + j] = xb[j * w + hd + h * d + c];
                 }
             }
             for i in 0..t {
-                let q = &xb[i * w + h * d..i * w + h * d + d];
-                let keys = frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
-                for j0 in (0..keys).step_by(16) {
-                    let mut acc = [0f32; 16];
-                    for (c, &qc) in q.iter().enumerate() {
-                        let k = &kt[c * tp + j0..c * tp + j0 + 16];
-                        for (a, kj) in acc.iter_mut().zip(k) {
-                            *a += qc * kj;
-                        }
-                    }
-                    s[j0..j0 + 16].copy_from_slice(&acc);
-                }
-                let s = &mut s[..keys];
-                // Whole blocks of 16 keep the running maxima in one register; the tail after them.
-                let mut ml = [f32::NEG_INFINITY; 16];
-                let mut blocks = s.chunks_exact_mut(16);
-                for c in &mut blocks {
-                    for (sj, m) in c.iter_mut().zip(ml.iter_mut()) {
-                        *sj *= scale;
-                        *m = if *sj > *m { *sj } else { *m };
-                    }
-                }
-                for (sj, m) in blocks.into_remainder().iter_mut().zip(ml.iter_mut()) {
-                    *sj *= scale;
-                    *m = if *sj > *m { *sj } else { *m };
-                }
-                let m = ml.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-                for sj in s.iter_mut() {
-                    *sj = exp_fast(*sj - m);
-                }
-                let inv = 1.0 / sum_lanes(s);
-                for sj in s.iter_mut() {
-                    *sj *= inv;
-                }
-                let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
-                if d % 16 == 0 {
-                    // 16 outputs at a time in registers, each summed over keys in order as below.
-                    for c0 in (0..d).step_by(16) {
-                        let mut acc = [0f32; 16];
-                        for (j, &p) in s.iter().enumerate() {
-                            let v0 = j * w + 2 * hd + h * d + c0;
-                            for (a, vc) in acc.iter_mut().zip(&xb[v0..v0 + 16]) {
-                                *a += p * vc;
-                            }
-                        }
-                        o[c0..c0 + 16].copy_from_slice(&acc);
-                    }
-                    continue;
-                }
-                o.fill(0.0);
-                for (j, &p) in s.iter().enumerate() {
-                    let v = &xb[j * w + 2 * hd + h * d..j * w + 2 * hd + h * d + d];
-                    for (oc, vc) in o.iter_mut().zip(v) {
-                        *oc += p * vc;
-                    }
-                }
+                one_query(ob, xb, shape, &kt, &mut s, h, i);
             }
         }
     }
