@@ -45,6 +45,19 @@ fn smoke(dir: &Path, extra: &[&str]) -> Output {
     run(&a)
 }
 
+/// `qwm study report DIR --out PNG --results RESULTS`, which must succeed; its stdout.
+fn report(dir: &Path, png: &Path, results: &Path) -> String {
+    ok(&run(&[
+        "study",
+        "report",
+        dir.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ]))
+}
+
 /// One unsharded single-process run, shared by the tests that compare against it.
 fn reference() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -240,15 +253,7 @@ fn the_report_has_tables_plots_and_a_verdict_for_every_finding() {
     let d = reference();
     let r = tmp("report");
     let results = r.join("RESULTS.md");
-    let out = ok(&run(&[
-        "study",
-        "report",
-        d.to_str().unwrap(),
-        "--out",
-        r.join("png").to_str().unwrap(),
-        "--results",
-        results.to_str().unwrap(),
-    ]));
+    let out = report(d, &r.join("png"), &results);
     for k in 1..=6 {
         assert!(out.contains(&format!("finding {k} (")), "{out}");
     }
@@ -296,15 +301,7 @@ fn the_report_has_tables_plots_and_a_verdict_for_every_finding() {
     }
     assert!(linked >= 7, "{linked} plots");
     // Regenerating from the same reports gives the same text.
-    ok(&run(&[
-        "study",
-        "report",
-        d.to_str().unwrap(),
-        "--out",
-        r.join("png").to_str().unwrap(),
-        "--results",
-        results.to_str().unwrap(),
-    ]));
+    report(d, &r.join("png"), &results);
     assert_eq!(md, std::fs::read_to_string(&results).unwrap());
 }
 
@@ -319,17 +316,9 @@ fn the_report_reads_progress_from_the_parts_not_a_stale_manifest() {
         .status()
         .unwrap();
     assert!(st.success());
-    let report = |dir: &Path, name: &str| {
+    let regenerate = |dir: &Path, name: &str| {
         let results = dir.join(name);
-        ok(&run(&[
-            "study",
-            "report",
-            dir.to_str().unwrap(),
-            "--out",
-            dir.join("png").to_str().unwrap(),
-            "--results",
-            results.to_str().unwrap(),
-        ]));
+        report(dir, &dir.join("png"), &results);
         std::fs::read_to_string(results).unwrap()
     };
     let progress = |md: &str| -> Vec<String> {
@@ -340,7 +329,7 @@ fn the_report_reads_progress_from_the_parts_not_a_stale_manifest() {
             .map(String::from)
             .collect()
     };
-    let fresh = report(&d, "fresh.md");
+    let fresh = regenerate(&d, "fresh.md");
     let fresh_progress = progress(&fresh);
     assert!(
         fresh_progress[0].contains("12 cells, 12 of them done"),
@@ -355,7 +344,7 @@ fn the_report_reads_progress_from_the_parts_not_a_stale_manifest() {
         c["state"] = "pending".into();
     }
     std::fs::write(&mpath, serde_json::to_string(&m).unwrap()).unwrap();
-    assert_eq!(progress(&report(&d, "stale.md")), fresh_progress);
+    assert_eq!(progress(&regenerate(&d, "stale.md")), fresh_progress);
 }
 
 #[test]

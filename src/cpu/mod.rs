@@ -4,9 +4,13 @@
 //! f32 with the same formulas as the WGSL kernels (two-pass LayerNorm, erf GELU, max-shifted
 //! softmax) and uses candle's multithreaded gemm for the matmuls.
 
+mod attention;
 mod linear;
+mod qint;
 mod qkernels;
 pub mod qlinear;
+
+pub use attention::attention;
 
 pub use linear::{
     linear, linear_then, matmul, packed_linear, packed_linear_then, then_composed, Then,
@@ -266,261 +270,12 @@ pub fn slice_cols(x: &Tensor, col0: usize, width: usize) -> Result<Tensor> {
     Ok(x.narrow(D::Minus1, col0, width)?.contiguous()?)
 }
 
-/// Multi-head attention over packed `qkv[B, T, 3*H*D]`, optional frame-block-causal mask.
-pub fn attention(qkv: &Tensor, heads: usize, frame_tokens: Option<usize>) -> Result<Tensor> {
-    if !qkv.track_op() {
-        return attention_rows(qkv, heads, frame_tokens);
-    }
-    let (b, t, w) = qkv.dims3()?;
-    let d = w / (3 * heads);
-    let qkv = qkv.reshape((b, t, 3, heads, d))?.permute((2, 0, 3, 1, 4))?;
-    let q = qkv.get(0)?.contiguous()?;
-    let k = qkv.get(1)?.contiguous()?;
-    let v = qkv.get(2)?.contiguous()?;
-    let scale = 1.0 / (d as f64).sqrt();
-    let scores = (q.matmul(&k.t()?)? * scale)?; // [B, H, T, T]
-    let scores = match frame_tokens {
-        Some(p) => {
-            let mask: Vec<f32> = (0..t * t)
-                .map(|ij| {
-                    let (i, j) = (ij / t, ij % t);
-                    if j / p <= i / p {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu)?;
-            scores.broadcast_add(&mask)?
-        }
-        None => scores,
-    };
-    let probs = softmax(&scores)?;
-    let out = probs.matmul(&v)?; // [B, H, T, D]
-    Ok(out.permute((0, 2, 1, 3))?.reshape((b, t, heads * d))?)
-}
-
-/// The same attention computed per batch item in parallel, one query row at a time, skipping
-/// the masked keys (inference: the composed version materialises every score tensor).
-fn attention_rows(qkv: &Tensor, heads: usize, frame_tokens: Option<usize>) -> Result<Tensor> {
-    let (b, t, w) = qkv.dims3()?;
-    if heads == 0 || w % (3 * heads) != 0 {
-        return Err(Error::Shape(format!(
-            "attention: width {w} is not 3 x {heads} heads x head_dim"
-        )));
-    }
-    let d = w / (3 * heads);
-    let hd = heads * d;
-    let mut out = vec![0f32; b * t * hd];
-    let shape = AttnShape {
-        t,
-        w,
-        heads,
-        d,
-        frame_tokens,
-    };
-    with_f32(qkv, |x| {
-        out.par_chunks_mut((t * hd).max(1))
-            .zip(x.par_chunks(t * w))
-            .for_each(|(ob, xb)| attention_item(ob, xb, &shape))
-    })?;
-    Ok(Tensor::from_vec(out, (b, t, hd), &Device::Cpu)?)
-}
-
-struct AttnShape {
-    t: usize,
-    w: usize,
-    heads: usize,
-    d: usize,
-    frame_tokens: Option<usize>,
-}
-
-simd_dispatch! {
-    /// One batch item's attention: `xb[t, 3 * heads * d]` -> `ob[t, heads * d]`, vectorised.
-    fn attention_item(ob: &mut [f32], xb: &[f32], shape: &AttnShape) = attention_item_body
-}
-
-/// Queries of one frame block computed together in [`attention_item_body`]: they share their
-/// keys, and their dot products run as independent chains of adds over the same loads (one
-/// query's 16-key score block or 16-channel output is one dependent chain, whose latency was
-/// most of the attention time). Each query's sums keep their order: the same bits.
-const QUERY_BLOCK: usize = 4;
-
-#[inline(always)]
-fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
-    let AttnShape {
-        t,
-        w,
-        heads,
-        d,
-        frame_tokens,
-    } = *shape;
-    let hd = heads * d;
-    let scale = (1.0 / (d as f64).sqrt()) as f32;
-    let keys_of = |i: usize| frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
-    // Keys padded to whole blocks of 16 (zeros), so scores are computed 16 at a time in
-    // registers.
-    let tp = t.next_multiple_of(16);
-    let mut s = vec![0f32; QUERY_BLOCK * tp];
-    // One head's keys transposed to [d, tp]: a query's scores then accumulate as contiguous,
-    // vectorised rows, in the same order (c = 0..d) as a plain dot product.
-    let mut kt = vec![0f32; d * tp];
-    for h in 0..heads {
-        // Row by row: each key's d values are one contiguous slice (no per-element bounds
-        // check on the source), scattered to their columns.
-        for (j, row) in xb.chunks_exact(w).take(t).enumerate() {
-            for (col, &v) in kt
-                .chunks_exact_mut(tp)
-                .zip(&row[hd + h * d..hd + h * d + d])
-            {
-                col[j] = v;
-            }
-        }
-        let mut i = 0;
-        while i < t {
-            let keys = keys_of(i);
-            let q = |i: usize| &xb[i * w + h * d..i * w + h * d + d];
-            if d % 16 == 0 && i + QUERY_BLOCK <= t && keys_of(i + QUERY_BLOCK - 1) == keys {
-                let qs: [&[f32]; QUERY_BLOCK] = std::array::from_fn(|g| q(i + g));
-                for j0 in (0..keys).step_by(16) {
-                    let mut acc = [[0f32; 16]; QUERY_BLOCK];
-                    for c in 0..d {
-                        let k = &kt[c * tp + j0..c * tp + j0 + 16];
-                        for (a, qg) in acc.iter_mut().zip(&qs) {
-                            let qc = qg[c];
-                            for (a, kj) in a.iter_mut().zip(k) {
-                                *a += qc * kj;
-                            }
-                        }
-                    }
-                    for (g, a) in acc.iter().enumerate() {
-                        s[g * tp + j0..g * tp + j0 + 16].copy_from_slice(a);
-                    }
-                }
-                for g in 0..QUERY_BLOCK {
-                    softmax_row(&mut s[g * tp..g * tp + keys], scale);
-                }
-                for c0 in (0..d).step_by(16) {
-                    let mut acc = [[0f32; 16]; QUERY_BLOCK];
-                    for j in 0..keys {
-                        let v0 = j * w + 2 * hd + h * d + c0;
-                        let v = &xb[v0..v0 + 16];
-                        for (g, a) in acc.iter_mut().enumerate() {
-                            let p = s[g * tp + j];
-                            for (a, vc) in a.iter_mut().zip(v) {
-                                *a += p * vc;
-                            }
-                        }
-                    }
-                    for (g, a) in acc.iter().enumerate() {
-                        let o = (i + g) * hd + h * d + c0;
-                        ob[o..o + 16].copy_from_slice(a);
-                    }
-                }
-                i += QUERY_BLOCK;
-                continue;
-            }
-            // One query alone (a block's queries straddle a frame, the last few, or d is not
-            // a multiple of 16).
-            one_query(ob, xb, shape, &kt, &mut s, h, i);
-            i += 1;
-        }
-    }
-}
-
-/// Attention of query `i` in head `h` alone, on the head's transposed keys `kt` (`[d, tp]`)
-/// with `s` as its score row.
-#[inline(always)]
-fn one_query(
-    ob: &mut [f32],
-    xb: &[f32],
-    shape: &AttnShape,
-    kt: &[f32],
-    s: &mut [f32],
-    h: usize,
-    i: usize,
-) {
-    let AttnShape {
-        t,
-        w,
-        heads,
-        d,
-        frame_tokens,
-    } = *shape;
-    let (hd, tp) = (heads * d, t.next_multiple_of(16));
-    let scale = (1.0 / (d as f64).sqrt()) as f32;
-    let keys = frame_tokens.map_or(t, |p| ((i / p + 1) * p).min(t));
-    let q = &xb[i * w + h * d..i * w + h * d + d];
-    for j0 in (0..keys).step_by(16) {
-        let mut acc = [0f32; 16];
-        for (c, &qc) in q.iter().enumerate() {
-            let k = &kt[c * tp + j0..c * tp + j0 + 16];
-            for (a, kj) in acc.iter_mut().zip(k) {
-                *a += qc * kj;
-            }
-        }
-        s[j0..j0 + 16].copy_from_slice(&acc);
-    }
-    let s = &mut s[..keys];
-    softmax_row(s, scale);
-    let o = &mut ob[i * hd + h * d..i * hd + h * d + d];
-    if d % 16 == 0 {
-        // 16 outputs at a time in registers, each summed over keys in order as below.
-        for c0 in (0..d).step_by(16) {
-            let mut acc = [0f32; 16];
-            for (j, &p) in s.iter().enumerate() {
-                let v0 = j * w + 2 * hd + h * d + c0;
-                for (a, vc) in acc.iter_mut().zip(&xb[v0..v0 + 16]) {
-                    *a += p * vc;
-                }
-            }
-            o[c0..c0 + 16].copy_from_slice(&acc);
-        }
-        return;
-    }
-    o.fill(0.0);
-    for (j, &p) in s.iter().enumerate() {
-        let v = &xb[j * w + 2 * hd + h * d..j * w + 2 * hd + h * d + d];
-        for (oc, vc) in o.iter_mut().zip(v) {
-            *oc += p * vc;
-        }
-    }
-}
-
-/// Scaled scores to probabilities in place: `s * scale`, minus the maximum, exponentiated and
-/// normalised.
-#[inline(always)]
-fn softmax_row(s: &mut [f32], scale: f32) {
-    // Whole blocks of 16 keep the running maxima in one register; the tail after them.
-    let mut ml = [f32::NEG_INFINITY; 16];
-    let mut blocks = s.chunks_exact_mut(16);
-    for c in &mut blocks {
-        for (sj, m) in c.iter_mut().zip(ml.iter_mut()) {
-            *sj *= scale;
-            *m = if *sj > *m { *sj } else { *m };
-        }
-    }
-    for (sj, m) in blocks.into_remainder().iter_mut().zip(ml.iter_mut()) {
-        *sj *= scale;
-        *m = if *sj > *m { *sj } else { *m };
-    }
-    let m = ml.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-    for sj in s.iter_mut() {
-        *sj = exp_fast(*sj - m);
-    }
-    let inv = 1.0 / sum_lanes(s);
-    for sj in s.iter_mut() {
-        *sj *= inv;
-    }
-}
-
 /// `e^x` for f32 with straight-line code that the compiler vectorises (std's `exp` is a libm
 /// call per element, which was a sixth of a CPU planning step): Cody-Waite reduction to
 /// |r| <= ln2/2, Cephes' degree-6 polynomial (about 1 ulp), and 2^n built from exponent bits.
 /// Inputs are clamped to the finite range, so it returns a tiny normal instead of 0 below -87.
 #[inline(always)]
-fn exp_fast(x: f32) -> f32 {
+pub(super) fn exp_fast(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -543,7 +298,7 @@ fn exp_fast(x: f32) -> f32 {
 
 /// A sum with eight partial accumulators, so that it vectorises.
 #[inline(always)]
-fn sum_lanes(v: &[f32]) -> f32 {
+pub(super) fn sum_lanes(v: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -611,6 +366,7 @@ pub fn mse_per_item(a: &Tensor, target: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
+    use super::attention::{attention_item, one_query, AttnShape};
     use super::*;
     use candle_core::Var;
     use rand::{Rng, SeedableRng};

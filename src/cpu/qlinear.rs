@@ -28,7 +28,9 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::qkernels::{self, MR};
-use crate::quant::pack::k_pad;
+
+use super::qint::int_chunk;
+pub use super::qint::IntPanels;
 use crate::quant::{ActParams, ActSpec, PackedWeight};
 use crate::{Error, Result};
 
@@ -110,7 +112,7 @@ impl Post<'_> {
     }
 
     /// `yc` starts at flat index `off` of the output.
-    fn apply(&self, yc: &mut [f32], off: usize) {
+    pub(super) fn apply(&self, yc: &mut [f32], off: usize) {
         match self {
             Post::None => {}
             Post::Gelu => super::gelu_in_place(yc),
@@ -255,7 +257,7 @@ pub fn qlinear_with(
 }
 
 /// The integer path needs whole zero points (pack rounds them) and codes of at most 8 bits.
-fn check_int_weight(w: &PackedWeight) -> Result<()> {
+pub(super) fn check_int_weight(w: &PackedWeight) -> Result<()> {
     if w.k > 32768 {
         return Err(Error::Invalid(format!(
             "packed linear [{}, {}]: the integer kernels take at most 32768 inputs",
@@ -284,7 +286,7 @@ fn check_int_weight(w: &PackedWeight) -> Result<()> {
 }
 
 /// The codes of row `r` (all planes), `k_pad` of them, each passed to `put(k, code)`.
-fn decode_row(w: &PackedWeight, r: usize, mut put: impl FnMut(usize, u32)) {
+pub(super) fn decode_row(w: &PackedWeight, r: usize, mut put: impl FnMut(usize, u32)) {
     let mut shift = 0;
     for (p, wpr, off) in w.plane_layout() {
         let cpw = 32 / p as usize;
@@ -302,7 +304,7 @@ fn decode_row(w: &PackedWeight, r: usize, mut put: impl FnMut(usize, u32)) {
 }
 
 /// Group `g`'s span of a padded row: the last group runs to `k_pad` (padding decodes to 0).
-fn group_span(w: &PackedWeight, g: usize) -> (usize, usize) {
+pub(super) fn group_span(w: &PackedWeight, g: usize) -> (usize, usize) {
     let gpr = w.groups_per_row();
     let end = if g + 1 == gpr {
         w.k_pad()
@@ -337,7 +339,7 @@ fn group_bounds(w: &PackedWeight) -> Vec<usize> {
 /// The integer tiles' group boundaries: [`group_bounds`] with the last one at `K` rounded up
 /// to 4 codes (a `vpdpbusd` step) rather than at `k_pad`: the codes past `K` are 0 on both
 /// sides, so the tiles need not multiply them (a sixth of the work at K = 80).
-fn int_bounds(w: &PackedWeight) -> Vec<usize> {
+pub(super) fn int_bounds(w: &PackedWeight) -> Vec<usize> {
     let mut b = group_bounds(w);
     if let Some(last) = b.last_mut() {
         *last = w.k.next_multiple_of(4);
@@ -595,401 +597,4 @@ pub fn linear_f32_post(
             post.apply(yc, i * mc * n);
         });
     Ok(y)
-}
-
-/// Activation codes of one chunk: `[m, kp]` u8 (padding 0), per token scale, zero point and
-/// per-group code sums.
-struct ActCodes {
-    a: Vec<u8>,
-    scale: Vec<f32>,
-    zero: Vec<i32>,
-    sums: Vec<i32>,
-}
-
-fn quantize_tokens(
-    xc: &[f32],
-    k: usize,
-    kp: usize,
-    bounds: &[usize],
-    bits: u8,
-    static_params: Option<ActParams>,
-) -> ActCodes {
-    let m = xc.len() / k;
-    let gpr = bounds.len() - 1;
-    let mut c = ActCodes {
-        a: vec![0u8; m.next_multiple_of(MR) * kp],
-        scale: vec![0f32; m],
-        zero: vec![0i32; m],
-        sums: vec![0i32; m * gpr],
-    };
-    for (t, x) in xc.chunks(k).enumerate() {
-        let a = &mut c.a[t * kp..t * kp + k];
-        let sums = &mut c.sums[t * gpr..(t + 1) * gpr];
-        let p = token_codes(x, a, sums, bounds, bits, static_params.as_ref());
-        c.scale[t] = p.scale;
-        c.zero[t] = p.zero as i32;
-    }
-    c
-}
-
-super::simd_dispatch! {
-    /// One token's codes `a` (`ActParams::code` of `x`, per-token range unless `fixed`) and
-    /// their sums over each group of `bounds`, in the ISA's vectors (min, max and integer
-    /// sums are exact, so every ISA gives the same codes and sums).
-    fn token_codes(
-        x: &[f32],
-        a: &mut [u8],
-        sums: &mut [i32],
-        bounds: &[usize],
-        bits: u8,
-        fixed: Option<&ActParams>
-    ) -> ActParams = token_codes_body
-}
-
-#[inline(always)]
-fn token_codes_body(
-    x: &[f32],
-    a: &mut [u8],
-    sums: &mut [i32],
-    bounds: &[usize],
-    bits: u8,
-    fixed: Option<&ActParams>,
-) -> ActParams {
-    let p = fixed.copied().unwrap_or_else(|| {
-        let (lo, hi) = min_max(x);
-        ActParams::from_range(lo, hi, bits)
-    });
-    act_codes_body(x, a, &p);
-    let k = a.len();
-    for (g, s) in sums.iter_mut().enumerate() {
-        let (lo, hi) = (bounds[g].min(k), bounds[g + 1].min(k));
-        *s = sum_u8(&a[lo..hi]);
-    }
-    p
-}
-
-/// Sum of bytes (32 running lanes so that it vectorises).
-#[inline(always)]
-fn sum_u8(a: &[u8]) -> i32 {
-    let mut acc = [0i32; 32];
-    let chunks = a.chunks_exact(32);
-    let tail: i32 = chunks.remainder().iter().map(|v| *v as i32).sum();
-    for c in chunks {
-        for l in 0..32 {
-            acc[l] += c[l] as i32;
-        }
-    }
-    acc.iter().sum::<i32>() + tail
-}
-
-/// `min(0, x)` and `max(0, x)` over a token (16 running lanes so that it vectorises; min and
-/// max are exact, so the order does not matter).
-#[inline(always)]
-fn min_max(x: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..16 {
-            lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
-            hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
-        }
-    }
-    let lo = tail.iter().chain(&lo).fold(0f32, |m, v| m.min(*v));
-    let hi = tail.iter().chain(&hi).fold(0f32, |m, v| m.max(*v));
-    (lo, hi)
-}
-
-/// `a = ActParams::code(x)` elementwise, vectorised (a rounding instruction instead of a libm
-/// call per value; the same arithmetic, so the same codes).
-#[inline(always)]
-fn act_codes_body(x: &[f32], a: &mut [u8], p: &ActParams) {
-    let levels = ((1u32 << p.bits) - 1) as f32;
-    for (q, v) in a.iter_mut().zip(x) {
-        let c = ((v * p.inv_scale).round_ties_even() + p.zero).clamp(0.0, levels);
-        // `c as u8` for a whole number in 0..=255, with bit operations that vectorise (the
-        // saturating cast does not): adding 1.5 * 2^23 puts it in the low mantissa bits.
-        *q = (c + 12_582_912.0).to_bits() as u8;
-    }
-}
-
-/// A packed weight's codes laid out in one ISA's int panels ([`Isa::panel_rows`] rows each,
-/// the last zero-padded) with each panel's per-group constants, `[group][row]`: `d = off - z`,
-/// `c1 = E + d n` (`E` the group's weight code sum, `n` its real length) and the scale. Built
-/// once per model (`CpuModel`), so calls and their token chunks only read it; 8-bit codes
-/// take the same bytes as packed, lower bit-widths a byte per code. No f32 weight values.
-pub struct IntPanels {
-    isa: Isa,
-    n: usize,
-    k: usize,
-    bits: u8,
-    bounds: Vec<usize>,
-    codes: Vec<i8>,
-    delta: Vec<i32>,
-    c1: Vec<i32>,
-    scale: Vec<f32>,
-    centred: bool,
-}
-
-/// One panel of an [`IntPanels`].
-struct Panel<'a> {
-    /// Every `d` is 0 (symmetric codes: `z = off`).
-    centred: bool,
-    codes: &'a [i8],
-    delta: &'a [i32],
-    c1: &'a [i32],
-    scale: &'a [f32],
-}
-
-impl IntPanels {
-    /// `w` decoded for `isa`'s integer tiles (errors as the integer path of [`qlinear`]).
-    pub fn new(w: &PackedWeight, isa: Isa) -> Result<IntPanels> {
-        check_int_weight(w)?;
-        let (k, kp, gpr, nr) = (w.k, w.k_pad(), w.groups_per_row(), isa.panel_rows());
-        let panels = w.n.div_ceil(nr);
-        let mut p = IntPanels {
-            isa,
-            n: w.n,
-            k,
-            bits: w.bits,
-            bounds: int_bounds(w),
-            codes: vec![0; panels * nr * kp],
-            delta: vec![0; panels * gpr * nr],
-            c1: vec![0; panels * gpr * nr],
-            scale: vec![0.0; panels * gpr * nr],
-            centred: false,
-        };
-        let off: i32 = if w.bits == 8 { 128 } else { 0 };
-        let mut buf = vec![0u32; kp];
-        for r in 0..w.n {
-            let (pi, i) = (r / nr, r % nr);
-            let codes = &mut p.codes[pi * nr * kp..(pi + 1) * nr * kp];
-            let meta = pi * gpr * nr;
-            buf.fill(0);
-            decode_row(w, r, |kk, c| buf[kk] |= c);
-            for g in 0..gpr {
-                // Whole numbers in 0..=255 (`check_int_weight`).
-                let z = w.zero(r, g) as i32;
-                let (a, b) = group_span(w, g);
-                let mut sum = 0i32;
-                for (kk, &c) in buf.iter().enumerate().take(b.min(k)).skip(a) {
-                    let e = c as i32 - off;
-                    codes[qkernels::int_panel_index(isa, i, kk, kp)] = e as i8;
-                    sum += e;
-                }
-                let d = off - z;
-                p.delta[meta + g * nr + i] = d;
-                p.c1[meta + g * nr + i] = sum.wrapping_add(d.wrapping_mul((b.min(k) - a) as i32));
-                p.scale[meta + g * nr + i] = w.scale(r, g);
-            }
-        }
-        p.centred = p.delta.iter().all(|d| *d == 0);
-        Ok(p)
-    }
-
-    /// Whether these are `w`'s panels for `isa` (same shape and bit-width).
-    pub fn fits(&self, w: &PackedWeight, isa: Isa) -> bool {
-        (self.isa, self.n, self.k, self.bits) == (isa, w.n, w.k, w.bits)
-            && self.bounds == int_bounds(w)
-    }
-
-    /// Bytes held (codes and per-group constants).
-    pub fn bytes(&self) -> usize {
-        self.codes.len() + 4 * (self.delta.len() + self.c1.len() + self.scale.len())
-    }
-
-    fn panel(&self, i: usize) -> Panel<'_> {
-        let (nr, kp) = (self.isa.panel_rows(), k_pad(self.k));
-        let gn = (self.bounds.len() - 1) * nr;
-        Panel {
-            centred: self.centred,
-            codes: &self.codes[i * nr * kp..(i + 1) * nr * kp],
-            delta: &self.delta[i * gn..(i + 1) * gn],
-            c1: &self.c1[i * gn..(i + 1) * gn],
-            scale: &self.scale[i * gn..(i + 1) * gn],
-        }
-    }
-}
-
-/// Writes every element of `yc` (which starts at flat index `off` of the output), then
-/// applies `post` to it.
-#[allow(clippy::too_many_arguments)]
-fn int_chunk(
-    xc: &[f32],
-    yc: &mut [MaybeUninit<f32>],
-    off: usize,
-    ip: &IntPanels,
-    bias: Option<&[f32]>,
-    spec: &ActSpec,
-    static_params: Option<ActParams>,
-    post: &Post<'_>,
-) {
-    let (n, k, isa) = (ip.n, ip.k, ip.isa);
-    let (kp, nr) = (k_pad(k), isa.panel_rows());
-    let m = xc.len() / k;
-    let bounds = &ip.bounds;
-    let gpr = bounds.len() - 1;
-    let ac = quantize_tokens(xc, k, kp, bounds, spec.bits, static_params);
-    // Every tile writes all of `out` (no fill needed between tiles).
-    let mut out = vec![0i32; MR * gpr * nr];
-    let panels = n.div_ceil(nr);
-    let mut b = vec![0f32; panels * nr];
-    if let Some(bias) = bias {
-        b[..n].copy_from_slice(bias);
-    }
-    // Blocks of tokens whose outputs (~128 KiB) stay in cache from the tiles' writes to
-    // `post` (the panels are held, so revisiting them per block costs no decoding).
-    let tb = (32768 / n).next_multiple_of(MR).max(MR);
-    for b0 in (0..m).step_by(tb) {
-        let b1 = (b0 + tb).min(m);
-        for (pi, p0) in (0..n).step_by(nr).enumerate() {
-            let p = ip.panel(pi);
-            let bp = &b[pi * nr..(pi + 1) * nr];
-            // Symmetric per-channel full panels: the AVX-512 tile finishes its outputs in
-            // registers (the operations of `epilogue`, so the same bits).
-            let fused = isa == Isa::Avx512 && gpr == 1 && p.centred && p0 + nr <= n;
-            for t0 in (b0..b1).step_by(MR) {
-                if fused {
-                    let tokens = MR.min(m - t0);
-                    let out = qkernels::FusedOut {
-                        za: &ac.zero[t0..t0 + tokens],
-                        sa: &ac.scale[t0..t0 + tokens],
-                        c1: p.c1,
-                        sw: p.scale,
-                        b: bp,
-                    };
-                    let y = &mut yc[t0 * n + p0..];
-                    qkernels::int_tile_fused(
-                        isa,
-                        &ac.a[t0 * kp..],
-                        p.codes,
-                        kp,
-                        bounds,
-                        &out,
-                        y,
-                        n,
-                    );
-                    continue;
-                }
-                qkernels::int_tile(isa, &ac.a[t0 * kp..], p.codes, kp, bounds, &mut out);
-                let tile = Tile {
-                    s: &out,
-                    t0,
-                    tokens: MR.min(m - t0),
-                    p0,
-                    rows: nr.min(n - p0),
-                    n,
-                };
-                epilogue(&tile, &p, &ac, bp, yc);
-            }
-        }
-        let yb = &mut yc[b0 * n..b1 * n];
-        // SAFETY: the block's tiles initialised every element of `yb`.
-        let yb = unsafe { &mut *(yb as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        post.apply(yb, off + b0 * n);
-    }
-}
-
-/// One tile's integer group sums `s[t][g][row]` and where its outputs go in `y[.., n]`.
-struct Tile<'a> {
-    s: &'a [i32],
-    t0: usize,
-    tokens: usize,
-    p0: usize,
-    rows: usize,
-    n: usize,
-}
-
-super::simd_dispatch! {
-    /// A tile's outputs: `y = (sum_g s_w (s + d A - za c1)) s_a + b`. The integer part is
-    /// exact in wrapping i32 (the true value `sum (a - za)(c - z)` is below 2^31 for
-    /// `K <= 32768`, checked by `qlinear`); the f32 part is the same sequence of roundings on
-    /// every ISA (the compiler does not contract it into FMAs), so all builds give the same
-    /// bits. Writes every output of the tile.
-    fn epilogue(
-        t: &Tile<'_>,
-        p: &Panel<'_>,
-        ac: &ActCodes,
-        b: &[f32],
-        y: &mut [MaybeUninit<f32>]
-    ) = epilogue_body
-}
-
-#[inline(always)]
-fn epilogue_body(
-    t: &Tile<'_>,
-    p: &Panel<'_>,
-    ac: &ActCodes,
-    b: &[f32],
-    y: &mut [MaybeUninit<f32>],
-) {
-    // Fixed panel widths, so that the row loops are whole vectors.
-    match b.len() {
-        32 => epilogue_nr::<32>(t, p, ac, b, y),
-        16 => epilogue_nr::<16>(t, p, ac, b, y),
-        nr => unreachable!("panel of {nr} rows"),
-    }
-}
-
-#[inline(always)]
-fn epilogue_nr<const NR: usize>(
-    t: &Tile<'_>,
-    p: &Panel<'_>,
-    ac: &ActCodes,
-    b: &[f32],
-    y: &mut [MaybeUninit<f32>],
-) {
-    let gpr = p.delta.len() / NR;
-    // Slices of exactly `NR` values: the row loops below index them without bounds checks.
-    let b = &b[..NR];
-    for i in 0..t.tokens {
-        let tt = t.t0 + i;
-        let (za, sums) = (ac.zero[tt], &ac.sums[tt * gpr..(tt + 1) * gpr]);
-        let sa = ac.scale[tt];
-        let yr = &mut y[tt * t.n + t.p0..tt * t.n + t.p0 + t.rows];
-        if gpr == 1 {
-            // Per-channel scales: straight to the output, the same operations as below.
-            let s = &t.s[i * NR..(i + 1) * NR];
-            let d = &p.delta[..NR];
-            let c1 = &p.c1[..NR];
-            let sw = &p.scale[..NR];
-            let a = sums[0];
-            if yr.len() == NR && p.centred {
-                // `d A` is 0: the same integers without its multiply.
-                for j in 0..NR {
-                    let dot = s[j].wrapping_sub(za.wrapping_mul(c1[j]));
-                    yr[j].write(dot as f32 * sw[j] * sa + b[j]);
-                }
-                continue;
-            }
-            if yr.len() == NR {
-                for j in 0..NR {
-                    let dot = s[j]
-                        .wrapping_add(d[j].wrapping_mul(a))
-                        .wrapping_sub(za.wrapping_mul(c1[j]));
-                    yr[j].write(dot as f32 * sw[j] * sa + b[j]);
-                }
-                continue;
-            }
-        }
-        let mut f = [0f32; NR];
-        for (g, &a) in sums.iter().enumerate() {
-            let r = g * NR..(g + 1) * NR;
-            let s = &t.s[i * gpr * NR..][r.clone()];
-            let d = &p.delta[r.clone()];
-            let c1 = &p.c1[r.clone()];
-            let sw = &p.scale[r];
-            for j in 0..NR {
-                let dot = s[j]
-                    .wrapping_add(d[j].wrapping_mul(a))
-                    .wrapping_sub(za.wrapping_mul(c1[j]));
-                let v = dot as f32 * sw[j];
-                // Group 0 sets, later groups add (in increasing group order on every ISA).
-                f[j] = if g == 0 { v } else { f[j] + v };
-            }
-        }
-        for ((y, fi), bi) in yr.iter_mut().zip(&f).zip(b) {
-            y.write(*fi * sa + bi);
-        }
-    }
 }
