@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::{exp_fast, simd_dispatch, softmax, sum_lanes, with_f32};
+use super::{exp_slice, simd_dispatch, softmax, sum_lanes, with_f32};
 use crate::{Error, Result};
 
 /// Multi-head attention over packed `qkv[B, T, 3*H*D]`, optional frame-block-causal mask.
@@ -139,9 +139,7 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
                         s[g * tp + j0..g * tp + j0 + 16].copy_from_slice(a);
                     }
                 }
-                for g in 0..QUERY_BLOCK {
-                    softmax_row(&mut s[g * tp..g * tp + keys], scale);
-                }
+                softmax_rows(&mut s, tp, keys, scale);
                 for c0 in (0..d).step_by(16) {
                     let mut acc = [[0f32; 16]; QUERY_BLOCK];
                     for j in 0..keys {
@@ -229,11 +227,35 @@ pub(super) fn one_query(
     }
 }
 
-/// Scaled scores to probabilities in place: `s * scale`, minus the maximum, exponentiated and
-/// normalised.
+/// [`softmax_row`] of the first `keys` scores of each row of `s` (rows of `tp`), with the
+/// exponentials of all rows computed together ([`exp_slice`]: a row of Wall's predictor is
+/// one to three vectors, too short a chain to hide exp's latency). The same bits.
 #[inline(always)]
-fn softmax_row(s: &mut [f32], scale: f32) {
-    // Whole blocks of 16 keep the running maxima in one register; the tail after them.
+fn softmax_rows(s: &mut [f32], tp: usize, keys: usize, scale: f32) {
+    let mut inv = [0f32; QUERY_BLOCK];
+    for row in s.chunks_exact_mut(tp) {
+        let m = scaled_max(&mut row[..keys], scale);
+        for sj in &mut row[..keys] {
+            *sj -= m;
+        }
+        // The padding exponentiates to 1 and is not read.
+        row[keys..].fill(0.0);
+    }
+    exp_slice(s);
+    for (row, inv) in s.chunks_exact_mut(tp).zip(&mut inv) {
+        *inv = 1.0 / sum_lanes(&row[..keys]);
+    }
+    for (row, inv) in s.chunks_exact_mut(tp).zip(&inv) {
+        for sj in &mut row[..keys] {
+            *sj *= inv;
+        }
+    }
+}
+
+/// `s *= scale` and the maximum of `s` (blocks of 16 keep the running maxima in one register,
+/// folded as a tree; maxima are exact, so the order does not matter).
+#[inline(always)]
+fn scaled_max(s: &mut [f32], scale: f32) -> f32 {
     let mut ml = [f32::NEG_INFINITY; 16];
     let mut blocks = s.chunks_exact_mut(16);
     for c in &mut blocks {
@@ -246,10 +268,25 @@ fn softmax_row(s: &mut [f32], scale: f32) {
         *sj *= scale;
         *m = if *sj > *m { *sj } else { *m };
     }
-    let m = ml.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-    for sj in s.iter_mut() {
-        *sj = exp_fast(*sj - m);
+    let mut w = 8;
+    while w > 0 {
+        for l in 0..w {
+            ml[l] = if ml[l + w] > ml[l] { ml[l + w] } else { ml[l] };
+        }
+        w /= 2;
     }
+    ml[0]
+}
+
+/// Scaled scores to probabilities in place: `s * scale`, minus the maximum, exponentiated and
+/// normalised.
+#[inline(always)]
+fn softmax_row(s: &mut [f32], scale: f32) {
+    let m = scaled_max(s, scale);
+    for sj in s.iter_mut() {
+        *sj -= m;
+    }
+    exp_slice(s);
     let inv = 1.0 / sum_lanes(s);
     for sj in s.iter_mut() {
         *sj *= inv;

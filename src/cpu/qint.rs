@@ -35,30 +35,48 @@ fn quantize_tokens(
         zero: vec![0i32; m],
         sums: vec![0i32; m * gpr],
     };
-    for (t, x) in xc.chunks(k).enumerate() {
-        let a = &mut c.a[t * kp..t * kp + k];
-        let sums = &mut c.sums[t * gpr..(t + 1) * gpr];
-        let p = token_codes(x, a, sums, bounds, bits, static_params.as_ref());
-        c.scale[t] = p.scale;
-        c.zero[t] = p.zero as i32;
-    }
+    chunk_codes(xc, k, kp, &mut c, bounds, bits, static_params.as_ref());
     c
 }
 
 super::simd_dispatch! {
-    /// One token's codes `a` (`ActParams::code` of `x`, per-token range unless `fixed`) and
-    /// their sums over each group of `bounds`, in the ISA's vectors (min, max and integer
-    /// sums are exact, so every ISA gives the same codes and sums).
-    fn token_codes(
-        x: &[f32],
-        a: &mut [u8],
-        sums: &mut [i32],
+    /// Every token's codes of a chunk, dispatched once per chunk rather than once per token:
+    /// Wall's tokens are 64-192 values, so a per-token call and its reductions cost as much
+    /// as the codes.
+    fn chunk_codes(
+        xc: &[f32],
+        k: usize,
+        kp: usize,
+        c: &mut ActCodes,
         bounds: &[usize],
         bits: u8,
         fixed: Option<&ActParams>
-    ) -> ActParams = token_codes_body
+    ) = chunk_codes_body
 }
 
+#[inline(always)]
+fn chunk_codes_body(
+    xc: &[f32],
+    k: usize,
+    kp: usize,
+    c: &mut ActCodes,
+    bounds: &[usize],
+    bits: u8,
+    fixed: Option<&ActParams>,
+) {
+    let gpr = bounds.len() - 1;
+    for (t, x) in xc.chunks(k).enumerate() {
+        let a = &mut c.a[t * kp..t * kp + k];
+        let sums = &mut c.sums[t * gpr..(t + 1) * gpr];
+        let p = token_codes_body(x, a, sums, bounds, bits, fixed);
+        c.scale[t] = p.scale;
+        c.zero[t] = p.zero as i32;
+    }
+}
+
+/// One token's codes `a` (`ActParams::code` of `x`, per-token range unless `fixed`) and their
+/// sums over each group of `bounds` (min, max and integer sums are exact, so every ISA gives
+/// the same codes and sums).
 #[inline(always)]
 fn token_codes_body(
     x: &[f32],
@@ -95,8 +113,9 @@ fn sum_u8(a: &[u8]) -> i32 {
     acc.iter().sum::<i32>() + tail
 }
 
-/// `min(0, x)` and `max(0, x)` over a token (16 running lanes so that it vectorises; min and
-/// max are exact, so the order does not matter).
+/// `min(0, x)` and `max(0, x)` over a token (16 running lanes so that it vectorises, folded
+/// as a tree rather than lane by lane, which was a chain of 32 dependent scalar ops per token;
+/// min and max are exact, so the order does not matter).
 #[inline(always)]
 fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
@@ -108,8 +127,16 @@ fn min_max(x: &[f32]) -> (f32, f32) {
             hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
         }
     }
-    let lo = tail.iter().chain(&lo).fold(0f32, |m, v| m.min(*v));
-    let hi = tail.iter().chain(&hi).fold(0f32, |m, v| m.max(*v));
+    let mut w = 8;
+    while w > 0 {
+        for l in 0..w {
+            lo[l] = if lo[l + w] < lo[l] { lo[l + w] } else { lo[l] };
+            hi[l] = if hi[l + w] > hi[l] { hi[l + w] } else { hi[l] };
+        }
+        w /= 2;
+    }
+    let lo = tail.iter().fold(lo[0], |m, v| if *v < m { *v } else { m });
+    let hi = tail.iter().fold(hi[0], |m, v| if *v > m { *v } else { m });
     (lo, hi)
 }
 
@@ -224,10 +251,27 @@ impl IntPanels {
     }
 }
 
-/// Writes every element of `yc` (which starts at flat index `off` of the output), then
-/// applies `post` to it.
+super::simd_dispatch! {
+    /// Writes every element of `yc` (which starts at flat index `off` of the output), then
+    /// applies `post` to it. Compiled per ISA, so that the loop over tiles can inline them
+    /// and the residual or GELU after them runs in whole vectors (the same arithmetic in
+    /// every ISA).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn int_chunk(
+        xc: &[f32],
+        yc: &mut [MaybeUninit<f32>],
+        off: usize,
+        ip: &IntPanels,
+        bias: Option<&[f32]>,
+        spec: &ActSpec,
+        static_params: Option<ActParams>,
+        post: &Post<'_>
+    ) = int_chunk_body
+}
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn int_chunk(
+fn int_chunk_body(
     xc: &[f32],
     yc: &mut [MaybeUninit<f32>],
     off: usize,
