@@ -218,7 +218,7 @@ impl Ops for CpuOps<'_> {
     }
 
     fn cat_tokens(&mut self, parts: &[Tensor]) -> Result<Tensor> {
-        Ok(Tensor::cat(parts, 1)?)
+        cpu::cat_tokens(parts)
     }
 
     fn slice_batch(&mut self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
