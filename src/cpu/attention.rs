@@ -108,14 +108,24 @@ fn attention_item_body(ob: &mut [f32], xb: &[f32], shape: &AttnShape) {
     // vectorised rows, in the same order (c = 0..d) as a plain dot product.
     let mut kt = vec![0f32; d * tp];
     for h in 0..heads {
-        // Row by row: each key's d values are one contiguous slice (no per-element bounds
-        // check on the source), scattered to their columns.
-        for (j, row) in xb.chunks_exact(w).take(t).enumerate() {
-            for (col, &v) in kt
-                .chunks_exact_mut(tp)
-                .zip(&row[hd + h * d..hd + h * d + d])
-            {
-                col[j] = v;
+        // Sixteen keys at a time: their d values copied to a block, then written out column
+        // by column (a key at a time, the compiler scattered each value: 10% of the
+        // attention on Zen 4).
+        let mut blk = [[0f32; 16]; 16];
+        for j0 in (0..t).step_by(16) {
+            let nj = 16.min(t - j0);
+            for c0 in (0..d).step_by(16) {
+                let nc = 16.min(d - c0);
+                for (jj, row) in xb[j0 * w..].chunks_exact(w).take(nj).enumerate() {
+                    let k0 = hd + h * d + c0;
+                    blk[jj][..nc].copy_from_slice(&row[k0..k0 + nc]);
+                }
+                for c in 0..nc {
+                    let col = &mut kt[(c0 + c) * tp + j0..(c0 + c) * tp + j0 + nj];
+                    for (jj, v) in col.iter_mut().enumerate() {
+                        *v = blk[jj][c];
+                    }
+                }
             }
         }
         let mut i = 0;
