@@ -236,7 +236,7 @@ impl Ops for CpuOps<'_> {
     }
 
     fn add_positions(&mut self, x: &Tensor, pos: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_add(&pos.narrow(1, 0, x.dim(1)?)?)?)
+        cpu::add_positions(x, pos)
     }
 
     fn prepend_token(&mut self, x: &Tensor, tok: &Tensor) -> Result<Tensor> {
