@@ -302,9 +302,11 @@ fn int_chunk_body(
         for (pi, p0) in (0..n).step_by(nr).enumerate() {
             let p = ip.panel(pi);
             let bp = &b[pi * nr..(pi + 1) * nr];
-            // Symmetric per-channel full panels: the AVX-512 tile finishes its outputs in
-            // registers (the operations of `epilogue`, so the same bits).
-            let fused = isa == Isa::Avx512 && gpr == 1 && p.centred && p0 + nr <= n;
+            // Symmetric per-channel panels: the AVX-512 tile finishes its outputs in registers
+            // (the operations of `epilogue`, so the same bits; a partial last panel under a
+            // mask).
+            let fused = isa == Isa::Avx512 && gpr == 1 && p.centred;
+            let rows = nr.min(n - p0);
             for t0 in (b0..b1).step_by(MR) {
                 if fused {
                     let tokens = MR.min(m - t0);
@@ -325,6 +327,7 @@ fn int_chunk_body(
                         &out,
                         y,
                         n,
+                        rows,
                     );
                     continue;
                 }
@@ -334,7 +337,7 @@ fn int_chunk_body(
                     t0,
                     tokens: MR.min(m - t0),
                     p0,
-                    rows: nr.min(n - p0),
+                    rows,
                     n,
                 };
                 epilogue(&tile, &p, &ac, bp, yc);

@@ -66,9 +66,10 @@ pub struct FusedOut<'a> {
 }
 
 /// [`int_tile`] for one group and symmetric codes, finishing in registers:
-/// `y[t][r] = (s - za c1) as f32 * sw * sa + b` for the tile's tokens (`o.za.len()`), row
-/// `t` at `y[t * n..]`. AVX-512 only (other ISAs run [`int_tile`] and the separate epilogue,
-/// whose operations these are).
+/// `y[t][r] = (s - za c1) as f32 * sw * sa + b` for the tile's tokens (`o.za.len()`) and the
+/// panel's first `rows` rows (a partial last panel stores under a mask), row `t` at
+/// `y[t * n..]`. AVX-512 only (other ISAs run [`int_tile`] and the separate epilogue, whose
+/// operations these are).
 #[allow(clippy::too_many_arguments)]
 pub fn int_tile_fused(
     isa: Isa,
@@ -79,18 +80,19 @@ pub fn int_tile_fused(
     o: &FusedOut<'_>,
     y: &mut [std::mem::MaybeUninit<f32>],
     n: usize,
+    rows: usize,
 ) {
     let nr = isa.panel_rows();
     let tokens = o.za.len();
     assert!(a.len() >= MR * kp && panel.len() >= nr * kp && bounds.len() == 2);
     assert!((1..=MR).contains(&tokens) && o.sa.len() == tokens);
     assert!(o.c1.len() >= nr && o.sw.len() >= nr && o.b.len() >= nr);
-    assert!(n >= nr && y.len() >= (tokens - 1) * n + nr);
+    assert!((1..=nr).contains(&rows) && n >= rows && y.len() >= (tokens - 1) * n + rows);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // SAFETY: AVX-512 is only chosen when the CPU reports it (`Isa::detect`); the
         // lengths are checked above.
-        return unsafe { avx512::int_tile_fused(a, panel, kp, bounds[1], o, y, n) };
+        return unsafe { avx512::int_tile_fused(a, panel, kp, bounds[1], o, y, n, rows) };
     }
     unreachable!("fused int tile on {isa:?}");
 }
@@ -178,6 +180,7 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn int_tile_fused(
         a: &[u8],
         panel: &[i8],
@@ -186,6 +189,7 @@ mod avx512 {
         o: &super::FusedOut<'_>,
         y: &mut [std::mem::MaybeUninit<f32>],
         n: usize,
+        rows: usize,
     ) {
         let (ap, wp) = (a.as_ptr(), panel.as_ptr());
         let acc = dot_range(ap, wp, kp, 0, kend);
@@ -197,6 +201,12 @@ mod avx512 {
         let sw = [_mm512_loadu_ps(swp), _mm512_loadu_ps(swp.add(16))];
         let b = [_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16))];
         let yp = y.as_mut_ptr() as *mut f32;
+        // Rows stored per half: all 16, or the first `rows - 16 h` under a mask.
+        let mask = |h: usize| -> __mmask16 {
+            let valid = rows.saturating_sub(16 * h).min(16);
+            ((1u32 << valid) - 1) as __mmask16
+        };
+        let masks = [mask(0), mask(1)];
         for (t, acc) in acc.iter().enumerate().take(o.za.len()) {
             let za = _mm512_set1_epi32(o.za[t]);
             let sa = _mm512_set1_ps(o.sa[t]);
@@ -205,7 +215,11 @@ mod avx512 {
                 let dot = _mm512_sub_epi32(acc[h], _mm512_mullo_epi32(za, c1[h]));
                 let v = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), sw[h]);
                 let v = _mm512_add_ps(_mm512_mul_ps(v, sa), b[h]);
-                _mm512_storeu_ps(yp.add(t * n + 16 * h), v);
+                match masks[h] {
+                    0xffff => _mm512_storeu_ps(yp.add(t * n + 16 * h), v),
+                    0 => {}
+                    m => _mm512_mask_storeu_ps(yp.add(t * n + 16 * h), m, v),
+                }
             }
         }
     }
