@@ -147,7 +147,9 @@ fn packed_linears_match_the_fake_quant_reference() {
                             // and A6, nibbles for 4-bit weight-only) give the bits of
                             // panels decoded per call; another ISA's panels do not fit and
                             // are decoded again.
-                            let mut panels = qlinear::Panels::new(&pw, isa, a.is_some()).unwrap();
+                            let mut panels =
+                                qlinear::Panels::new(&pw, isa, a.is_some(), Default::default())
+                                    .unwrap();
                             let held = if a.is_some() { bits == 8 } else { bits == 4 };
                             assert_eq!(panels.is_some(), held);
                             if a.is_some() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::events::Event;
 use super::load::LoadedModel;
+use crate::cpu::qlinear::WeightOnly;
 use crate::gpu::GpuContext;
 use crate::model::{CpuModel, GpuModel};
 use crate::plan::world::{WorldPlan, WorldPlanModel};
@@ -114,7 +115,7 @@ impl Backend {
             }
             Backend::Cpu => {
                 let m = match model.quant() {
-                    Some(q) => CpuModel::new_quantized(q)?,
+                    Some(q) => CpuModel::new_quantized_with(q, WeightOnly::from_env()?)?,
                     None => CpuModel::new(model.weights())?,
                 };
                 f(&mut WorldPlanModel::new(&m, norm, horizon, alpha))

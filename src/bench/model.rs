@@ -8,6 +8,7 @@ use super::plan::{peak_rss_bytes, reset_peak_rss};
 use super::record::BenchRecord;
 use super::Session;
 use crate::app::LoadedModel;
+use crate::cpu::qlinear::WeightOnly;
 use crate::model::{CpuModel, GpuModel, ObjectiveMode, WorldModel};
 use crate::tensor::{randn, uniform};
 use crate::Result;
@@ -175,7 +176,7 @@ pub fn run(s: &mut Session, model: &LoadedModel, opts: &Options) -> Result<()> {
     }
     if s.cpu {
         let cm = match model.quant() {
-            Some(q) => CpuModel::new_quantized(q)?,
+            Some(q) => CpuModel::new_quantized_with(q, WeightOnly::from_env()?)?,
             None => CpuModel::new(weights)?,
         };
         // Bytes of the codes the CPU model lays out once for its tiles (on top of the

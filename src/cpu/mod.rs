@@ -7,6 +7,7 @@
 mod attention;
 mod elementwise;
 mod linear;
+mod qgroups;
 mod qint;
 mod qkernels;
 pub mod qlinear;

@@ -4,6 +4,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::qgroups::act_group_bounds;
 use super::qkernels::{self, MR};
 use super::qlinear::*;
 use crate::quant::pack::k_pad;
@@ -169,37 +170,61 @@ pub struct IntPanels {
     c1: Vec<i32>,
     scale: Vec<f32>,
     centred: bool,
+    /// Built by [`IntPanels::for_groups`].
+    groups: bool,
 }
 
 /// One panel of an [`IntPanels`].
-struct Panel<'a> {
+pub(super) struct Panel<'a> {
     /// Every `d` is 0 (symmetric codes: `z = off`).
-    centred: bool,
-    codes: &'a [i8],
-    delta: &'a [i32],
-    c1: &'a [i32],
-    scale: &'a [f32],
+    pub centred: bool,
+    pub codes: &'a [i8],
+    pub delta: &'a [i32],
+    pub c1: &'a [i32],
+    pub scale: &'a [f32],
 }
 
 impl IntPanels {
     /// `w` decoded for `isa`'s integer tiles (errors as the integer path of [`qlinear`]).
     pub fn new(w: &PackedWeight, isa: Isa) -> Result<IntPanels> {
+        Self::build(w, isa, false)
+    }
+
+    /// `w` decoded for the activation-group path of weight-only specs (`cpu::qgroups`):
+    /// groups of [`ACT_GROUP`] inputs (each inside one weight group), codes centred on their
+    /// row's zero point (`e = c - z`, so `d = 0` and `c1 = E`). Codes of at most 7 bits.
+    pub fn for_groups(w: &PackedWeight, isa: Isa) -> Result<IntPanels> {
+        Self::build(w, isa, true)
+    }
+
+    fn build(w: &PackedWeight, isa: Isa, groups: bool) -> Result<IntPanels> {
         check_int_weight(w)?;
-        let (k, kp, gpr, nr) = (w.k, w.k_pad(), w.groups_per_row(), isa.panel_rows());
+        if groups && w.bits > 7 {
+            return Err(crate::Error::Invalid(format!(
+                "packed linear [{}, {}]: {}-bit codes; activation groups take at most 7-bit \
+                 codes (8-bit weights run the exact float path)",
+                w.n, w.k, w.bits
+            )));
+        }
+        let bounds = match groups {
+            true => act_group_bounds(w.k),
+            false => int_bounds(w),
+        };
+        let (k, kp, gpr, nr) = (w.k, w.k_pad(), bounds.len() - 1, isa.panel_rows());
         let panels = w.n.div_ceil(nr);
         let mut p = IntPanels {
             isa,
             n: w.n,
             k,
             bits: w.bits,
-            bounds: int_bounds(w),
+            bounds,
             codes: vec![0; panels * nr * kp],
             delta: vec![0; panels * gpr * nr],
             c1: vec![0; panels * gpr * nr],
             scale: vec![0.0; panels * gpr * nr],
             centred: false,
+            groups,
         };
-        let off: i32 = if w.bits == 8 { 128 } else { 0 };
         let mut buf = vec![0u32; kp];
         for r in 0..w.n {
             let (pi, i) = (r / nr, r % nr);
@@ -208,29 +233,70 @@ impl IntPanels {
             buf.fill(0);
             decode_row(w, r, |kk, c| buf[kk] |= c);
             for g in 0..gpr {
+                // Group `g`'s real inputs (the last bound is rounded up for the tiles).
+                let (a, b) = (p.bounds[g], p.bounds[g + 1].min(k));
+                let wg = match groups {
+                    true => (a / w.group.max(1)).min(w.groups_per_row() - 1),
+                    false => g,
+                };
                 // Whole numbers in 0..=255 (`check_int_weight`).
-                let z = w.zero(r, g) as i32;
-                let (a, b) = group_span(w, g);
+                let z = w.zero(r, wg) as i32;
+                let off: i32 = match (groups, w.bits) {
+                    (true, _) => z,
+                    (false, 8) => 128,
+                    (false, _) => 0,
+                };
                 let mut sum = 0i32;
-                for (kk, &c) in buf.iter().enumerate().take(b.min(k)).skip(a) {
+                for (kk, &c) in buf.iter().enumerate().take(b).skip(a) {
                     let e = c as i32 - off;
+                    if !(-128..=127).contains(&e) {
+                        return Err(crate::Error::Invalid(format!(
+                            "packed linear [{}, {}]: zero point {z} of row {r} is outside the \
+                             {}-bit code range; requantize the model",
+                            w.n, w.k, w.bits
+                        )));
+                    }
                     codes[qkernels::int_panel_index(isa, i, kk, kp)] = e as i8;
                     sum += e;
                 }
                 let d = off - z;
                 p.delta[meta + g * nr + i] = d;
-                p.c1[meta + g * nr + i] = sum.wrapping_add(d.wrapping_mul((b.min(k) - a) as i32));
-                p.scale[meta + g * nr + i] = w.scale(r, g);
+                p.c1[meta + g * nr + i] = sum.wrapping_add(d.wrapping_mul((b - a) as i32));
+                p.scale[meta + g * nr + i] = w.scale(r, wg);
             }
         }
         p.centred = p.delta.iter().all(|d| *d == 0);
         Ok(p)
     }
 
+    /// Whether these are panels for the activation-group path ([`IntPanels::for_groups`]).
+    pub fn groups(&self) -> bool {
+        self.groups
+    }
+
+    pub(super) fn n(&self) -> usize {
+        self.n
+    }
+
+    pub(super) fn k(&self) -> usize {
+        self.k
+    }
+
+    pub(super) fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub(super) fn bounds(&self) -> &[usize] {
+        &self.bounds
+    }
+
     /// Whether these are `w`'s panels for `isa` (same shape and bit-width).
     pub fn fits(&self, w: &PackedWeight, isa: Isa) -> bool {
-        (self.isa, self.n, self.k, self.bits) == (isa, w.n, w.k, w.bits)
-            && self.bounds == int_bounds(w)
+        let bounds = match self.groups {
+            true => act_group_bounds(w.k),
+            false => int_bounds(w),
+        };
+        (self.isa, self.n, self.k, self.bits) == (isa, w.n, w.k, w.bits) && self.bounds == bounds
     }
 
     /// Bytes held (codes and per-group constants).
@@ -238,7 +304,7 @@ impl IntPanels {
         self.codes.len() + 4 * (self.delta.len() + self.c1.len() + self.scale.len())
     }
 
-    fn panel(&self, i: usize) -> Panel<'_> {
+    pub(super) fn panel(&self, i: usize) -> Panel<'_> {
         let (nr, kp) = (self.isa.panel_rows(), k_pad(self.k));
         let gn = (self.bounds.len() - 1) * nr;
         Panel {
@@ -351,13 +417,13 @@ fn int_chunk_body(
 }
 
 /// One tile's integer group sums `s[t][g][row]` and where its outputs go in `y[.., n]`.
-struct Tile<'a> {
-    s: &'a [i32],
-    t0: usize,
-    tokens: usize,
-    p0: usize,
-    rows: usize,
-    n: usize,
+pub(super) struct Tile<'a> {
+    pub s: &'a [i32],
+    pub t0: usize,
+    pub tokens: usize,
+    pub p0: usize,
+    pub rows: usize,
+    pub n: usize,
 }
 
 super::simd_dispatch! {

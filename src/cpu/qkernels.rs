@@ -97,6 +97,51 @@ pub fn int_tile_fused(
     unreachable!("fused int tile on {isa:?}");
 }
 
+/// What group-scaled int tiles need to finish their outputs ([`int_tile_groups`]): the
+/// activation scales `[tokens][groups]` (padded to whole tiles), per group and row the
+/// weight code sums `c1` and scales `[groups][nr]`, and the bias `[nr]`.
+pub struct GroupOut<'a> {
+    pub sa: &'a [f32],
+    pub c1: &'a [i32],
+    pub sw: &'a [f32],
+    pub b: &'a [f32],
+}
+
+/// [`int_tile`]s for activation groups with centred weight codes (`cpu::qgroups`), finishing
+/// in registers: `y[t][r] = b + sum_g ((s - 128 c1) as f32 * sw) * sa`, groups in increasing
+/// order (the operations of `qgroups`' epilogue, so the same bits), for `tokens` tokens (`a`
+/// and `o.sa` padded to whole tiles of `MR`) and the panel's first `rows` rows (a partial
+/// last panel stores under a mask), row `t` at `y[t * n..]`. AVX-512 only.
+#[allow(clippy::too_many_arguments)]
+pub fn int_tile_groups(
+    isa: Isa,
+    a: &[u8],
+    panel: &[i8],
+    kp: usize,
+    bounds: &[usize],
+    o: &GroupOut<'_>,
+    tokens: usize,
+    y: &mut [std::mem::MaybeUninit<f32>],
+    n: usize,
+    rows: usize,
+) {
+    let nr = isa.panel_rows();
+    let groups = bounds.len() - 1;
+    let padded = tokens.next_multiple_of(MR);
+    assert!(a.len() >= padded * kp && panel.len() >= nr * kp && groups >= 1);
+    assert!(bounds.windows(2).all(|b| b[0] <= b[1]) && bounds[groups] <= kp);
+    assert!(tokens >= 1 && o.sa.len() >= padded * groups);
+    assert!(o.c1.len() >= groups * nr && o.sw.len() >= groups * nr && o.b.len() >= nr);
+    assert!((1..=nr).contains(&rows) && n >= rows && y.len() >= (tokens - 1) * n + rows);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: AVX-512 is only chosen when the CPU reports it (`Isa::detect`); the
+        // lengths are checked above.
+        return unsafe { avx512::int_tile_groups(a, panel, kp, bounds, o, tokens, y, n, rows) };
+    }
+    unreachable!("group int tile on {isa:?}");
+}
+
 /// Where code `k` of panel row `r` goes in the ISA's int panel (`kp` codes per row).
 pub fn int_panel_index(isa: Isa, r: usize, k: usize, kp: usize) -> usize {
     match isa {
@@ -219,6 +264,84 @@ mod avx512 {
                     0xffff => _mm512_storeu_ps(yp.add(t * n + 16 * h), v),
                     0 => {}
                     m => _mm512_mask_storeu_ps(yp.add(t * n + 16 * h), m, v),
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn int_tile_groups(
+        a: &[u8],
+        panel: &[i8],
+        kp: usize,
+        bounds: &[usize],
+        o: &super::GroupOut<'_>,
+        tokens: usize,
+        y: &mut [std::mem::MaybeUninit<f32>],
+        n: usize,
+        rows: usize,
+    ) {
+        // Half a tile at a time: 4 tokens x 32 rows are 8 integer and 8 float accumulators.
+        const H: usize = MR / 2;
+        let groups = bounds.len() - 1;
+        let (ap, wp) = (a.as_ptr(), panel.as_ptr());
+        let (c1p, swp, bp, sap) = (o.c1.as_ptr(), o.sw.as_ptr(), o.b.as_ptr(), o.sa.as_ptr());
+        let b = [_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16))];
+        let mask = |h: usize| -> __mmask16 {
+            let valid = rows.saturating_sub(16 * h).min(16);
+            ((1u32 << valid) - 1) as __mmask16
+        };
+        let masks = [mask(0), mask(1)];
+        let yp = y.as_mut_ptr() as *mut f32;
+        for t0 in (0..tokens).step_by(H) {
+            let mut f = [b; H];
+            for g in 0..groups {
+                // Each sum starts at -128 c1, so it ends at `s - 128 c1` (wrapping, exact).
+                let c1 = [
+                    _mm512_loadu_si512(c1p.add(g * 32) as *const _),
+                    _mm512_loadu_si512(c1p.add(g * 32 + 16) as *const _),
+                ];
+                let zero = _mm512_setzero_si512();
+                let init = [
+                    _mm512_sub_epi32(zero, _mm512_slli_epi32(c1[0], 7)),
+                    _mm512_sub_epi32(zero, _mm512_slli_epi32(c1[1], 7)),
+                ];
+                let mut acc = [init; H];
+                let mut k = bounds[g];
+                while k < bounds[g + 1] {
+                    let w = wp.add(k * 32);
+                    let w0 = _mm512_loadu_si512(w as *const _);
+                    let w1 = _mm512_loadu_si512(w.add(64) as *const _);
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let q = (ap.add((t0 + t) * kp + k) as *const i32).read_unaligned();
+                        let q = _mm512_set1_epi32(q);
+                        acc[0] = _mm512_dpbusd_epi32(acc[0], q, w0);
+                        acc[1] = _mm512_dpbusd_epi32(acc[1], q, w1);
+                    }
+                    k += 4;
+                }
+                let sw = [
+                    _mm512_loadu_ps(swp.add(g * 32)),
+                    _mm512_loadu_ps(swp.add(g * 32 + 16)),
+                ];
+                for (t, (acc, f)) in acc.iter().zip(f.iter_mut()).enumerate() {
+                    let sa = _mm512_set1_ps(*sap.add((t0 + t) * groups + g));
+                    for h in 0..2 {
+                        let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[h]), sw[h]);
+                        f[h] = _mm512_add_ps(f[h], _mm512_mul_ps(v, sa));
+                    }
+                }
+            }
+            for (t, f) in f.iter().enumerate().take(tokens - t0) {
+                // (the last tile's padding tokens are computed, not stored)
+                for h in 0..2 {
+                    let p = yp.add((t0 + t) * n + 16 * h);
+                    match masks[h] {
+                        0xffff => _mm512_storeu_ps(p, f[h]),
+                        0 => {}
+                        m => _mm512_mask_storeu_ps(p, m, f[h]),
+                    }
                 }
             }
         }

@@ -19,6 +19,9 @@
 //! - weight-only specs: a panel decodes to the exact f32 values of `PackedWeight::dequantize`
 //!   (`(c - z) * s`) and is dotted in f32 with one fused multiply-add per input in increasing
 //!   order on every ISA, so those agree bit for bit too.
+//! - weight-only specs with [`WeightOnly::Int8`] (opt-in, `QWM_CPU_WEIGHT_ONLY=int8`): the
+//!   inputs become int8 per group of 32 and run on the integer tiles (`cpu::qgroups`), the
+//!   same bits on every ISA but not the spec's exact numerics.
 //!
 //! The ISA is chosen at run time ([`Isa::detect`]); `QWM_CPU_ISA=portable|avx2|avx512` (or the
 //! older `QWM_CPU_PORTABLE=1`) caps it, for tests and comparisons.
@@ -29,6 +32,8 @@ use rayon::prelude::*;
 
 use super::qkernels::{self, MR};
 
+use super::qgroups::groups_chunk;
+pub use super::qgroups::{act_group_codes, ACT_GROUP};
 use super::qint::int_chunk;
 pub use super::qint::IntPanels;
 use crate::quant::{ActParams, ActSpec, PackedWeight};
@@ -156,6 +161,53 @@ pub fn qlinear_post(
     qlinear_with(x, w, None, bias, act, post, isa)
 }
 
+/// How the CPU runs a weight-only spec's packed linears.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightOnly {
+    /// Float inputs against the exact dequantized weights: the spec's numerics, bit for bit
+    /// those of the fake-quant reference (the default; the study's).
+    #[default]
+    Exact,
+    /// Inputs quantized to int8 per token and group of [`ACT_GROUP`] on the integer tiles
+    /// (`cpu::qgroups`): faster, within ~0.5% of the exact outputs. Codes of at most 7 bits;
+    /// 8-bit weights stay exact.
+    Int8,
+}
+
+impl WeightOnly {
+    /// `QWM_CPU_WEIGHT_ONLY=exact|int8` (unset: exact); anything else is an error that names
+    /// the variable.
+    pub fn from_env() -> Result<WeightOnly> {
+        match std::env::var("QWM_CPU_WEIGHT_ONLY") {
+            Err(std::env::VarError::NotPresent) => Ok(WeightOnly::Exact),
+            Ok(v) => v.parse(),
+            Err(e) => Err(Error::Invalid(format!("QWM_CPU_WEIGHT_ONLY: {e}"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightOnly::Exact => "exact",
+            WeightOnly::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for WeightOnly {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<WeightOnly> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exact" | "" => Ok(WeightOnly::Exact),
+            "int8" => Ok(WeightOnly::Int8),
+            _ => Err(Error::Invalid(format!(
+                "QWM_CPU_WEIGHT_ONLY={s:?}: use `exact` (float inputs, the spec's numerics) \
+                 or `int8` (inputs quantized per group of {ACT_GROUP} on the integer tiles)"
+            ))),
+        }
+    }
+}
+
 /// A packed weight laid out beforehand for this CPU's tiles ([`Panels::new`]).
 pub enum Panels {
     /// For activation-quantized specs.
@@ -170,10 +222,20 @@ impl Panels {
     /// weight-only ones. Lower bit-widths with quantized activations decode their int panels
     /// per call instead: held, they would take twice the 4-bit codes' bytes or more, for a
     /// few percent of a step (docs/BENCHMARKS.md, round 6).
-    pub fn new(w: &PackedWeight, isa: Isa, int: bool) -> Result<Option<Panels>> {
+    /// With `weight_only` [`WeightOnly::Int8`], weight-only specs of at most 7 bits get
+    /// [`IntPanels::for_groups`] (a byte per code) and run on the integer tiles.
+    pub fn new(
+        w: &PackedWeight,
+        isa: Isa,
+        int: bool,
+        weight_only: WeightOnly,
+    ) -> Result<Option<Panels>> {
         Ok(match int {
             true if w.bits != 8 => None,
             true => Some(Panels::Int(IntPanels::new(w, isa)?)),
+            false if weight_only == WeightOnly::Int8 && w.bits <= 7 => {
+                Some(Panels::Int(IntPanels::for_groups(w, isa)?))
+            }
             false => NibblePanels::new(w, isa).map(Panels::Nibble),
         })
     }
@@ -224,8 +286,9 @@ pub fn qlinear_with(
     let decoded;
     let (int, nibbles) = match (act, panels) {
         (None, Some(Panels::Nibble(p))) if p.fits(w, isa) => (None, Some(p)),
+        (None, Some(Panels::Int(p))) if p.groups() && p.fits(w, isa) => (Some(p), None),
         (None, _) => (None, None),
-        (Some(_), Some(Panels::Int(p))) if p.fits(w, isa) => (Some(p), None),
+        (Some(_), Some(Panels::Int(p))) if !p.groups() && p.fits(w, isa) => (Some(p), None),
         (Some(_), _) => {
             decoded = IntPanels::new(w, isa)?;
             (Some(&decoded), None)
@@ -248,15 +311,18 @@ pub fn qlinear_with(
         .zip(x.par_chunks(mc * k))
         .enumerate()
         .for_each(|(i, (yc, xc))| {
-            if let (Some((spec, _)), Some(ip)) = (act, int) {
-                let off = i * mc * n;
-                int_chunk(xc, yc, off, ip, bias, spec, static_params, &post);
-                return;
+            let off = i * mc * n;
+            match (act, int) {
+                (Some((spec, _)), Some(ip)) => {
+                    return int_chunk(xc, yc, off, ip, bias, spec, static_params, &post)
+                }
+                (None, Some(ip)) => return groups_chunk(xc, yc, off, ip, bias, &post),
+                _ => {}
             }
             f32_chunk(xc, yc, src, bias, isa);
             // SAFETY: `f32_chunk` initialised every element of `yc`.
             let yc = unsafe { &mut *(yc as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            post.apply(yc, i * mc * n);
+            post.apply(yc, off);
         });
     // SAFETY: the chunks cover `0..m * n` and each initialised all of its elements.
     unsafe { y.set_len(m * n) };

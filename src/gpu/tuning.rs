@@ -21,6 +21,15 @@ pub const VARIABLES: [(&str, &str); 7] = [
     ("QWM_WG", "a power of two from 1 to 256"),
 ];
 
+/// The CPU backend's variables (read and checked by `cpu` and `app`, not here), so that they
+/// are not reported as unknown.
+pub const CPU_VARIABLES: [&str; 4] = [
+    "QWM_CPU_ISA",
+    "QWM_CPU_PORTABLE",
+    "QWM_CPU_LINEAR",
+    "QWM_CPU_WEIGHT_ONLY",
+];
+
 /// Checked overrides; `None` where the variable is unset (or empty).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tuning {
@@ -85,6 +94,7 @@ impl Tuning {
                     Ok(w) if w.is_power_of_two() && w <= 256 => t.wg = Some(w),
                     _ => return Err(invalid(name, value)),
                 },
+                cpu if CPU_VARIABLES.contains(&cpu) => {}
                 other => t.unknown.push(other.to_string()),
             }
         }

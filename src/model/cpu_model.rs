@@ -15,6 +15,7 @@ use super::params::{Init, LinearDesc, Norm, ParamSource};
 use super::quantized::QuantizedModel;
 use super::{ModelConfig, Weights};
 use crate::cpu;
+use crate::cpu::qlinear::WeightOnly;
 use crate::quant::{act, ActObserver, ActParams, ActSpec, ActStats, PackedWeight};
 use crate::{Error, Result};
 
@@ -288,6 +289,7 @@ struct Wrap<'g> {
     quant: Option<&'g QuantizedModel>,
     /// Quantized linears on packed codes (else fake-quant, the reference).
     packed: bool,
+    weight_only: WeightOnly,
 }
 
 impl ParamSource for Wrap<'_> {
@@ -313,7 +315,7 @@ impl ParamSource for Wrap<'_> {
             // the codes (a byte per code for the integer tiles, a nibble for 4-bit float).
             Some(p) => {
                 let isa = cpu::qlinear::Isa::detect();
-                let panels = cpu::qlinear::Panels::new(p, isa, act.is_some())?;
+                let panels = cpu::qlinear::Panels::new(p, isa, act.is_some(), self.weight_only)?;
                 CpuWeight::Packed(Arc::clone(p), panels)
             }
             None => {
@@ -339,16 +341,28 @@ pub type CpuModel = Model<Cpu>;
 impl Model<Cpu> {
     pub fn new(w: &Weights) -> Result<Self> {
         w.validate()?;
-        Self::build_cpu(w.config.clone(), &|name| tensor_of(w, name), None)
+        Self::build_cpu(
+            w.config.clone(),
+            &|name| tensor_of(w, name),
+            None,
+            WeightOnly::Exact,
+        )
     }
 
-    /// A quantized model whose quantized linears run on the packed codes.
+    /// A quantized model whose quantized linears run on the packed codes (weight-only
+    /// specs on float inputs, [`WeightOnly::Exact`]).
     pub fn new_quantized(q: &QuantizedModel) -> Result<Self> {
+        Self::new_quantized_with(q, WeightOnly::Exact)
+    }
+
+    /// [`CpuModel::new_quantized`] running weight-only specs as `weight_only` says.
+    pub fn new_quantized_with(q: &QuantizedModel, weight_only: WeightOnly) -> Result<Self> {
         q.validate()?;
         Self::build_cpu(
             q.weights.config.clone(),
             &|n| tensor_of(&q.weights, n),
             Some((q, true)),
+            weight_only,
         )
     }
 
@@ -357,7 +371,13 @@ impl Model<Cpu> {
     /// It holds the dequantized f32 weights (built here, for tests and divergence measures).
     pub fn new_quantized_reference(q: &QuantizedModel) -> Result<Self> {
         let w = q.dequantized()?;
-        Self::build_cpu(w.config.clone(), &|n| tensor_of(&w, n), Some((q, false)))
+        let exact = WeightOnly::Exact;
+        Self::build_cpu(
+            w.config.clone(),
+            &|n| tensor_of(&w, n),
+            Some((q, false)),
+            exact,
+        )
     }
 
     /// A model over tensors that may be candle `Var`s: the forward then records the autodiff
@@ -370,13 +390,14 @@ impl Model<Cpu> {
                 .cloned()
                 .ok_or_else(|| Error::Invalid(format!("missing tensor {name}")))
         };
-        Self::build_cpu(cfg, &get, None)
+        Self::build_cpu(cfg, &get, None, WeightOnly::Exact)
     }
 
     fn build_cpu(
         cfg: ModelConfig,
         get: &dyn Fn(&str) -> Result<Tensor>,
         quant: Option<(&QuantizedModel, bool)>,
+        weight_only: WeightOnly,
     ) -> Result<Self> {
         // Inference attention keeps no score matrix (`cpu::attention` runs query rows), so a
         // chunk's memory is its activations: bound the widest (qkv or MLP hidden) to ~2 MiB so
@@ -392,7 +413,13 @@ impl Model<Cpu> {
             observer: None,
         };
         let (quant, packed) = (quant.map(|q| q.0), quant.is_some_and(|q| q.1));
-        Model::build(cfg, &mut Wrap { get, quant, packed }, backend)
+        let mut wrap = Wrap {
+            get,
+            quant,
+            packed,
+            weight_only,
+        };
+        Model::build(cfg, &mut wrap, backend)
     }
 
     /// This model with an observer on the inputs of every linear (calibration); read the

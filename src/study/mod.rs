@@ -61,6 +61,14 @@ pub fn run(
 ) -> Result<RunSummary> {
     let store = Store::new(&opts.out);
     store.check_study(study)?;
+    // The study measures each spec's own numerics: weight-only cells on float inputs.
+    if crate::cpu::qlinear::WeightOnly::from_env()? != crate::cpu::qlinear::WeightOnly::Exact {
+        return Err(Error::Invalid(
+            "QWM_CPU_WEIGHT_ONLY=int8 is set: the study runs weight-only specs on float inputs \
+             (their own numerics, as the GPU does); unset it for `qwm study run`"
+                .into(),
+        ));
+    }
     if let Some(p) = &opts.only {
         if !study.cells.iter().any(|c| work::matches(p, &c.name)) {
             return Err(Error::Invalid(format!(
