@@ -48,20 +48,27 @@ super::simd_dispatch! {
 #[inline(always)]
 fn group_codes_body(xc: &[f32], k: usize, kp: usize, bounds: &[usize], c: &mut GroupCodes) {
     let gpr = bounds.len() - 1;
+    // Per token: every group's range, then their scales in one vectorised pass (a division
+    // per group was a tenth of the codes' time), then the codes.
+    let (mut m, mut inv) = (vec![0f32; gpr], vec![0f32; gpr]);
     for (t, x) in xc.chunks_exact(k).enumerate() {
-        for g in 0..gpr {
+        for (g, m) in m.iter_mut().enumerate() {
             let (lo, hi) = (bounds[g], bounds[g + 1].min(k));
-            let (m, finite) = abs_max(&x[lo..hi]);
+            let (v, finite) = abs_max(&x[lo..hi]);
             // A group with a NaN or an infinity gets scale NaN, so its outputs are NaN as
             // on the exact path rather than a quiet wrong number.
-            let (s, inv) = match (finite, m > 0.0) {
-                (false, _) => (f32::NAN, 0.0),
-                (true, true) => (m * (1.0 / 127.0), 127.0 / m),
-                (true, false) => (0.0, 0.0),
-            };
-            c.scale[t * gpr + g] = s;
-            let a = &mut c.a[t * kp + lo..t * kp + hi];
-            for (q, v) in a.iter_mut().zip(&x[lo..hi]) {
+            *m = if finite { v } else { f32::NAN };
+        }
+        let scale = &mut c.scale[t * gpr..(t + 1) * gpr];
+        for ((s, inv), m) in scale.iter_mut().zip(inv.iter_mut()).zip(&m) {
+            // NaN fails `m > 0`: scale NaN, inverse 0.
+            *s = m * (1.0 / 127.0);
+            *inv = if *m > 0.0 { 127.0 / m } else { 0.0 };
+        }
+        let a = &mut c.a[t * kp..t * kp + k];
+        for (g, &inv) in inv.iter().enumerate() {
+            let (lo, hi) = (bounds[g], bounds[g + 1].min(k));
+            for (q, v) in a[lo..hi].iter_mut().zip(&x[lo..hi]) {
                 let s = (v * inv).round_ties_even().clamp(-127.0, 127.0);
                 // `(s + 128) as u8` for a whole `s` in -127..=127 with bit operations that
                 // vectorise (as `qint`'s codes): adding 1.5 * 2^23 + 128 puts `s + 128` in the
