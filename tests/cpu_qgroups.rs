@@ -258,8 +258,9 @@ fn a_model_on_the_group_path_plans_close_to_the_exact_one() {
 #[path = "common/cli.rs"]
 mod cli;
 
-/// `plan` on the group path end to end, a bad `QWM_CPU_WEIGHT_ONLY` refused by name, and
-/// the study refusing to run weight-only cells on it.
+/// `plan` on the group path end to end, a bad `QWM_CPU_WEIGHT_ONLY` refused by name, an
+/// evaluation report not resumed across the two numerics, and the study refusing to run
+/// weight-only cells on int8 inputs.
 #[test]
 fn the_cli_runs_the_group_path_and_refuses_bad_or_misplaced_settings() {
     let d = cli::dir("qgroups", "cli");
@@ -291,6 +292,48 @@ fn the_cli_runs_the_group_path_and_refuses_bad_or_misplaced_settings() {
     assert!(!r.2.contains("not a variable qwm reads"), "{}", r.2);
     let r = cli::qwm_env(&plan, &[("QWM_CPU_WEIGHT_ONLY", "fast")]);
     cli::refused(&r, &["QWM_CPU_WEIGHT_ONLY", "fast", "exact", "int8"]);
+    // An evaluation report records the numerics: one begun on the exact path is not resumed
+    // on int8 inputs.
+    let json = d.join("eval.json");
+    let eval = |episodes: &'static str| {
+        let json = json.to_str().unwrap().to_string();
+        move |env: &[(&str, &str)]| {
+            let args = [
+                "eval",
+                "--env",
+                "wall",
+                "--model",
+                "random",
+                "--quant",
+                "w4g32",
+                "--backend",
+                "cpu",
+                "--max-iter",
+                "1",
+                "--opt-steps",
+                "1",
+                "--samples",
+                "8",
+                "--topk",
+                "2",
+                "--episodes",
+                episodes,
+                "--json",
+                &json,
+            ];
+            cli::qwm_env(&args, env)
+        }
+    };
+    let r = eval("1")(&[]);
+    assert_eq!(r.0, 0, "eval on the exact path: {}", r.2);
+    let r = eval("2")(&[("QWM_CPU_WEIGHT_ONLY", "int8")]);
+    cli::refused(
+        &r,
+        &[
+            "eval.json",
+            "\"cpu\" -> \"cpu (weight-only on int8 inputs)\"",
+        ],
+    );
     let study = d.join("study");
     let args = [
         "study",

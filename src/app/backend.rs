@@ -88,11 +88,35 @@ impl Backend {
         }
     }
 
+    /// [`Backend::name`] for `model`, with " (weight-only on int8 inputs)" where
+    /// `QWM_CPU_WEIGHT_ONLY=int8` changes how the CPU runs its linears: evaluation reports
+    /// record it, so a report is never resumed or compared across the two numerics unawares.
+    pub fn label(&self, model: &LoadedModel) -> Result<String> {
+        let mut s = self.name().to_string();
+        if matches!(self, Backend::Cpu) && Self::int8_weight_only(model)? {
+            s.push_str(" (weight-only on int8 inputs)");
+        }
+        Ok(s)
+    }
+
     pub fn gpu(&self) -> Option<&GpuContext> {
         match self {
             Backend::Gpu(c) => Some(c),
             Backend::Cpu => None,
         }
+    }
+
+    /// Whether the CPU runs some of `model`'s linears as weight-only specs on int8 inputs
+    /// (`QWM_CPU_WEIGHT_ONLY=int8` and a module whose codes have at most 7 bits and no
+    /// activation quantization); an invalid variable is an error.
+    pub fn int8_weight_only(model: &LoadedModel) -> Result<bool> {
+        let Some(q) = model.quant() else {
+            return Ok(false);
+        };
+        let weight_only = [q.spec.encoder, q.spec.predictor]
+            .iter()
+            .any(|m| m.weight.is_some_and(|w| w.bits <= 7) && m.act.is_none());
+        Ok(weight_only && WeightOnly::from_env()? == WeightOnly::Int8)
     }
 
     /// Build `model` on this backend and hand `f` a planning view of it (objective weight

@@ -254,7 +254,7 @@ impl Session {
             model_crc32,
             model_planning_crc32,
             quant: self.model.spec(),
-            backend: self.backend.name().into(),
+            backend: self.backend.label(&self.model)?,
         };
         let alpha = self.env.spec().alpha;
         let progress = Progress::new(observer, &self.cancel);

@@ -190,17 +190,9 @@ pub fn run(s: &mut Session, m: &LoadedModel, name: &str, o: &Options) -> Result<
         let mut c = row(name, &spec, o, "cpu", t);
         // Weight-only linears on int8 inputs (`QWM_CPU_WEIGHT_ONLY=int8`) are other numerics
         // than the spec's own: a row of their own, named so.
-        let weight_only = m.quant().is_some_and(|q| {
-            [q.spec.encoder, q.spec.predictor]
-                .iter()
-                .any(|p| p.weight.is_some_and(|w| w.bits <= 7) && p.act.is_none())
-        });
-        if weight_only {
-            let wo = crate::cpu::qlinear::WeightOnly::from_env()?;
-            if wo != crate::cpu::qlinear::WeightOnly::Exact {
-                c.name.push_str(" (weight-only on int8 inputs)");
-            }
-            c = c.extra("cpu_weight_only", wo.name());
+        if Backend::int8_weight_only(m)? {
+            c.name.push_str(" (weight-only on int8 inputs)");
+            c = c.extra("cpu_weight_only", "int8");
         }
         let cpu_median = (!cpu.is_empty()).then(|| super::record::Stats::of(&cpu).median);
         if let Some(m) = cpu_median {
