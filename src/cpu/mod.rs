@@ -36,7 +36,9 @@ macro_rules! simd_dispatch {
                 fn v4($($a: $t),*) $(-> $r)? {
                     $body($($a),*)
                 }
-                #[target_feature(enable = "avx2")]
+                // FMA with AVX2 (as `Isa::Avx2` requires): `mul_add` is an instruction
+                // rather than a libm call (the same correctly rounded result).
+                #[target_feature(enable = "avx2,fma")]
                 fn v3($($a: $t),*) $(-> $r)? {
                     $body($($a),*)
                 }

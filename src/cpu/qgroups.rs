@@ -4,8 +4,9 @@
 //! held as `a = s + 128` for the tiles' u8 operand, and multiplied with the weight codes
 //! centred on their zero points (`e = c - z`, [`IntPanels::for_groups`]). Each group's
 //! `sum (a - 128) e = S - 128 E` is exact in i32, so every ISA gives the same integers; the
-//! output `y = b + sum_g (S - 128 E) s_w s_a` is the same f32 operations in the same order on
-//! every ISA, so every build gives the same bits.
+//! output `y = b + sum_g (S - 128 E) (s_w s_a)` is the same f32 operations (a product and a
+//! fused multiply-add per group) in the same order on every ISA, so every build gives the
+//! same bits.
 //!
 //! These are not the spec's exact numerics (float inputs: the float path, the fake-quant
 //! reference, the GPU and the study): rounding each input to 8 bits of its group's range
@@ -212,9 +213,9 @@ fn groups_chunk_body(
     }
 }
 
-/// A tile's outputs: `y = b + sum_g ((s - 128 c1) as f32 * s_w) * s_a`, groups in increasing
-/// order, no fused multiply-adds (the compiler does not contract them), so every ISA gives the
-/// same bits. `c1` is the group's weight code sum `E` (centred codes, `d = 0`).
+/// A tile's outputs: `y = b + sum_g (s + c1) as f32 * (s_w s_a)`, each group one fused
+/// multiply-add in increasing group order (correctly rounded on every ISA, so every ISA gives
+/// the same bits). `c1` is `-128 E` ([`IntPanels::for_groups`]).
 #[inline(always)]
 fn epilogue<const NR: usize>(
     t: &Tile<'_>,
@@ -236,8 +237,8 @@ fn epilogue<const NR: usize>(
             let c1 = &p.c1[r.clone()];
             let sw = &p.scale[r];
             for j in 0..NR {
-                let dot = s[j].wrapping_sub(c1[j].wrapping_mul(128));
-                f[j] += dot as f32 * sw[j] * sa;
+                let dot = s[j].wrapping_add(c1[j]);
+                f[j] = (dot as f32).mul_add(sw[j] * sa, f[j]);
             }
         }
         let yr = &mut y[tt * t.n + t.p0..tt * t.n + t.p0 + t.rows];

@@ -191,8 +191,9 @@ impl IntPanels {
     }
 
     /// `w` decoded for the activation-group path of weight-only specs (`cpu::qgroups`):
-    /// groups of [`ACT_GROUP`] inputs (each inside one weight group), codes centred on their
-    /// row's zero point (`e = c - z`, so `d = 0` and `c1 = E`). Codes of at most 7 bits.
+    /// groups of [`ACT_GROUP`](super::qgroups::ACT_GROUP) inputs (each inside one weight group), codes centred on their
+    /// row's zero point (`e = c - z`, so `d = 0`), and `c1 = -128 E`, where the group's sum
+    /// starts so that it ends at `sum (a - 128) e`. Codes of at most 7 bits.
     pub fn for_groups(w: &PackedWeight, isa: Isa) -> Result<IntPanels> {
         Self::build(w, isa, true)
     }
@@ -261,7 +262,11 @@ impl IntPanels {
                 }
                 let d = off - z;
                 p.delta[meta + g * nr + i] = d;
-                p.c1[meta + g * nr + i] = sum.wrapping_add(d.wrapping_mul((b - a) as i32));
+                p.c1[meta + g * nr + i] = match groups {
+                    // The activation-group tiles' starting sum (`qgroups`).
+                    true => sum.wrapping_mul(-128),
+                    false => sum.wrapping_add(d.wrapping_mul((b - a) as i32)),
+                };
                 p.scale[meta + g * nr + i] = w.scale(r, wg);
             }
         }

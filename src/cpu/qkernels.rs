@@ -99,7 +99,7 @@ pub fn int_tile_fused(
 
 /// What group-scaled int tiles need to finish their outputs ([`int_tile_groups`]): the
 /// activation scales `[tokens][groups]` (padded to whole tiles), per group and row the
-/// weight code sums `c1` and scales `[groups][nr]`, and the bias `[nr]`.
+/// weight starting sums `c1 = -128 E` and scales `[groups][nr]`, and the bias `[nr]`.
 pub struct GroupOut<'a> {
     pub sa: &'a [f32],
     pub c1: &'a [i32],
@@ -108,8 +108,9 @@ pub struct GroupOut<'a> {
 }
 
 /// [`int_tile`]s for activation groups with centred weight codes (`cpu::qgroups`), finishing
-/// in registers: `y[t][r] = b + sum_g ((s - 128 c1) as f32 * sw) * sa`, groups in increasing
-/// order (the operations of `qgroups`' epilogue, so the same bits), for `tokens` tokens (`a`
+/// in registers: `y[t][r] = b + sum_g (s + c1) as f32 * (sw sa)` with `c1 = -128 E`, one
+/// fused multiply-add per group in increasing order (the operations of `qgroups`' epilogue,
+/// so the same bits), for `tokens` tokens (`a`
 /// and `o.sa` padded to whole tiles of `MR`) and the panel's first `rows` rows (a partial
 /// last panel stores under a mask), row `t` at `y[t * n..]`. AVX-512 only.
 #[allow(clippy::too_many_arguments)]
@@ -269,7 +270,7 @@ mod avx512 {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn int_tile_groups(
         a: &[u8],
@@ -297,15 +298,10 @@ mod avx512 {
         for t0 in (0..tokens).step_by(H) {
             let mut f = [b; H];
             for g in 0..groups {
-                // Each sum starts at -128 c1, so it ends at `s - 128 c1` (wrapping, exact).
-                let c1 = [
+                // Each sum starts at `c1 = -128 E`, so it ends at `s + c1` (wrapping, exact).
+                let init = [
                     _mm512_loadu_si512(c1p.add(g * 32) as *const _),
                     _mm512_loadu_si512(c1p.add(g * 32 + 16) as *const _),
-                ];
-                let zero = _mm512_setzero_si512();
-                let init = [
-                    _mm512_sub_epi32(zero, _mm512_slli_epi32(c1[0], 7)),
-                    _mm512_sub_epi32(zero, _mm512_slli_epi32(c1[1], 7)),
                 ];
                 let mut acc = [init; H];
                 let mut k = bounds[g];
@@ -328,8 +324,8 @@ mod avx512 {
                 for (t, (acc, f)) in acc.iter().zip(f.iter_mut()).enumerate() {
                     let sa = _mm512_set1_ps(*sap.add((t0 + t) * groups + g));
                     for h in 0..2 {
-                        let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[h]), sw[h]);
-                        f[h] = _mm512_add_ps(f[h], _mm512_mul_ps(v, sa));
+                        let s = _mm512_mul_ps(sw[h], sa);
+                        f[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[h]), s, f[h]);
                     }
                 }
             }
