@@ -121,7 +121,8 @@ pub struct BenchPlanArgs {
     #[arg(long, default_value = "tiny")]
     pub model: String,
     /// Quantize the model first (RTN, docs/QUANT.md spec; dynamic activations only), e.g.
-    /// w8a8t or w4g32: the CPU backend then runs the packed kernels.
+    /// w8a8t or w4g32: the CPU backend then runs the packed kernels (weight-only specs on int8
+    /// inputs with `QWM_CPU_WEIGHT_ONLY=int8`, a row of its own).
     #[arg(long, default_value = "fp")]
     pub quant: String,
     /// The JSON `tools/bench_plan_torch.py` printed for the same model, samples and horizon:

@@ -46,7 +46,9 @@ pub struct PlanOpts {
     #[arg(long)]
     pub model: Option<String>,
     /// Quantization applied on load (docs/QUANT.md), e.g. w8, w4g32, w8a8t, enc=w8,pred=w4g32.
-    /// Static activation specs are calibrated first. A quantized model file needs none.
+    /// Static activation specs are calibrated first. A quantized model file needs none. On the
+    /// CPU, `QWM_CPU_WEIGHT_ONLY=int8` runs weight-only specs on int8 inputs (faster, not the
+    /// spec's exact numerics; docs/QUANT.md).
     #[arg(long, default_value_t = defaults().1.quant)]
     pub quant: String,
     /// Quantization method for --quant: rtn, omse, awq, gptq, gptq:act-order, omniquant,
