@@ -29,6 +29,12 @@ fn bits_eq(a: &[f32], b: &[f32]) -> bool {
 fn run(x: &[f32], pw: &PackedWeight, b: Option<&[f32]>, post: Post<'_>, isa: Isa) -> Vec<f32> {
     let p = Panels::new(pw, isa, false, WeightOnly::Int8).unwrap();
     assert!(matches!(p, Some(Panels::Int(ref ip)) if ip.groups()));
+    // AVX-512 holds codes of up to 4 bits two to a byte (and must agree with the byte panels
+    // of the other ISAs bit for bit).
+    if let Some(Panels::Int(ip)) = &p {
+        let big = pw.n * pw.k >= qlinear::NIBBLE_MIN_CODES;
+        assert_eq!(ip.nibbles(), isa == Isa::Avx512 && pw.bits <= 4 && big);
+    }
     qlinear::qlinear_with(x, pw, p.as_ref(), b, None, post, isa).unwrap()
 }
 
@@ -93,13 +99,15 @@ fn activation_codes_follow_their_definition() {
 #[test]
 fn group_path_matches_its_arithmetic_on_every_isa() {
     let mut seed = 40;
-    // (M, N, K): not multiples of the 8-token tile, the 16/32-row panels or 32 inputs.
+    // (M, N, K): not multiples of the 8-token tile, the 16/32-row panels or 32 inputs; the
+    // last is large enough for nibble panels on AVX-512.
     for (m, n, k) in [
         (1, 3, 5),
         (37, 13, 403),
         (301, 9, 97),
         (3, 70, 33),
         (203, 45, 64),
+        (9, 521, 517),
     ] {
         seed += 1;
         let x = randn(m * k, 1.0, seed);

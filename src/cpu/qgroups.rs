@@ -26,6 +26,12 @@ use crate::quant::pack::k_pad;
 /// Inputs per activation group (the smallest weight group, so a group never straddles two).
 pub const ACT_GROUP: usize = 32;
 
+/// Weights of at least this many codes (of at most 4 bits) hold them two to a byte on
+/// AVX-512 (`IntPanels`' `nibbles`): half the bytes (DINO-WM size: a CEM step's peak RSS
+/// 190 -> 171 MiB at the same speed), where Wall's small weights, in cache either way, ran
+/// about 10% slower unpacking them (docs/BENCHMARKS.md, round 11).
+pub const NIBBLE_MIN_CODES: usize = 1 << 18;
+
 /// Activation-group boundaries of a row of `k` inputs: `[0, 32, 64, ..]`, the last at `k`
 /// rounded up to 4 codes (a `vpdpbusd` step; codes past `k` are 0 on both sides).
 pub(super) fn act_group_bounds(k: usize) -> Vec<usize> {
@@ -39,6 +45,8 @@ pub(super) fn act_group_bounds(k: usize) -> Vec<usize> {
 struct GroupCodes {
     a: Vec<u8>,
     scale: Vec<f32>,
+    /// Per token and group, the sum of its codes `a` (for nibble panels; else empty).
+    sums: Vec<f32>,
 }
 
 super::simd_dispatch! {
@@ -75,6 +83,13 @@ fn group_codes_body(xc: &[f32], k: usize, kp: usize, bounds: &[usize], c: &mut G
                 // vectorise (as `qint`'s codes): adding 1.5 * 2^23 + 128 puts `s + 128` in the
                 // low mantissa bits, exactly.
                 *q = (s + 12_583_040.0).to_bits() as u8;
+            }
+        }
+        if !c.sums.is_empty() {
+            for (g, sum) in c.sums[t * gpr..(t + 1) * gpr].iter_mut().enumerate() {
+                let (lo, hi) = (bounds[g], bounds[g + 1].min(k));
+                // At most 255 x 32: exact in f32.
+                *sum = super::qint::sum_u8(&a[lo..hi]) as f32;
             }
         }
     }
@@ -121,6 +136,7 @@ pub fn act_group_codes(xc: &[f32], k: usize) -> (Vec<u8>, Vec<f32>) {
     let mut c = GroupCodes {
         a: vec![0u8; m * k_pad(k)],
         scale: vec![0f32; m * (bounds.len() - 1)],
+        sums: Vec::new(),
     };
     if k > 0 {
         group_codes(xc, k, k_pad(k), &bounds, &mut c);
@@ -157,9 +173,11 @@ fn groups_chunk_body(
     let bounds = ip.bounds();
     let gpr = bounds.len() - 1;
     // Scales padded to whole tiles (the fused tile reads `MR` tokens' worth).
+    let mp = m.next_multiple_of(MR);
     let mut ac = GroupCodes {
-        a: vec![0u8; m.next_multiple_of(MR) * kp],
-        scale: vec![0f32; m.next_multiple_of(MR) * gpr],
+        a: vec![0u8; mp * kp],
+        scale: vec![0f32; mp * gpr],
+        sums: vec![0f32; if ip.nibbles() { mp * gpr } else { 0 }],
     };
     group_codes(xc, k, kp, bounds, &mut ac);
     // Every tile writes all of `out` (no fill needed between tiles).
@@ -184,6 +202,7 @@ fn groups_chunk_body(
                     c1: p.c1,
                     sw: p.scale,
                     b: bp,
+                    nibbles: p.nibbles.map(|zf| (zf, &ac.sums[b0 * gpr..])),
                 };
                 let (a, y) = (&ac.a[b0 * kp..], &mut yc[b0 * n + p0..]);
                 qkernels::int_tile_groups(isa, a, p.codes, kp, bounds, &o, b1 - b0, y, n, rows);

@@ -102,7 +102,7 @@ fn token_codes_body(
 
 /// Sum of bytes (32 running lanes so that it vectorises).
 #[inline(always)]
-fn sum_u8(a: &[u8]) -> i32 {
+pub(super) fn sum_u8(a: &[u8]) -> i32 {
     let mut acc = [0i32; 32];
     let chunks = a.chunks_exact(32);
     let tail: i32 = chunks.remainder().iter().map(|v| *v as i32).sum();
@@ -172,6 +172,14 @@ pub struct IntPanels {
     centred: bool,
     /// Built by [`IntPanels::for_groups`].
     groups: bool,
+    /// Activation-group panels of codes of at most 4 bits on AVX-512, for weights of at
+    /// least [`NIBBLE_MIN_CODES`](super::qgroups::NIBBLE_MIN_CODES) codes: the raw codes `c` two
+    /// to a byte (row `r` of a 32-row panel in the low nibble for `r < 16`, else the high one,
+    /// at `(k / 4) * 64 + (r % 16) * 4 + k % 4`), `c1 = 128 (z n - C)` (`C` the group's code
+    /// sum) and `zf` each group's zero point; the tile subtracts `z A` (`A` the group's
+    /// activation code sum), which gives the same integers as centred byte codes.
+    nibbles: bool,
+    zf: Vec<f32>,
 }
 
 /// One panel of an [`IntPanels`].
@@ -182,6 +190,8 @@ pub(super) struct Panel<'a> {
     pub delta: &'a [i32],
     pub c1: &'a [i32],
     pub scale: &'a [f32],
+    /// Nibble codes ([`IntPanels`]'s `nibbles`) with their zero points `[group][row]`.
+    pub nibbles: Option<&'a [f32]>,
 }
 
 impl IntPanels {
@@ -213,23 +223,32 @@ impl IntPanels {
         };
         let (k, kp, gpr, nr) = (w.k, w.k_pad(), bounds.len() - 1, isa.panel_rows());
         let panels = w.n.div_ceil(nr);
+        let nibbles = groups
+            && isa == Isa::Avx512
+            && w.bits <= 4
+            && w.n * w.k >= super::qgroups::NIBBLE_MIN_CODES;
+        let per_panel = if nibbles { nr * kp / 2 } else { nr * kp };
+        let meta = panels * gpr * nr;
         let mut p = IntPanels {
             isa,
             n: w.n,
             k,
             bits: w.bits,
             bounds,
-            codes: vec![0; panels * nr * kp],
-            delta: vec![0; panels * gpr * nr],
-            c1: vec![0; panels * gpr * nr],
-            scale: vec![0.0; panels * gpr * nr],
-            centred: false,
+            codes: vec![0; panels * per_panel],
+            // Activation-group panels are centred: no `d` held.
+            delta: vec![0; if groups { 0 } else { meta }],
+            c1: vec![0; meta],
+            scale: vec![0.0; meta],
+            centred: groups,
             groups,
+            nibbles,
+            zf: vec![0.0; if nibbles { meta } else { 0 }],
         };
         let mut buf = vec![0u32; kp];
         for r in 0..w.n {
             let (pi, i) = (r / nr, r % nr);
-            let codes = &mut p.codes[pi * nr * kp..(pi + 1) * nr * kp];
+            let codes = &mut p.codes[pi * per_panel..(pi + 1) * per_panel];
             let meta = pi * gpr * nr;
             buf.fill(0);
             decode_row(w, r, |kk, c| buf[kk] |= c);
@@ -247,6 +266,30 @@ impl IntPanels {
                     (false, 8) => 128,
                     (false, _) => 0,
                 };
+                let at = meta + g * nr + i;
+                p.scale[at] = w.scale(r, wg);
+                if nibbles {
+                    // Codes of at most 4 bits and `z` within their range (`check_int_weight`
+                    // allows any whole zero point up to 255): `c1` stays far from overflow.
+                    let mut csum = 0i32;
+                    for (kk, &c) in buf.iter().enumerate().take(b).skip(a) {
+                        // The byte panels' limit too, so every ISA takes the same weights.
+                        if !(-128..=127).contains(&(c as i32 - z)) {
+                            return Err(crate::Error::Invalid(format!(
+                                "packed linear [{}, {}]: zero point {z} of row {r} is outside \
+                                 the {}-bit code range; requantize the model",
+                                w.n, w.k, w.bits
+                            )));
+                        }
+                        let j = (kk / 4) * 64 + (i % 16) * 4 + kk % 4;
+                        codes[j] |= ((c as u8) << (4 * (i / 16))) as i8;
+                        csum += c as i32;
+                    }
+                    let n = (b - a) as i32;
+                    p.c1[at] = 128i32.wrapping_mul(z.wrapping_mul(n).wrapping_sub(csum));
+                    p.zf[at] = z as f32;
+                    continue;
+                }
                 let mut sum = 0i32;
                 for (kk, &c) in buf.iter().enumerate().take(b).skip(a) {
                     let e = c as i32 - off;
@@ -261,13 +304,14 @@ impl IntPanels {
                     sum += e;
                 }
                 let d = off - z;
-                p.delta[meta + g * nr + i] = d;
-                p.c1[meta + g * nr + i] = match groups {
+                p.c1[at] = match groups {
                     // The activation-group tiles' starting sum (`qgroups`).
                     true => sum.wrapping_mul(-128),
-                    false => sum.wrapping_add(d.wrapping_mul((b - a) as i32)),
+                    false => {
+                        p.delta[at] = d;
+                        sum.wrapping_add(d.wrapping_mul((b - a) as i32))
+                    }
                 };
-                p.scale[meta + g * nr + i] = w.scale(r, wg);
             }
         }
         p.centred = p.delta.iter().all(|d| *d == 0);
@@ -306,18 +350,27 @@ impl IntPanels {
 
     /// Bytes held (codes and per-group constants).
     pub fn bytes(&self) -> usize {
-        self.codes.len() + 4 * (self.delta.len() + self.c1.len() + self.scale.len())
+        let meta = self.delta.len() + self.c1.len() + self.scale.len() + self.zf.len();
+        self.codes.len() + 4 * meta
+    }
+
+    /// Whether the codes are held two to a byte (see the field).
+    pub fn nibbles(&self) -> bool {
+        self.nibbles
     }
 
     pub(super) fn panel(&self, i: usize) -> Panel<'_> {
         let (nr, kp) = (self.isa.panel_rows(), k_pad(self.k));
+        let per_panel = if self.nibbles { nr * kp / 2 } else { nr * kp };
         let gn = (self.bounds.len() - 1) * nr;
+        let meta = i * gn..(i + 1) * gn;
         Panel {
             centred: self.centred,
-            codes: &self.codes[i * nr * kp..(i + 1) * nr * kp],
-            delta: &self.delta[i * gn..(i + 1) * gn],
-            c1: &self.c1[i * gn..(i + 1) * gn],
-            scale: &self.scale[i * gn..(i + 1) * gn],
+            codes: &self.codes[i * per_panel..(i + 1) * per_panel],
+            delta: self.delta.get(meta.clone()).unwrap_or(&[]),
+            c1: &self.c1[meta.clone()],
+            scale: &self.scale[meta.clone()],
+            nibbles: self.nibbles.then(|| &self.zf[meta]),
         }
     }
 }

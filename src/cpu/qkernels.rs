@@ -105,6 +105,9 @@ pub struct GroupOut<'a> {
     pub c1: &'a [i32],
     pub sw: &'a [f32],
     pub b: &'a [f32],
+    /// Nibble panels (`IntPanels`' `nibbles`): the zero points `[groups][nr]` and the
+    /// activation code sums `[tokens][groups]` (padded as `sa`).
+    pub nibbles: Option<(&'a [f32], &'a [f32])>,
 }
 
 /// [`int_tile`]s for activation groups with centred weight codes (`cpu::qgroups`), finishing
@@ -129,7 +132,15 @@ pub fn int_tile_groups(
     let nr = isa.panel_rows();
     let groups = bounds.len() - 1;
     let padded = tokens.next_multiple_of(MR);
-    assert!(a.len() >= padded * kp && panel.len() >= nr * kp && groups >= 1);
+    let panel_bytes = if o.nibbles.is_some() {
+        nr * kp / 2
+    } else {
+        nr * kp
+    };
+    assert!(a.len() >= padded * kp && panel.len() >= panel_bytes && groups >= 1);
+    if let Some((zf, asum)) = o.nibbles {
+        assert!(zf.len() >= groups * nr && asum.len() >= padded * groups);
+    }
     assert!(bounds.windows(2).all(|b| b[0] <= b[1]) && bounds[groups] <= kp);
     assert!(tokens >= 1 && o.sa.len() >= padded * groups);
     assert!(o.c1.len() >= groups * nr && o.sw.len() >= groups * nr && o.b.len() >= nr);
@@ -283,6 +294,33 @@ mod avx512 {
         n: usize,
         rows: usize,
     ) {
+        match o.nibbles.is_some() {
+            true => tile_groups::<true>(a, panel, kp, bounds, o, tokens, y, n, rows),
+            false => tile_groups::<false>(a, panel, kp, bounds, o, tokens, y, n, rows),
+        }
+    }
+
+    /// [`int_tile_groups`] on byte panels (`NIB` false) or nibble panels (`NIB` true: each
+    /// 64-byte step holds both 16-row halves, and each sum is corrected by `- z A`, exact in
+    /// f32 as every term is an integer below 2^24).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_groups<const NIB: bool>(
+        a: &[u8],
+        panel: &[i8],
+        kp: usize,
+        bounds: &[usize],
+        o: &super::GroupOut<'_>,
+        tokens: usize,
+        y: &mut [std::mem::MaybeUninit<f32>],
+        n: usize,
+        rows: usize,
+    ) {
+        let (zfp, asp) = match o.nibbles {
+            Some((zf, asum)) => (zf.as_ptr(), asum.as_ptr()),
+            None => (std::ptr::null(), std::ptr::null()),
+        };
+        let low = _mm512_set1_epi8(0x0f);
         // Half a tile at a time: 4 tokens x 32 rows are 8 integer and 8 float accumulators.
         const H: usize = MR / 2;
         let groups = bounds.len() - 1;
@@ -306,9 +344,15 @@ mod avx512 {
                 let mut acc = [init; H];
                 let mut k = bounds[g];
                 while k < bounds[g + 1] {
-                    let w = wp.add(k * 32);
-                    let w0 = _mm512_loadu_si512(w as *const _);
-                    let w1 = _mm512_loadu_si512(w.add(64) as *const _);
+                    let (w0, w1) = if NIB {
+                        let v = _mm512_loadu_si512(wp.add(k * 16) as *const _);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+                        (_mm512_and_si512(v, low), hi)
+                    } else {
+                        let w = wp.add(k * 32);
+                        let w0 = _mm512_loadu_si512(w as *const _);
+                        (w0, _mm512_loadu_si512(w.add(64) as *const _))
+                    };
                     for (t, acc) in acc.iter_mut().enumerate() {
                         let q = (ap.add((t0 + t) * kp + k) as *const i32).read_unaligned();
                         let q = _mm512_set1_epi32(q);
@@ -321,11 +365,29 @@ mod avx512 {
                     _mm512_loadu_ps(swp.add(g * 32)),
                     _mm512_loadu_ps(swp.add(g * 32 + 16)),
                 ];
+                let zf = if NIB {
+                    [
+                        _mm512_loadu_ps(zfp.add(g * 32)),
+                        _mm512_loadu_ps(zfp.add(g * 32 + 16)),
+                    ]
+                } else {
+                    [_mm512_setzero_ps(); 2]
+                };
                 for (t, (acc, f)) in acc.iter().zip(f.iter_mut()).enumerate() {
                     let sa = _mm512_set1_ps(*sap.add((t0 + t) * groups + g));
+                    let asum = if NIB {
+                        _mm512_set1_ps(*asp.add((t0 + t) * groups + g))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
                     for h in 0..2 {
                         let s = _mm512_mul_ps(sw[h], sa);
-                        f[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[h]), s, f[h]);
+                        let mut v = _mm512_cvtepi32_ps(acc[h]);
+                        if NIB {
+                            // `sum a c + 128 (z n - C) - z A = sum (a - 128)(c - z)`, exactly.
+                            v = _mm512_fnmadd_ps(zf[h], asum, v);
+                        }
+                        f[h] = _mm512_fmadd_ps(v, s, f[h]);
                     }
                 }
             }

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use super::qkernels::{self, MR};
 
 use super::qgroups::groups_chunk;
-pub use super::qgroups::{act_group_codes, ACT_GROUP};
+pub use super::qgroups::{act_group_codes, ACT_GROUP, NIBBLE_MIN_CODES};
 use super::qint::int_chunk;
 pub use super::qint::IntPanels;
 use crate::quant::{ActParams, ActSpec, PackedWeight};
