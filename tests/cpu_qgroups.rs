@@ -267,8 +267,8 @@ fn a_model_on_the_group_path_plans_close_to_the_exact_one() {
 mod cli;
 
 /// `plan` on the group path end to end, a bad `QWM_CPU_WEIGHT_ONLY` refused by name, an
-/// evaluation report not resumed across the two numerics, and the study refusing to run
-/// weight-only cells on int8 inputs.
+/// evaluation report not resumed across the two numerics, `bench plan`'s own row, and the
+/// study refusing to run weight-only cells on int8 inputs.
 #[test]
 fn the_cli_runs_the_group_path_and_refuses_bad_or_misplaced_settings() {
     let d = cli::dir("qgroups", "cli");
@@ -342,6 +342,32 @@ fn the_cli_runs_the_group_path_and_refuses_bad_or_misplaced_settings() {
             "\"cpu\" -> \"cpu (weight-only on int8 inputs)\"",
         ],
     );
+    // `bench plan` gives such a step a row of its own.
+    let bj = d.join("bench.json");
+    let bench = [
+        "bench",
+        "plan",
+        "--skip-gpu",
+        "--reps",
+        "1",
+        "--samples",
+        "16",
+        "--quant",
+        "w4g32",
+        "--json",
+        bj.to_str().unwrap(),
+        "--force",
+    ];
+    let r = cli::qwm_env(&bench, &[("QWM_CPU_WEIGHT_ONLY", "int8")]);
+    assert_eq!(r.0, 0, "bench plan on int8 inputs: {}", r.2);
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&bj).unwrap()).unwrap();
+    let rows = j["results"].as_array().unwrap();
+    let cpu = rows.iter().find(|r| r["device"] == "cpu").unwrap();
+    assert!(cpu["name"]
+        .as_str()
+        .unwrap()
+        .ends_with("(weight-only on int8 inputs)"));
+    assert_eq!(cpu["extra"]["cpu_weight_only"], "int8");
     let study = d.join("study");
     let args = [
         "study",
