@@ -57,13 +57,19 @@ super::simd_dispatch! {
 #[inline(always)]
 fn group_codes_body(xc: &[f32], k: usize, kp: usize, bounds: &[usize], c: &mut GroupCodes) {
     let gpr = bounds.len() - 1;
+    debug_assert_eq!(bounds, act_group_bounds(k));
     // Per token: every group's range, then their scales in one vectorised pass (a division
-    // per group was a tenth of the codes' time), then the codes.
+    // per group was a tenth of the codes' time), then the codes. Whole groups go through
+    // fixed-length chunks, which compile to straight vector code.
+    let full = k / ACT_GROUP;
     let (mut m, mut inv) = (vec![0f32; gpr], vec![0f32; gpr]);
     for (t, x) in xc.chunks_exact(k).enumerate() {
-        for (g, m) in m.iter_mut().enumerate() {
-            let (lo, hi) = (bounds[g], bounds[g + 1].min(k));
-            let (v, finite) = abs_max(&x[lo..hi]);
+        let (xf, xr) = x.split_at(full * ACT_GROUP);
+        let groups = xf
+            .chunks_exact(ACT_GROUP)
+            .chain((!xr.is_empty()).then_some(xr));
+        for (m, xs) in m.iter_mut().zip(groups) {
+            let (v, finite) = abs_max(xs);
             // A group with a NaN or an infinity gets scale NaN, so its outputs are NaN as
             // on the exact path rather than a quiet wrong number.
             *m = if finite { v } else { f32::NAN };
@@ -75,23 +81,36 @@ fn group_codes_body(xc: &[f32], k: usize, kp: usize, bounds: &[usize], c: &mut G
             *inv = if *m > 0.0 { 127.0 / m } else { 0.0 };
         }
         let a = &mut c.a[t * kp..t * kp + k];
-        for (g, &inv) in inv.iter().enumerate() {
-            let (lo, hi) = (bounds[g], bounds[g + 1].min(k));
-            for (q, v) in a[lo..hi].iter_mut().zip(&x[lo..hi]) {
-                let s = (v * inv).round_ties_even().clamp(-127.0, 127.0);
-                // `(s + 128) as u8` for a whole `s` in -127..=127 with bit operations that
-                // vectorise (as `qint`'s codes): adding 1.5 * 2^23 + 128 puts `s + 128` in the
-                // low mantissa bits, exactly.
-                *q = (s + 12_583_040.0).to_bits() as u8;
-            }
+        let (af, ar) = a.split_at_mut(full * ACT_GROUP);
+        for ((aq, xs), &inv) in af
+            .chunks_exact_mut(ACT_GROUP)
+            .zip(xf.chunks_exact(ACT_GROUP))
+            .zip(&inv)
+        {
+            codes_into(aq, xs, inv);
+        }
+        if !xr.is_empty() {
+            codes_into(ar, xr, inv[full]);
         }
         if !c.sums.is_empty() {
-            for (g, sum) in c.sums[t * gpr..(t + 1) * gpr].iter_mut().enumerate() {
-                let (lo, hi) = (bounds[g], bounds[g + 1].min(k));
+            let sums = &mut c.sums[t * gpr..(t + 1) * gpr];
+            for (sum, aq) in sums.iter_mut().zip(a.chunks(ACT_GROUP)) {
                 // At most 255 x 32: exact in f32.
-                *sum = super::qint::sum_u8(&a[lo..hi]) as f32;
+                *sum = super::qint::sum_u8(aq) as f32;
             }
         }
+    }
+}
+
+/// One group's codes: `s = clamp(round(x * inv), -127, 127)`, held as `s + 128`.
+#[inline(always)]
+fn codes_into(a: &mut [u8], x: &[f32], inv: f32) {
+    for (q, v) in a.iter_mut().zip(x) {
+        let s = (v * inv).round_ties_even().clamp(-127.0, 127.0);
+        // `(s + 128) as u8` for a whole `s` in -127..=127 with bit operations that vectorise
+        // (as `qint`'s codes): adding 1.5 * 2^23 + 128 puts `s + 128` in the low mantissa
+        // bits, exactly.
+        *q = (s + 12_583_040.0).to_bits() as u8;
     }
 }
 
