@@ -27,9 +27,9 @@ use crate::quant::pack::k_pad;
 pub const ACT_GROUP: usize = 32;
 
 /// Weights of at least this many codes (of at most 4 bits) hold them two to a byte on
-/// AVX-512 (`IntPanels`' `nibbles`): half the bytes (DINO-WM size: a CEM step's peak RSS
-/// 190 -> 171 MiB at the same speed), where Wall's small weights, in cache either way, ran
-/// about 10% slower unpacking them (docs/BENCHMARKS.md, round 11).
+/// AVX-512 (`IntPanels`' `nibbles`): half the bytes where memory counts, while smaller
+/// weights, in cache either way, keep byte codes, which skip the unpacking
+/// (docs/BENCHMARKS.md, round 11).
 pub const NIBBLE_MIN_CODES: usize = 1 << 18;
 
 /// Activation-group boundaries of a row of `k` inputs: `[0, 32, 64, ..]`, the last at `k`
@@ -58,8 +58,8 @@ super::simd_dispatch! {
 fn group_codes_body(xc: &[f32], k: usize, kp: usize, bounds: &[usize], c: &mut GroupCodes) {
     let gpr = bounds.len() - 1;
     debug_assert_eq!(bounds, act_group_bounds(k));
-    // Per token: every group's range, then their scales in one vectorised pass (a division
-    // per group was a tenth of the codes' time), then the codes. Whole groups go through
+    // Per token: every group's range, then their scales in one vectorised pass (not a
+    // division per group in the codes loop), then the codes. Whole groups go through
     // fixed-length chunks, which compile to straight vector code.
     let full = k / ACT_GROUP;
     let (mut m, mut inv) = (vec![0f32; gpr], vec![0f32; gpr]);
