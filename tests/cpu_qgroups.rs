@@ -272,69 +272,50 @@ mod cli;
 #[test]
 fn the_cli_runs_the_group_path_and_refuses_bad_or_misplaced_settings() {
     let d = cli::dir("qgroups", "cli");
-    let out = d.join("plan");
-    let out = out.to_str().unwrap();
-    let plan = [
-        "plan",
-        "--env",
-        "wall",
-        "--model",
-        "random",
-        "--quant",
-        "w4g32",
-        "--backend",
-        "cpu",
-        "--max-iter",
-        "1",
-        "--opt-steps",
-        "1",
-        "--samples",
-        "8",
-        "--topk",
-        "2",
-        "--out",
-        out,
-    ];
-    let r = cli::qwm_env(&plan, &[("QWM_CPU_WEIGHT_ONLY", "int8")]);
+    // One untrained model, one short plan: what `plan` and `eval` share.
+    let args = |cmd: &str, more: &[&str]| -> Vec<String> {
+        let base = [
+            cmd,
+            "--env",
+            "wall",
+            "--model",
+            "random",
+            "--quant",
+            "w4g32",
+            "--backend",
+            "cpu",
+            "--max-iter",
+            "1",
+            "--opt-steps",
+            "1",
+            "--samples",
+            "8",
+            "--topk",
+            "2",
+        ];
+        base.iter().chain(more).map(|a| a.to_string()).collect()
+    };
+    let run = |a: &[String], env: &[(&str, &str)]| {
+        cli::qwm_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), env)
+    };
+    let plan = args("plan", &["--out", d.join("plan").to_str().unwrap()]);
+    let r = run(&plan, &[("QWM_CPU_WEIGHT_ONLY", "int8")]);
     assert_eq!(r.0, 0, "plan on int8 inputs: {}", r.2);
     assert!(!r.2.contains("not a variable qwm reads"), "{}", r.2);
-    let r = cli::qwm_env(&plan, &[("QWM_CPU_WEIGHT_ONLY", "fast")]);
+    let r = run(&plan, &[("QWM_CPU_WEIGHT_ONLY", "fast")]);
     cli::refused(&r, &["QWM_CPU_WEIGHT_ONLY", "fast", "exact", "int8"]);
     // An evaluation report records the numerics: one begun on the exact path is not resumed
     // on int8 inputs.
     let json = d.join("eval.json");
-    let eval = |episodes: &'static str| {
-        let json = json.to_str().unwrap().to_string();
-        move |env: &[(&str, &str)]| {
-            let args = [
-                "eval",
-                "--env",
-                "wall",
-                "--model",
-                "random",
-                "--quant",
-                "w4g32",
-                "--backend",
-                "cpu",
-                "--max-iter",
-                "1",
-                "--opt-steps",
-                "1",
-                "--samples",
-                "8",
-                "--topk",
-                "2",
-                "--episodes",
-                episodes,
-                "--json",
-                &json,
-            ];
-            cli::qwm_env(&args, env)
-        }
+    let eval = |episodes: &str| {
+        args(
+            "eval",
+            &["--episodes", episodes, "--json", json.to_str().unwrap()],
+        )
     };
-    let r = eval("1")(&[]);
+    let r = run(&eval("1"), &[]);
     assert_eq!(r.0, 0, "eval on the exact path: {}", r.2);
-    let r = eval("2")(&[("QWM_CPU_WEIGHT_ONLY", "int8")]);
+    let r = run(&eval("2"), &[("QWM_CPU_WEIGHT_ONLY", "int8")]);
     cli::refused(
         &r,
         &[

@@ -18,7 +18,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::qint::{IntPanels, Panel, Tile};
+use super::qint::{panel_bias, post_block, token_block, IntPanels, Panel, Tile};
 use super::qkernels::{self, MR};
 use super::qlinear::{Isa, Post};
 use crate::quant::pack::k_pad;
@@ -201,13 +201,8 @@ fn groups_chunk_body(
     group_codes(xc, k, kp, bounds, &mut ac);
     // Every tile writes all of `out` (no fill needed between tiles).
     let mut out = vec![0i32; MR * gpr * nr];
-    let panels = n.div_ceil(nr);
-    let mut b = vec![0f32; panels * nr];
-    if let Some(bias) = bias {
-        b[..n].copy_from_slice(bias);
-    }
-    // Blocks of tokens whose outputs stay in cache until `post` (as `qint::int_chunk`).
-    let tb = (32768 / n).next_multiple_of(MR).max(MR);
+    let b = panel_bias(bias, n, nr);
+    let tb = token_block(n);
     for b0 in (0..m).step_by(tb) {
         let b1 = (b0 + tb).min(m);
         for (pi, p0) in (0..n).step_by(nr).enumerate() {
@@ -244,10 +239,8 @@ fn groups_chunk_body(
                 }
             }
         }
-        let yb = &mut yc[b0 * n..b1 * n];
-        // SAFETY: the block's tiles initialised every element of `yb`.
-        let yb = unsafe { &mut *(yb as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        post.apply(yb, off + b0 * n);
+        // SAFETY: the block's tiles initialised every element of its rows.
+        unsafe { post_block(yc, b0, b1, n, off, post) };
     }
 }
 

@@ -413,14 +413,8 @@ fn int_chunk_body(
     let ac = quantize_tokens(xc, k, kp, bounds, spec.bits, static_params);
     // Every tile writes all of `out` (no fill needed between tiles).
     let mut out = vec![0i32; MR * gpr * nr];
-    let panels = n.div_ceil(nr);
-    let mut b = vec![0f32; panels * nr];
-    if let Some(bias) = bias {
-        b[..n].copy_from_slice(bias);
-    }
-    // Blocks of tokens whose outputs (~128 KiB) stay in cache from the tiles' writes to
-    // `post` (the panels are held, so revisiting them per block costs no decoding).
-    let tb = (32768 / n).next_multiple_of(MR).max(MR);
+    let b = panel_bias(bias, n, nr);
+    let tb = token_block(n);
     for b0 in (0..m).step_by(tb) {
         let b1 = (b0 + tb).min(m);
         for (pi, p0) in (0..n).step_by(nr).enumerate() {
@@ -467,11 +461,44 @@ fn int_chunk_body(
                 epilogue(&tile, &p, &ac, bp, yc);
             }
         }
-        let yb = &mut yc[b0 * n..b1 * n];
-        // SAFETY: the block's tiles initialised every element of `yb`.
-        let yb = unsafe { &mut *(yb as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        post.apply(yb, off + b0 * n);
+        // SAFETY: the block's tiles initialised every element of its rows.
+        unsafe { post_block(yc, b0, b1, n, off, post) };
     }
+}
+
+/// The bias padded to whole panels of `nr` rows (zero without one).
+pub(super) fn panel_bias(bias: Option<&[f32]>, n: usize, nr: usize) -> Vec<f32> {
+    let mut b = vec![0f32; n.div_ceil(nr) * nr];
+    if let Some(bias) = bias {
+        b[..n].copy_from_slice(bias);
+    }
+    b
+}
+
+/// Tokens per block of an int chunk: their outputs (~128 KiB) stay in cache from the tiles'
+/// writes to `post` (the panels are held, so revisiting them per block costs no decoding).
+pub(super) fn token_block(n: usize) -> usize {
+    (32768 / n).next_multiple_of(MR).max(MR)
+}
+
+/// `post` on tokens `b0..b1` of `yc` (rows of `n`, starting at flat index `off` of the
+/// output).
+///
+/// # Safety
+/// Every element of those rows must be initialised.
+#[inline(always)]
+pub(super) unsafe fn post_block(
+    yc: &mut [MaybeUninit<f32>],
+    b0: usize,
+    b1: usize,
+    n: usize,
+    off: usize,
+    post: &Post<'_>,
+) {
+    let yb = &mut yc[b0 * n..b1 * n];
+    // SAFETY: the caller's contract.
+    let yb = unsafe { &mut *(yb as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    post.apply(yb, off + b0 * n);
 }
 
 /// One tile's integer group sums `s[t][g][row]` and where its outputs go in `y[.., n]`.

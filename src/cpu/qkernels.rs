@@ -149,7 +149,16 @@ pub fn int_tile_groups(
     if isa == Isa::Avx512 {
         // SAFETY: AVX-512 is only chosen when the CPU reports it (`Isa::detect`); the
         // lengths are checked above.
-        return unsafe { avx512::int_tile_groups(a, panel, kp, bounds, o, tokens, y, n, rows) };
+        return unsafe {
+            match o.nibbles.is_some() {
+                true => {
+                    avx512::int_tile_groups::<true>(a, panel, kp, bounds, o, tokens, y, n, rows)
+                }
+                false => {
+                    avx512::int_tile_groups::<false>(a, panel, kp, bounds, o, tokens, y, n, rows)
+                }
+            }
+        };
     }
     unreachable!("group int tile on {isa:?}");
 }
@@ -281,31 +290,12 @@ mod avx512 {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn int_tile_groups(
-        a: &[u8],
-        panel: &[i8],
-        kp: usize,
-        bounds: &[usize],
-        o: &super::GroupOut<'_>,
-        tokens: usize,
-        y: &mut [std::mem::MaybeUninit<f32>],
-        n: usize,
-        rows: usize,
-    ) {
-        match o.nibbles.is_some() {
-            true => tile_groups::<true>(a, panel, kp, bounds, o, tokens, y, n, rows),
-            false => tile_groups::<false>(a, panel, kp, bounds, o, tokens, y, n, rows),
-        }
-    }
-
-    /// [`int_tile_groups`] on byte panels (`NIB` false) or nibble panels (`NIB` true: each
+    /// [`super::int_tile_groups`] on byte panels (`NIB` false) or nibble panels (`NIB` true: each
     /// 64-byte step holds both 16-row halves, and each sum is corrected by `- z A`, exact in
     /// f32 as every term is an integer below 2^24).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_groups<const NIB: bool>(
+    pub unsafe fn int_tile_groups<const NIB: bool>(
         a: &[u8],
         panel: &[i8],
         kp: usize,
