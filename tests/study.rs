@@ -268,9 +268,40 @@ fn the_report_has_tables_plots_and_a_verdict_for_every_finding() {
         "latent divergence",
         "| wall/w8a8t | w8a8t | rtn |",
         "wall: PTQ methods",
+        "wall: which method keeps planning working",
         "wall: quantization cost per method",
     ] {
         assert!(md.contains(needle), "missing {needle:?}");
+    }
+    // The methods' standing: one row per method cell with episodes at a method spec (the
+    // smoke grid has w4 under rtn and omse, w4g32 and w8a8 under rtn), each judged against
+    // float by a rule word; RTN is not compared with itself.
+    let standing: Vec<&str> = md
+        .lines()
+        .skip_while(|l| !l.contains("which method keeps planning working"))
+        .take_while(|l| !l.starts_with("### wall: quantization cost"))
+        .filter(|l| l.starts_with("| W"))
+        .collect();
+    let specs: Vec<(&str, &str)> = standing
+        .iter()
+        .map(|l| {
+            let c: Vec<&str> = l.split('|').map(str::trim).collect();
+            let word = c[4].split(' ').next().unwrap();
+            assert!(
+                ["above", "below", "level", "undecided"].contains(&word),
+                "{l}"
+            );
+            assert_eq!(c[5] == "-", c[2] == "rtn", "{l}");
+            (c[1], c[2])
+        })
+        .collect();
+    for want in [
+        ("W4", "rtn"),
+        ("W4", "omse"),
+        ("W4 g32", "rtn"),
+        ("W8A8", "rtn"),
+    ] {
+        assert!(specs.contains(&want), "{want:?} missing from {standing:#?}");
     }
     // Every quantized cell recorded what its method cost on load.
     for m in ["rtn", "omse"] {

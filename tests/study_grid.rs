@@ -135,3 +135,27 @@ fn newcombe_difference_interval_matches_published_values() {
         "{lo} {hi}"
     );
 }
+
+/// The methods table's rule: a difference counts when Newcombe's interval excludes 0,
+/// "level" needs both cells complete.
+#[test]
+fn a_method_stands_above_below_level_or_undecided_by_the_interval() {
+    use qwm::study::findings::{standing, Standing};
+    let s = |a, b| standing(a, b).map(|s| s.0);
+    assert_eq!(s((50, 50, true), (36, 50, true)), Some(Standing::Above));
+    assert_eq!(s((36, 50, true), (48, 50, true)), Some(Standing::Below));
+    assert_eq!(s((48, 50, true), (48, 50, true)), Some(Standing::Level));
+    // The same counts with an unfinished cell are not a claim of no difference.
+    assert_eq!(
+        s((19, 20, false), (48, 50, true)),
+        Some(Standing::Undecided)
+    );
+    // 0.86 vs 0.96 over 50 each: -0.10, whose interval reaches +0.02.
+    let (st, [d, lo, hi]) = standing((43, 50, true), (48, 50, true)).unwrap();
+    assert_eq!(st, Standing::Level);
+    assert!(
+        (d + 0.10).abs() < 1e-12 && lo < -0.2 && hi > 0.0 && hi < 0.05,
+        "{lo} {hi}"
+    );
+    assert_eq!(s((0, 0, false), (48, 50, true)), None);
+}

@@ -54,6 +54,50 @@ pub fn diff_ci(k1: usize, n1: usize, k2: usize, n2: usize) -> [f64; 3] {
     ]
 }
 
+/// Where one cell stands against a reference cell (float, or RTN at the same spec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// The difference's interval lies above 0.
+    Above,
+    /// The difference's interval lies below 0.
+    Below,
+    /// Both cells complete and the interval includes 0: no difference detected.
+    Level,
+    /// The interval includes 0 but a cell is unfinished: not decided yet.
+    Undecided,
+}
+
+impl Standing {
+    pub fn text(&self) -> &'static str {
+        match self {
+            Standing::Above => "above",
+            Standing::Below => "below",
+            Standing::Level => "level",
+            Standing::Undecided => "undecided",
+        }
+    }
+}
+
+/// Compare `(successes, episodes, complete)` of a cell against a reference by the study's
+/// rules (a difference counts when Newcombe's interval excludes 0; "level" needs complete
+/// cells); `None` when either has no episode.
+pub fn standing(a: (usize, usize, bool), b: (usize, usize, bool)) -> Option<(Standing, [f64; 3])> {
+    if a.1 == 0 || b.1 == 0 {
+        return None;
+    }
+    let d = diff_ci(a.0, a.1, b.0, b.1);
+    let s = if d[1] > 0.0 {
+        Standing::Above
+    } else if d[2] < 0.0 {
+        Standing::Below
+    } else if a.2 && b.2 {
+        Standing::Level
+    } else {
+        Standing::Undecided
+    };
+    Some((s, d))
+}
+
 /// Spearman's rho with a 95% interval from Fisher's z (standard error 1.06 / sqrt(n - 3),
 /// Fieller et al.); `None` below 4 pairs.
 pub fn rho_ci(rho: f64, n: usize) -> Option<[f64; 2]> {

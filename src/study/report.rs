@@ -137,6 +137,18 @@ fn table_row(e: &Entry) -> String {
 
 const HEADER: &str = "| cell | quant | method | CEM steps | episodes | success | Wilson 95% | mean dist | Spearman | latent div | linear bytes / f32 | s/plan | backend |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
+/// `k/n = p [lo-hi]`, `(stopped)` when unfinished; for a cell with episodes.
+fn rate_text(e: &Entry) -> String {
+    let [lo, hi] = wilson95(e.k(), e.n());
+    format!(
+        "{}/{} = {:.2} [{lo:.2}-{hi:.2}]{}",
+        e.k(),
+        e.n(),
+        e.k() as f64 / e.n().max(1) as f64,
+        if e.complete() { "" } else { " (stopped)" }
+    )
+}
+
 pub(super) fn cell_text(e: Option<&Entry>) -> String {
     match e {
         None => "not in study".into(),
@@ -450,6 +462,7 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
             pngs.push(png);
         }
         if methods.len() > 1 {
+            methods_standing(ec, &methods, &mut md);
             quantize_cost(ec, &methods, &mut md);
         }
         super::report_extra::extra_sections(ec, png_dir, &link, &mut md, &mut pngs)?;
@@ -469,30 +482,98 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
     })
 }
 
+/// The specs that separate the PTQ methods (issue 18's grid): label, quant spec.
+const METHOD_SPECS: [(&str, &str); 5] = [
+    ("W4", "w4"),
+    ("W4 g32", "w4g32"),
+    ("W3", "w3"),
+    ("W8A8", "w8a8"),
+    ("W4A8", "w4a8"),
+];
+
 /// The PTQ methods side by side on the specs that separate them (issue 18's grid).
 fn methods_block<'a>(ec: &EnvCells<'a>, methods: &[String]) -> Block<'a> {
-    const SPECS: [(&str, &str); 5] = [
-        ("W4", "w4"),
-        ("W4 g32", "w4g32"),
-        ("W3", "w3"),
-        ("W8A8", "w8a8"),
-        ("W4A8", "w4a8"),
-    ];
     Block {
         title: format!("{}: PTQ methods", ec.env),
         x_label: "spec",
-        rows: SPECS.iter().map(|s| s.0.to_string()).collect(),
+        rows: METHOD_SPECS.iter().map(|s| s.0.to_string()).collect(),
         cols: methods.to_vec(),
         cells: methods
             .iter()
             .map(|m| {
-                SPECS
+                METHOD_SPECS
                     .iter()
                     .map(|s| ec.get(s.1, m, ec.default_steps))
                     .collect()
             })
             .collect(),
     }
+}
+
+/// Which method keeps planning working at which spec: each method's cell against float and
+/// against RTN at the same spec, by the findings' rules (`findings::standing`).
+fn methods_standing(ec: &EnvCells, methods: &[String], md: &mut String) {
+    let fp = ec.at("fp");
+    let triple = |e: &Entry| (e.k(), e.n(), e.complete());
+    let _ = writeln!(
+        md,
+        "### {env}: which method keeps planning working\n\nEach method's cell against float \
+         ({}) and against RTN at the same spec: above / below when the difference's Newcombe \
+         95% interval excludes 0, level when it includes 0 and both cells are complete, \
+         undecided when it includes 0 and a cell is unfinished.\n\n| spec | method | success | \
+         vs float | vs RTN |\n|---|---|---|---|---|",
+        findings::cite(fp, "float"),
+        env = ec.env
+    );
+    let show = |s: Option<(findings::Standing, [f64; 3])>| {
+        s.map_or("-".to_string(), |(s, [d, lo, hi])| {
+            format!("{} ({d:+.2} [{lo:+.2} to {hi:+.2}])", s.text())
+        })
+    };
+    let mut summary = Vec::new();
+    for (label, q) in METHOD_SPECS {
+        let rtn = ec.get(q, "rtn", ec.default_steps);
+        let (mut kept, mut lost, mut open) = (Vec::new(), Vec::new(), Vec::new());
+        for m in methods {
+            let Some(e) = ec.get(q, m, ec.default_steps).filter(|e| e.n() > 0) else {
+                continue;
+            };
+            let vs_fp = fp.and_then(|f| findings::standing(triple(e), triple(f)));
+            let vs_rtn = rtn
+                .filter(|_| m != "rtn")
+                .and_then(|r| findings::standing(triple(e), triple(r)));
+            let _ = writeln!(
+                md,
+                "| {label} | {m} | {} | {} | {} |",
+                rate_text(e),
+                show(vs_fp),
+                show(vs_rtn)
+            );
+            let mut name = format!("{m} {:.2}", e.k() as f64 / e.n() as f64);
+            if !e.complete() {
+                name += &format!(" ({} of {} episodes)", e.n(), e.cell.episodes);
+            }
+            match vs_fp.map(|s| s.0) {
+                Some(findings::Standing::Above | findings::Standing::Level) => kept.push(name),
+                Some(findings::Standing::Below) => lost.push(name),
+                _ => open.push(name),
+            }
+        }
+        let mut parts = Vec::new();
+        for (what, v) in [
+            ("keeps planning (level with float)", kept),
+            ("below float", lost),
+            ("undecided", open),
+        ] {
+            if !v.is_empty() {
+                parts.push(format!("{what}: {}", v.join(", ")));
+            }
+        }
+        if !parts.is_empty() {
+            summary.push(format!("- **{label}**: {}", parts.join("; ")));
+        }
+    }
+    let _ = writeln!(md, "\n{}\n", summary.join("\n"));
 }
 
 /// What each method costs to apply: the seconds its quantization took on load (given the
