@@ -137,18 +137,6 @@ fn table_row(e: &Entry) -> String {
 
 const HEADER: &str = "| cell | quant | method | CEM steps | episodes | success | Wilson 95% | mean dist | Spearman | latent div | linear bytes / f32 | s/plan | backend |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
-/// `k/n = p [lo-hi]`, `(stopped)` when unfinished; for a cell with episodes.
-fn rate_text(e: &Entry) -> String {
-    let [lo, hi] = wilson95(e.k(), e.n());
-    format!(
-        "{}/{} = {:.2} [{lo:.2}-{hi:.2}]{}",
-        e.k(),
-        e.n(),
-        e.k() as f64 / e.n().max(1) as f64,
-        if e.complete() { "" } else { " (stopped)" }
-    )
-}
-
 pub(super) fn cell_text(e: Option<&Entry>) -> String {
     match e {
         None => "not in study".into(),
@@ -545,7 +533,7 @@ fn methods_standing(ec: &EnvCells, methods: &[String], md: &mut String) {
             let _ = writeln!(
                 md,
                 "| {label} | {m} | {} | {} | {} |",
-                rate_text(e),
+                findings::cite(Some(e), m),
                 show(vs_fp),
                 show(vs_rtn)
             );
