@@ -110,10 +110,13 @@ pub fn rho_ci(rho: f64, n: usize) -> Option<[f64; 2]> {
 }
 
 /// `name k/n = p [lo-hi]`, or `name: not run` / `name: 0 episodes`.
+const NO_EPISODE: &str = "no episode yet";
+const ABSENT: &str = "not in the study";
+
 pub fn cite(e: Option<&Entry>, label: &str) -> String {
     match e {
-        None => format!("{label}: not in the study"),
-        Some(e) if e.n() == 0 => format!("`{}`: no episode yet", e.cell.name),
+        None => format!("`{label}`: {ABSENT}"),
+        Some(e) if e.n() == 0 => format!("`{}`: {NO_EPISODE}", e.cell.name),
         Some(e) => {
             let [lo, hi] = wilson95(e.k(), e.n());
             format!(
@@ -193,28 +196,33 @@ pub fn judge(envs: &[EnvCells]) -> Vec<Finding> {
                 let mut lines = Vec::new();
                 let v = rule(e, &mut lines);
                 evidence.push(format!("**{}: {}.**", e.env, v.text()));
-                // Lines about cells that have not run say nothing but their names.
-                let mut waiting: Vec<String> = Vec::new();
-                for l in lines {
-                    if l.contains("no episode yet") && !l.contains(" = ") {
-                        for (k, part) in l.split('`').enumerate() {
-                            if k % 2 == 1 && !waiting.iter().any(|w| w == part) {
-                                waiting.push(part.to_string());
-                            }
-                        }
-                    } else {
+                // Lines about cells without episodes say nothing but their names.
+                let mut waiting: Vec<&str> = Vec::new();
+                let mut absent: Vec<&str> = Vec::new();
+                for l in &lines {
+                    if l.contains(" = ") || !(l.contains(NO_EPISODE) || l.contains(ABSENT)) {
                         evidence.push(format!("  {l}"));
+                        continue;
+                    }
+                    // `name`: no episode yet / `name`: not in the study, named in backticks.
+                    let parts: Vec<&str> = l.split('`').collect();
+                    for k in (1..parts.len()).step_by(2) {
+                        let after = parts.get(k + 1).copied().unwrap_or("");
+                        let list = if after.starts_with(&format!(": {ABSENT}")) {
+                            &mut absent
+                        } else {
+                            &mut waiting
+                        };
+                        if !list.contains(&parts[k]) {
+                            list.push(parts[k]);
+                        }
                     }
                 }
-                if !waiting.is_empty() {
-                    evidence.push(format!(
-                        "  not run yet: {}",
-                        waiting
-                            .iter()
-                            .map(|w| format!("`{w}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+                for (what, names) in [("not run yet", &waiting), (ABSENT, &absent)] {
+                    if !names.is_empty() {
+                        let names: Vec<String> = names.iter().map(|w| format!("`{w}`")).collect();
+                        evidence.push(format!("  {what}: {}", names.join(", ")));
+                    }
                 }
                 vs.push(v);
             }
@@ -321,6 +329,13 @@ fn f3(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
         }
         out.push(line);
     }
+    if standing > 0 && judged < 2 {
+        out.push(
+            "one bit-width standing above half of float refutes the claim as stated; \
+             the other bit-width has not run"
+                .into(),
+        );
+    }
     if standing > 0 {
         Verdict::NotReproduced
     } else if collapsed == 2 && judged == 2 {
@@ -339,8 +354,8 @@ fn f4(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
         let d = diff(enc, pred);
         let mut line = format!(
             "W{b}: encoder-only {} vs predictor-only {}: {}",
-            cite(enc, "encoder-only"),
-            cite(pred, "predictor-only"),
+            cite(enc, &format!("enc=w{b},pred=fp")),
+            cite(pred, &format!("enc=fp,pred=w{b}")),
             show_diff(d)
         );
         if let Some(d) = d {
@@ -376,8 +391,8 @@ fn f5(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
         let d = diff(dy, st);
         out.push(format!(
             "W{w}A{a}: per-token dynamic {} vs per-tensor static {}: {}",
-            cite(dy, "dynamic"),
-            cite(st, "static"),
+            cite(dy, &format!("w{w}a{a}t")),
+            cite(st, &format!("w{w}a{a}")),
             show_diff(d)
         ));
         if let Some(d) = d {
@@ -450,14 +465,19 @@ fn f6(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
         a = Verdict::NotReproduced;
     }
     let (mut recovered, mut complete, mut pairs) = (false, true, 0);
+    // Only step counts above the default are "more" (PushT's default is already 30).
+    let more_steps: Vec<usize> = [30, 50]
+        .into_iter()
+        .filter(|s| *s > c.default_steps)
+        .collect();
     for q in ["w4", "w3"] {
         let base = c.at(q);
-        for s in [30, 50] {
+        for &s in &more_steps {
             let more = c.get(q, "rtn", s);
             let d = diff(more, base);
             out.push(format!(
                 "(b) {} vs {} CEM steps: {}",
-                cite(more, &format!("{q} {s} steps")),
+                cite(more, &format!("{q}.os{s}")),
                 c.default_steps,
                 show_diff(d)
             ));
@@ -470,7 +490,7 @@ fn f6(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
     }
     let b = if recovered {
         Verdict::NotReproduced
-    } else if pairs == 4 && complete {
+    } else if pairs == 2 * more_steps.len() && pairs > 0 && complete {
         Verdict::Reproduced
     } else {
         Verdict::Inconclusive

@@ -63,12 +63,21 @@ pub fn load(dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
     })?;
     let mut entries = Vec::new();
     for cell in &m.study.cells {
-        let report = st.report(&cell.name)?;
+        // From the parts, as `study status` does: the manifest is rewritten only when a
+        // run starts and ends, so while one runs its states lag the cells' reports.
+        let state = st.state(cell)?;
+        let mut report = st.report(&cell.name)?;
+        // A worker rebuilds the cell report when it finishes a work item; episodes played
+        // since are in the parts only. Rebuild from them (every part is checked against the
+        // first part's settings, the ones its worker validated) so the report counts them.
+        if state.prefix > report.as_ref().map_or(0, |r| r.finished) {
+            if let Some((_, first)) = st.parts(cell, None)?.first() {
+                report = st.merge(cell, &first.config)?;
+            }
+        }
         entries.push(Entry {
             cell: cell.clone(),
-            // From the parts, as `study status` does: the manifest is rewritten only when a
-            // run starts and ends, so while one runs its states lag the cells' reports.
-            state: st.state(cell)?,
+            state,
             report,
             default_mpc: cell.max_iter == dinowm_defaults(&cell.env).1
                 || m.study.planner.max_iter == Some(cell.max_iter),
