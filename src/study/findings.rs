@@ -109,10 +109,11 @@ pub fn rho_ci(rho: f64, n: usize) -> Option<[f64; 2]> {
     Some([(z - 1.96 * se).tanh(), (z + 1.96 * se).tanh()])
 }
 
-/// `name k/n = p [lo-hi]`, or `name: not run` / `name: 0 episodes`.
 const NO_EPISODE: &str = "no episode yet";
 const ABSENT: &str = "not in the study";
 
+/// `` `cell` k/n = p [lo-hi] ``, or `` `cell`: no episode yet ``, or
+/// `` `label`: not in the study `` (`judge` gathers the last two into name lists).
 pub fn cite(e: Option<&Entry>, label: &str) -> String {
     match e {
         None => format!("`{label}`: {ABSENT}"),
