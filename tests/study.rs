@@ -386,6 +386,24 @@ fn the_report_reads_progress_from_the_parts_not_a_stale_manifest() {
     );
     // Equal but for the generating command's --results path.
     assert_eq!(rebuilt.replace("rebuilt.md", "fresh.md"), fresh);
+    // The rebuild checks every part against the first one: a later part written with other
+    // settings is refused by name, never merged into the cell's rate.
+    let part = d.join("parts/wall/fp/e002-004.json");
+    let mut p: Value = serde_json::from_str(&std::fs::read_to_string(&part).unwrap()).unwrap();
+    p["config"]["plan"]["samples"] = 22.into();
+    std::fs::write(&part, serde_json::to_string(&p).unwrap()).unwrap();
+    std::fs::remove_file(d.join("cells/wall/fp.json")).unwrap();
+    let err = fails(&run(&[
+        "study",
+        "report",
+        d.to_str().unwrap(),
+        "--results",
+        d.join("mixed.md").to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("cell wall/fp") && err.contains("e002-004.json") && err.contains("samples"),
+        "{err}"
+    );
 }
 
 #[test]

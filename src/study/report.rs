@@ -68,12 +68,9 @@ pub fn load(dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
         let state = st.state(cell)?;
         let mut report = st.report(&cell.name)?;
         // A worker rebuilds the cell report when it finishes a work item; episodes played
-        // since are in the parts only. Rebuild from them (every part is checked against the
-        // first part's settings, the ones its worker validated) so the report counts them.
+        // since are in the parts only. Rebuild from them so the report counts them.
         if state.prefix > report.as_ref().map_or(0, |r| r.finished) {
-            if let Some((_, first)) = st.parts(cell, None)?.first() {
-                report = st.merge(cell, &first.config)?;
-            }
+            report = st.merge(cell, None)?;
         }
         entries.push(Entry {
             cell: cell.clone(),

@@ -289,11 +289,23 @@ impl Store {
     }
 
     /// Rebuild a cell's report from its parts (under the cell lock); `None` when it has no
-    /// episode `0` yet. `expected` is the cell's configuration (any backend).
-    pub fn merge(&self, cell: &Cell, expected: &EvalConfig) -> Result<Option<EvalReport>> {
+    /// episode `0` yet. `expected` is the cell's configuration (any backend); without it (a
+    /// report, which has no model to derive it from) every part is checked against the first
+    /// part's settings, the ones its worker validated.
+    pub fn merge(&self, cell: &Cell, expected: Option<&EvalConfig>) -> Result<Option<EvalReport>> {
         let _l = lock(&self.cell_lock(&cell.name))?;
         // Parts are read once: the episodes, bytes and timing below all come from them.
-        let parts = self.parts(cell, Some(expected))?;
+        let parts = self.parts(cell, expected)?;
+        let expected = match (expected, parts.first()) {
+            (Some(e), _) => e,
+            (None, None) => return Ok(None),
+            (None, Some((_, first))) => {
+                for (p, part) in &parts {
+                    check_part(p, part, cell, &first.config)?;
+                }
+                &first.config
+            }
+        };
         let eps = episodes_of(cell, &parts);
         let mut records: Vec<EpisodeRecord> = Vec::new();
         let mut backends = BTreeSet::new();

@@ -312,7 +312,7 @@ impl<'a> Runner<'a> {
     fn update_cell(&mut self, ci: usize) -> Result<()> {
         let cell = &self.study.cells[ci];
         let config = self.config(ci)?;
-        let Some(r) = self.store.merge(cell, &config)? else {
+        let Some(r) = self.store.merge(cell, Some(&config))? else {
             return Ok(());
         };
         if r.finished < cell.episodes || self.store.final_path(&cell.name).exists() {
@@ -331,7 +331,7 @@ impl<'a> Runner<'a> {
                 eprintln!("{}{}: every episode in, cell done", self.tag, cell.name);
             }
         }
-        self.store.merge(cell, &config)?;
+        self.store.merge(cell, Some(&config))?;
         Ok(())
     }
 
@@ -418,7 +418,7 @@ pub fn import(study: &Study, store: &Store, report_path: &Path) -> Result<String
                 )?;
             }
             drop(_l);
-            store.merge(cell, &want)?;
+            store.merge(cell, Some(&want))?;
             return Ok(cell.name.clone());
         }
         if closest.as_ref().is_none_or(|c| diffs.len() < c.1.len()) {

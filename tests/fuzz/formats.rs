@@ -450,7 +450,7 @@ fn study_dir_seeds(dir: &Path) -> Vec<Seed> {
     };
     let pp = st.part_path(&cell.name, part.range);
     store::write_json(&pp, &part).unwrap();
-    st.merge(cell, &config).unwrap();
+    st.merge(cell, Some(&config)).unwrap();
     st.write_manifest("smoke", &study).unwrap();
     [(st.manifest_path()), st.report_path(&cell.name), pp]
         .into_iter()
