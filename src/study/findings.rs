@@ -112,23 +112,83 @@ pub fn rho_ci(rho: f64, n: usize) -> Option<[f64; 2]> {
 const NO_EPISODE: &str = "no episode yet";
 const ABSENT: &str = "not in the study";
 
-/// `` `cell` k/n = p [lo-hi] ``, or `` `cell`: no episode yet ``, or
-/// `` `label`: not in the study `` (`judge` gathers the last two into name lists).
-pub fn cite(e: Option<&Entry>, label: &str) -> String {
-    match e {
-        None => format!("`{label}`: {ABSENT}"),
-        Some(e) if e.n() == 0 => format!("`{}`: {NO_EPISODE}", e.cell.name),
-        Some(e) => {
-            let [lo, hi] = wilson95(e.k(), e.n());
-            format!(
-                "`{}` {}/{}{} = {:.2} [{lo:.2}-{hi:.2}]",
-                e.cell.name,
-                e.k(),
-                e.n(),
-                if e.complete() { "" } else { " (stopped)" },
-                e.k() as f64 / e.n() as f64
-            )
+/// What a cited cell has: episodes, none yet, or no place in the study.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Has {
+    Episodes,
+    Nothing,
+    Absent,
+}
+
+/// A cell as cited in evidence: `` `cell` k/n = p [lo-hi] ``, `` `cell`: no episode yet `` or
+/// `` `label`: not in the study ``, together with the name and what the cell has, so that
+/// `judge` can fold lines about cells without episodes into name lists.
+pub struct Cite {
+    text: String,
+    name: String,
+    has: Has,
+}
+
+impl std::fmt::Display for Cite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+pub fn cite(e: Option<&Entry>, label: &str) -> Cite {
+    let Some(e) = e else {
+        return Cite {
+            text: format!("`{label}`: {ABSENT}"),
+            name: label.to_string(),
+            has: Has::Absent,
+        };
+    };
+    let name = e.cell.name.clone();
+    if e.n() == 0 {
+        let text = format!("`{name}`: {NO_EPISODE}");
+        return Cite {
+            text,
+            name,
+            has: Has::Nothing,
+        };
+    }
+    let [lo, hi] = wilson95(e.k(), e.n());
+    let text = format!(
+        "`{name}` {}/{}{} = {:.2} [{lo:.2}-{hi:.2}]",
+        e.k(),
+        e.n(),
+        if e.complete() { "" } else { " (stopped)" },
+        e.k() as f64 / e.n() as f64
+    );
+    Cite {
+        text,
+        name,
+        has: Has::Episodes,
+    }
+}
+
+/// One evidence line and the cells it cites.
+pub struct Line {
+    text: String,
+    cites: Vec<(String, Has)>,
+}
+
+impl Line {
+    fn plain(text: impl Into<String>) -> Self {
+        Line {
+            text: text.into(),
+            cites: Vec::new(),
         }
+    }
+    fn citing(text: String, cites: &[&Cite]) -> Self {
+        Line {
+            text,
+            cites: cites.iter().map(|c| (c.name.clone(), c.has)).collect(),
+        }
+    }
+    /// A line that cites cells, none of them with episodes, says nothing but their names.
+    fn only_names(&self) -> bool {
+        !self.cites.is_empty() && self.cites.iter().all(|c| c.1 != Has::Episodes)
     }
 }
 
@@ -183,7 +243,7 @@ fn combine(per_env: &[Verdict]) -> Verdict {
     }
 }
 
-type Rule = fn(&EnvCells, &mut Vec<String>) -> Verdict;
+type Rule = fn(&EnvCells, &mut Vec<Line>) -> Verdict;
 
 pub fn judge(envs: &[EnvCells]) -> Vec<Finding> {
     let rules: [Rule; 6] = [f1, f2, f3, f4, f5, f6];
@@ -197,25 +257,21 @@ pub fn judge(envs: &[EnvCells]) -> Vec<Finding> {
                 let mut lines = Vec::new();
                 let v = rule(e, &mut lines);
                 evidence.push(format!("**{}: {}.**", e.env, v.text()));
-                // Lines about cells without episodes say nothing but their names.
                 let mut waiting: Vec<&str> = Vec::new();
                 let mut absent: Vec<&str> = Vec::new();
                 for l in &lines {
-                    if l.contains(" = ") || !(l.contains(NO_EPISODE) || l.contains(ABSENT)) {
-                        evidence.push(format!("  {l}"));
+                    if !l.only_names() {
+                        evidence.push(format!("  {}", l.text));
                         continue;
                     }
-                    // `name`: no episode yet / `name`: not in the study, named in backticks.
-                    let parts: Vec<&str> = l.split('`').collect();
-                    for k in (1..parts.len()).step_by(2) {
-                        let after = parts.get(k + 1).copied().unwrap_or("");
-                        let list = if after.starts_with(&format!(": {ABSENT}")) {
+                    for (name, has) in &l.cites {
+                        let list = if *has == Has::Absent {
                             &mut absent
                         } else {
                             &mut waiting
                         };
-                        if !list.contains(&parts[k]) {
-                            list.push(parts[k]);
+                        if !list.contains(&name.as_str()) {
+                            list.push(name);
                         }
                     }
                 }
@@ -238,7 +294,7 @@ pub fn judge(envs: &[EnvCells]) -> Vec<Finding> {
 }
 
 /// (1) W8 and W6 (every granularity, RTN) against float: no drop whose interval excludes 0.
-fn f1(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
+fn f1(c: &EnvCells, out: &mut Vec<Line>) -> Verdict {
     let fp = c.at("fp");
     let mut worse = false;
     let mut all_complete = fp.is_some_and(|e| e.complete());
@@ -249,11 +305,16 @@ fn f1(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
         let Some(e) = c.at(q) else { continue };
         any = true;
         let d = diff(Some(e), fp);
-        out.push(format!("{} vs float: {}", cite(Some(e), q), show_diff(d)));
+        let ce = cite(Some(e), q);
+        out.push(Line::citing(
+            format!("{ce} vs float: {}", show_diff(d)),
+            &[&ce],
+        ));
         worse |= d.is_some_and(|d| d[2] < 0.0);
         all_complete &= e.complete();
     }
-    out.insert(0, format!("float {}", cite(fp, "fp")));
+    let cf = cite(fp, "fp");
+    out.insert(0, Line::citing(format!("float {cf}"), &[&cf]));
     if worse {
         Verdict::NotReproduced
     } else if any && all_complete {
@@ -264,7 +325,7 @@ fn f1(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
 }
 
 /// (2) At 4, 3 and 2 bits a grouped cell beats per-channel (interval above 0).
-fn f2(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
+fn f2(c: &EnvCells, out: &mut Vec<Line>) -> Verdict {
     let (mut better, mut worse, mut favour, mut pairs, mut complete) = (0, 0, 0, 0, true);
     for b in [4, 3, 2] {
         let pc = c.at(&format!("w{b}"));
@@ -273,11 +334,10 @@ fn f2(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
                 continue;
             };
             let d = diff(Some(e), pc);
-            out.push(format!(
-                "{} vs {}: {}",
-                cite(Some(e), ""),
-                cite(pc, &format!("w{b}")),
-                show_diff(d)
+            let (ce, cp) = (cite(Some(e), ""), cite(pc, &format!("w{b}")));
+            out.push(Line::citing(
+                format!("{ce} vs {cp}: {}", show_diff(d)),
+                &[&ce, &cp],
             ));
             if let Some(d) = d {
                 pairs += 1;
@@ -299,22 +359,24 @@ fn f2(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
 
 /// (3) Per-channel W3 and W2 collapse: the upper end of the interval is below half of
 /// float's rate; a lower end above half of it means no collapse.
-fn f3(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
+fn f3(c: &EnvCells, out: &mut Vec<Line>) -> Verdict {
     let fp = c.at("fp");
     let Some(f) = fp.filter(|e| e.n() > 0) else {
-        out.push("float cell has no episode: no reference".into());
+        out.push(Line::plain("float cell has no episode: no reference"));
         return Verdict::Inconclusive;
     };
     let half = f.k() as f64 / f.n() as f64 / 2.0;
-    out.push(format!(
-        "float {}; collapse means an interval entirely below {half:.2}",
-        cite(fp, "fp")
+    let cf = cite(fp, "fp");
+    out.push(Line::citing(
+        format!("float {cf}; collapse means an interval entirely below {half:.2}"),
+        &[&cf],
     ));
     let (mut collapsed, mut standing, mut judged) = (0, 0, 0);
     for b in [3, 2] {
         let q = format!("w{b}");
         let e = c.at(&q);
-        let mut line = cite(e, &q);
+        let ce = cite(e, &q);
+        let mut line = ce.to_string();
         if let Some(e) = e.filter(|e| e.n() > 0) {
             let [lo, hi] = wilson95(e.k(), e.n());
             judged += 1;
@@ -328,14 +390,13 @@ fn f3(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
                 line += ": undecided";
             }
         }
-        out.push(line);
+        out.push(Line::citing(line, &[&ce]));
     }
     if standing > 0 && judged < 2 {
-        out.push(
+        out.push(Line::plain(
             "one bit-width standing above half of float refutes the claim as stated; \
-             the other bit-width has not run"
-                .into(),
-        );
+             the other bit-width has not run",
+        ));
     }
     if standing > 0 {
         Verdict::NotReproduced
@@ -347,16 +408,16 @@ fn f3(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
 }
 
 /// (4) Encoder-only vs predictor-only at W4 and W3: a difference whose interval excludes 0.
-fn f4(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
+fn f4(c: &EnvCells, out: &mut Vec<Line>) -> Verdict {
     let (mut differ, mut complete, mut pairs) = (false, true, 0);
     for b in [4, 3] {
         let enc = c.at(&format!("enc=w{b},pred=fp"));
         let pred = c.at(&format!("enc=fp,pred=w{b}"));
         let d = diff(enc, pred);
+        let ce = cite(enc, &format!("enc=w{b},pred=fp"));
+        let cp = cite(pred, &format!("enc=fp,pred=w{b}"));
         let mut line = format!(
-            "W{b}: encoder-only {} vs predictor-only {}: {}",
-            cite(enc, &format!("enc=w{b},pred=fp")),
-            cite(pred, &format!("enc=fp,pred=w{b}")),
+            "W{b}: encoder-only {ce} vs predictor-only {cp}: {}",
             show_diff(d)
         );
         if let Some(d) = d {
@@ -371,7 +432,7 @@ fn f4(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
             }
         }
         complete &= both_complete(enc, pred);
-        out.push(line);
+        out.push(Line::citing(line, &[&ce, &cp]));
     }
     if differ {
         Verdict::Reproduced
@@ -384,17 +445,22 @@ fn f4(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
 
 /// (5) Dynamic per-token vs static per-tensor activations: inconsistent means a significant
 /// gain somewhere and none (or a loss) elsewhere.
-fn f5(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
+fn f5(c: &EnvCells, out: &mut Vec<Line>) -> Verdict {
     let (mut gain, mut loss, mut flat, mut complete, mut pairs) = (0, 0, 0, true, 0);
     for (w, a) in [(8, 8), (6, 6), (4, 8), (4, 4)] {
         let st = c.at(&format!("w{w}a{a}"));
         let dy = c.at(&format!("w{w}a{a}t"));
         let d = diff(dy, st);
-        out.push(format!(
-            "W{w}A{a}: per-token dynamic {} vs per-tensor static {}: {}",
+        let (cd, cs) = (
             cite(dy, &format!("w{w}a{a}t")),
             cite(st, &format!("w{w}a{a}")),
-            show_diff(d)
+        );
+        out.push(Line::citing(
+            format!(
+                "W{w}A{a}: per-token dynamic {cd} vs per-tensor static {cs}: {}",
+                show_diff(d)
+            ),
+            &[&cd, &cs],
         ));
         if let Some(d) = d {
             pairs += 1;
@@ -419,7 +485,7 @@ fn f5(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
 
 /// (6) (a) float's rho(objective, final distance) is positive and the low-bit rho is lower
 /// (Fisher-z intervals); (b) 30 or 50 CEM steps do not raise W4/W3 success over 10.
-fn f6(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
+fn f6(c: &EnvCells, out: &mut Vec<Line>) -> Verdict {
     let rho = |e: Option<&Entry>| -> Option<(f64, usize)> {
         let e = e?;
         Some((e.report.as_ref()?.spearman_objective_vs_distance?, e.n()))
@@ -432,25 +498,24 @@ fn f6(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
         },
     };
     let f = rho(c.at("fp"));
-    out.push(format!(
+    out.push(Line::plain(format!(
         "(a) objective vs final distance: {}",
         show("fp", f)
-    ));
+    )));
     let mut a = Verdict::Inconclusive;
     let f_ci = f.and_then(|(r, n)| rho_ci(r, n));
     let tracks_at_fp = f_ci.is_some_and(|ci| ci[0] > 0.0);
     if f_ci.is_some() && !tracks_at_fp {
-        out.push(
+        out.push(Line::plain(
             "  float's rho is not above 0 (its interval includes 0): there is no tracking at \
-             float to lose, so (a) cannot be decided on these episodes"
-                .into(),
-        );
+             float to lose, so (a) cannot be decided on these episodes",
+        ));
     }
     let mut still_tracks = tracks_at_fp;
     let mut low_cells = 0;
     for q in ["w4", "w3", "w2"] {
         let r = rho(c.at(q));
-        out.push(format!("  {}", show(q, r)));
+        out.push(Line::plain(format!("  {}", show(q, r))));
         let lc = r.and_then(|(r, n)| rho_ci(r, n));
         if let (Some(fc), Some(lc)) = (f_ci, lc) {
             if fc[0] > 0.0 && lc[1] < fc[0] {
@@ -476,11 +541,14 @@ fn f6(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
         for &s in &more_steps {
             let more = c.get(q, "rtn", s);
             let d = diff(more, base);
-            out.push(format!(
-                "(b) {} vs {} CEM steps: {}",
-                cite(more, &format!("{q}.os{s}")),
-                c.default_steps,
-                show_diff(d)
+            let cm = cite(more, &format!("{q}.os{s}"));
+            out.push(Line::citing(
+                format!(
+                    "(b) {cm} vs {} CEM steps: {}",
+                    c.default_steps,
+                    show_diff(d)
+                ),
+                &[&cm],
             ));
             if let Some(d) = d {
                 pairs += 1;
@@ -496,7 +564,7 @@ fn f6(c: &EnvCells, out: &mut Vec<String>) -> Verdict {
     } else {
         Verdict::Inconclusive
     };
-    out.push(format!("(a) {}, (b) {}", a.text(), b.text()));
+    out.push(Line::plain(format!("(a) {}, (b) {}", a.text(), b.text())));
     match (a, b) {
         (Verdict::Reproduced, Verdict::Reproduced) => Verdict::Reproduced,
         (Verdict::NotReproduced, _) | (_, Verdict::NotReproduced) => Verdict::NotReproduced,
