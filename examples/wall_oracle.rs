@@ -230,6 +230,7 @@ fn main() -> anyhow::Result<()> {
     let mpc = MpcConfig {
         max_iters: 50,
         n_taken: 5,
+        ..Default::default()
     };
     let cfg = EvalConfig {
         env: "wall".into(),

@@ -203,6 +203,7 @@ fn mpc_with_an_oracle_model_reaches_the_wall_goal() {
     let mpc = qwm::plan::MpcConfig {
         max_iters: 10,
         n_taken: 5,
+        ..Default::default()
     };
     let mut iters = 0;
     let rec = qwm::plan::run_episode(
@@ -242,6 +243,7 @@ fn eval_writes_json_per_episode_and_resumes() {
     let mpc = qwm::plan::MpcConfig {
         max_iters: 3,
         n_taken: 5,
+        ..Default::default()
     };
     let mut cfg = EvalConfig {
         env: "wall".into(),
@@ -482,6 +484,7 @@ fn a_retrained_decoder_keeps_an_evaluation_resumable_an_encoder_change_does_not(
     let mpc = qwm::plan::MpcConfig {
         max_iters: 2,
         n_taken: 5,
+        ..Default::default()
     };
     let cfg_of =
         |id: &(Option<String>, Option<String>), path: &std::path::Path, n: usize| EvalConfig {
@@ -549,4 +552,126 @@ fn a_retrained_decoder_keeps_an_evaluation_resumable_an_encoder_change_does_not(
     let e = run(&cfg_of(&ib, &b, 3), &mut ran).unwrap_err().to_string();
     assert!(e.contains("model_crc32"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A planner that always returns the same actions, to pin down what MPC does with them.
+struct Fixed(Vec<f32>);
+
+impl qwm::plan::Planner for Fixed {
+    fn name(&self) -> &'static str {
+        "fixed"
+    }
+    fn plan(
+        &mut self,
+        _cost: &mut qwm::plan::CostFn,
+        _init: Option<&[f32]>,
+    ) -> qwm::Result<qwm::plan::PlanResult> {
+        Ok(qwm::plan::PlanResult {
+            actions: self.0.clone(),
+            cost: 0.0,
+            steps: Vec::new(),
+        })
+    }
+}
+
+fn fixed_episode(
+    check: qwm::plan::SuccessCheck,
+    start: [f32; 2],
+    goal: [f32; 2],
+    action: [f32; 2],
+) -> qwm::plan::EpisodeRecord {
+    let mut env = qwm::env::make("wall").unwrap();
+    let mut model = OracleWall {
+        env: qwm::env::make("wall").unwrap(),
+        start: vec![],
+        goal: vec![],
+    };
+    // Horizon 5 x frameskip 5 x 2-D: all 25 env steps of a plan take the same action.
+    let mut planner = Fixed(action.repeat(25));
+    let mpc = qwm::plan::MpcConfig {
+        max_iters: 3,
+        n_taken: 5,
+        success_check: check,
+    };
+    let task = qwm::plan::Task {
+        seed: 0,
+        start: &start,
+        goal: &goal,
+    };
+    qwm::plan::run_episode(
+        env.as_mut(),
+        &mut model,
+        &mut planner,
+        &mpc,
+        task,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn success_is_checked_every_step_or_only_after_each_plan_as_dino_wm() {
+    use qwm::plan::SuccessCheck::{AfterPlan, EveryStep};
+    // Moving right 2 px per env step from x = 10 comes within 4.5 px of the goal (x = 20) on
+    // the third step, passes it, and ends the plan against the wall, 9 px past it.
+    let (start, goal, right) = ([10.0, 20.0], [20.0, 20.0], [1.0, 0.0]);
+    let every = fixed_episode(EveryStep, start, goal, right);
+    assert!(every.success && every.iterations == 1, "{every:?}");
+    assert!((every.final_state[0] - 16.0).abs() < 1e-4, "{every:?}");
+    // DINO-WM only looks at the state after the plan's 25 steps: never within 4.5 px.
+    let after = fixed_episode(AfterPlan, start, goal, right);
+    assert!(!after.success && after.iterations == 3, "{after:?}");
+    assert!(after.final_state[0] > 24.5, "{after:?}");
+    // A start that already meets the goal: no plan at every step, one plan after-plan.
+    let (near, stay) = ([21.0, 20.0], [0.0, 0.0]);
+    let every = fixed_episode(EveryStep, near, goal, stay);
+    assert!(every.success && every.iterations == 0, "{every:?}");
+    let after = fixed_episode(AfterPlan, near, goal, stay);
+    assert!(after.success && after.iterations == 1, "{after:?}");
+    // The flag's names, and a clear error naming it for anything else.
+    for c in [EveryStep, AfterPlan] {
+        assert_eq!(qwm::plan::SuccessCheck::parse(c.name()).unwrap(), c);
+    }
+    let e = qwm::plan::SuccessCheck::parse("end")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--success-check") && e.contains("after-plan"),
+        "{e}"
+    );
+}
+
+#[test]
+fn reports_from_before_the_success_check_resume_as_every_step_and_refuse_after_plan() {
+    use qwm::plan::eval::{config_differences, EvalConfig};
+    use qwm::plan::{MpcConfig, SuccessCheck};
+    let mpc = MpcConfig::default();
+    let cfg = EvalConfig {
+        env: "wall".into(),
+        episodes: 50,
+        planner: "cem".into(),
+        plan: (&PlanConfig::default()).into(),
+        mpc: (&mpc).into(),
+        model: "m".into(),
+        model_crc32: Some("00000000".into()),
+        model_planning_crc32: None,
+        quant: "fp".into(),
+        backend: "cpu".into(),
+    };
+    let mut v = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(v["mpc"]["success_check"], "every-step");
+    v["mpc"].as_object_mut().unwrap().remove("success_check");
+    let old: EvalConfig = serde_json::from_value(v).unwrap();
+    assert_eq!(old.mpc.success_check, SuccessCheck::EveryStep);
+    assert!(config_differences(&old, &cfg).is_empty());
+    let strict = EvalConfig {
+        mpc: (&MpcConfig {
+            success_check: SuccessCheck::AfterPlan,
+            ..mpc
+        })
+            .into(),
+        ..cfg.clone()
+    };
+    let d = config_differences(&old, &strict);
+    assert!(d.len() == 1 && d[0].contains("after-plan"), "{d:?}");
 }

@@ -283,6 +283,7 @@ fn eval_setup(episodes: usize) -> (EvalConfig, PlanConfig, MpcConfig) {
     let mpc = MpcConfig {
         max_iters: 1,
         n_taken: 1,
+        ..Default::default()
     };
     let cfg = EvalConfig {
         env: "wall".into(),

@@ -90,6 +90,7 @@ fn the_shipped_wall_model_plans_better_than_a_random_policy_on_the_cpu() {
     let mpc = MpcConfig {
         max_iters: 6,
         n_taken: 5,
+        ..Default::default()
     };
     let cfg = EvalConfig {
         env: "wall".into(),

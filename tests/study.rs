@@ -487,6 +487,37 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
         err.contains("cell wall/fp") && err.contains("e000-002.json") && err.contains("samples"),
         "{err}"
     );
+    // DINO-WM's success check is another setting too; a value it does not know names its line.
+    let smoke = include_str!("../src/study/presets/smoke.toml");
+    let strict = smoke.replace(
+        "samples = 20",
+        "samples = 20\nsuccess_check = \"after-plan\"",
+    );
+    let f = write("strict.toml", &strict);
+    let err = fails(&run(&[
+        "study",
+        "run",
+        &f,
+        "--out",
+        os,
+        "--backend",
+        "cpu",
+        "--only",
+        "wall/fp",
+    ]));
+    assert!(
+        err.contains("cell wall/fp") && err.contains("after-plan"),
+        "{err}"
+    );
+    let f = write(
+        "check.toml",
+        &smoke.replace("samples = 20", "success_check = \"end\""),
+    );
+    let err = fails(&run(&["study", "list", &f]));
+    assert!(
+        err.contains("check.toml:12") && err.contains("after-plan"),
+        "{err}"
+    );
     // Another study into the same directory.
     let err = fails(&run(&[
         "study", "run", "quantwm", "--out", os, "--only", "wall/fp",

@@ -3,7 +3,7 @@
 //! [`PlanSettings::default`], so every default is written here once.
 
 use crate::env::EnvSpec;
-use crate::plan::{CemStd, MpcConfig, PlanConfig};
+use crate::plan::{CemStd, MpcConfig, PlanConfig, SuccessCheck};
 
 #[derive(Clone, Debug)]
 pub struct PlanSettings {
@@ -23,6 +23,9 @@ pub struct PlanSettings {
     pub temperature: f32,
     /// CEM's std divisor over the top-k: k (default, qwm's results) or k - 1 as DINO-WM.
     pub cem_std: CemStd,
+    /// When MPC checks success: at every step (default, qwm's results) or after each
+    /// executed plan as DINO-WM.
+    pub success_check: SuccessCheck,
 }
 
 impl Default for PlanSettings {
@@ -38,6 +41,7 @@ impl Default for PlanSettings {
             var_scale: 1.0,
             temperature: 0.5,
             cem_std: CemStd::Population,
+            success_check: SuccessCheck::EveryStep,
         }
     }
 }
@@ -60,6 +64,7 @@ impl PlanSettings {
             MpcConfig {
                 max_iters: self.max_iter.unwrap_or(env.plan_max_iters),
                 n_taken: self.n_taken,
+                success_check: self.success_check,
             },
         )
     }

@@ -9,7 +9,7 @@ use crate::app::{
     BackendChoice, Event, LoadedModel, ModelRequest, ModelSource, PlanSettings, Session,
     SessionOptions,
 };
-use crate::plan::CemStd;
+use crate::plan::{CemStd, SuccessCheck};
 use crate::quant::QuantSpec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,10 +97,19 @@ pub struct PlanOpts {
     /// population (divisor k, qwm before 2026-12-02).
     #[arg(long, default_value = defaults().0.cem_std.name(), value_parser = parse_cem_std)]
     pub cem_std: CemStd,
+    /// When an episode's success is checked: every-step (at the start and after every env
+    /// step; qwm's results) or after-plan (DINO-WM: at least one plan, then only after each
+    /// plan's executed actions).
+    #[arg(long, default_value = defaults().0.success_check.name(), value_parser = parse_success_check)]
+    pub success_check: SuccessCheck,
 }
 
 fn parse_cem_std(s: &str) -> Result<CemStd, String> {
     CemStd::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_success_check(s: &str) -> Result<SuccessCheck, String> {
+    SuccessCheck::parse(s).map_err(|e| e.to_string())
 }
 
 impl PlanOpts {
@@ -127,6 +136,7 @@ impl PlanOpts {
                 var_scale: self.var_scale,
                 temperature: self.temperature,
                 cem_std: self.cem_std,
+                success_check: self.success_check,
             },
         }
     }

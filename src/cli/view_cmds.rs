@@ -92,6 +92,7 @@ impl ViewArgs {
             calib_tokens: crate::quant::calib_data::DEFAULT_TOKENS,
             calib: None,
             cem_std: crate::plan::CemStd::default(),
+            success_check: crate::plan::SuccessCheck::default(),
             planner: "cem".into(),
             backend: self.backend,
             horizon: 5,

@@ -47,6 +47,8 @@ fn run_calibration(
     let mpc = MpcConfig {
         max_iters: 2,
         n_taken: 5,
+        // What the shipped calibration files were captured with.
+        success_check: crate::plan::SuccessCheck::EveryStep,
     };
     for i in 0..episodes {
         let seed = calib_seed(i);

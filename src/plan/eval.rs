@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::mpc::{run_episode, EpisodeRecord, MpcConfig, MpcIter, PlanModel};
+use super::mpc::{run_episode, EpisodeRecord, MpcConfig, MpcIter, PlanModel, SuccessCheck};
 use super::stats::{median, spearman, wilson95};
 use super::{make, CemStd, PlanConfig};
 use crate::env::{self, Env};
@@ -83,6 +83,9 @@ pub struct PlanConfigKey {
 pub struct MpcConfigKey {
     pub max_iters: usize,
     pub n_taken: usize,
+    /// Absent in reports written before the option existed, which checked at every step.
+    #[serde(default = "SuccessCheck::every_step")]
+    pub success_check: SuccessCheck,
 }
 
 impl From<&PlanConfig> for PlanConfigKey {
@@ -105,6 +108,7 @@ impl From<&MpcConfig> for MpcConfigKey {
         MpcConfigKey {
             max_iters: c.max_iters,
             n_taken: c.n_taken,
+            success_check: c.success_check,
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod stats;
 pub mod world;
 
 pub use cem::Cem;
-pub use mpc::{run_episode, EpisodeRecord, MpcConfig, PlanModel, Task};
+pub use mpc::{run_episode, EpisodeRecord, MpcConfig, PlanModel, SuccessCheck, Task};
 pub use mppi::Mppi;
 
 use rand::rngs::StdRng;

@@ -102,6 +102,7 @@ pub fn settings(study: &Study, cell: &Cell) -> PlanSettings {
         temperature: p.temperature,
         // Divisor k, as every imported 50-episode report (docs/RESULTS_HISTORY.md).
         cem_std: crate::plan::CemStd::default(),
+        success_check: p.success_check,
     }
 }
 

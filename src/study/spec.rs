@@ -35,6 +35,9 @@ pub struct PlannerFile {
     pub opt_steps: Option<usize>,
     /// Default MPC cap; `None`: DINO-WM's per environment (50, PushT 30).
     pub max_iter: Option<usize>,
+    /// When MPC checks success (`plan::SuccessCheck`): every-step (qwm's results) or
+    /// after-plan (DINO-WM).
+    pub success_check: crate::plan::SuccessCheck,
 }
 
 impl Default for PlannerFile {
@@ -49,6 +52,7 @@ impl Default for PlannerFile {
             temperature: 0.5,
             opt_steps: None,
             max_iter: None,
+            success_check: crate::plan::SuccessCheck::default(),
         }
     }
 }
@@ -472,6 +476,7 @@ impl Study {
         crate::plan::MpcConfig {
             max_iters: cell.max_iter,
             n_taken: self.planner.n_taken,
+            success_check: self.planner.success_check,
         }
     }
 }
