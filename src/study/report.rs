@@ -243,10 +243,22 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
         md,
         "Settings: planner {} ({} samples, top {}, horizon {}, {} model steps executed per \
          plan), CEM steps and MPC cap per cell (DINO-WM: 10 and 50 for Wall and PointMaze), \
-         evaluation episodes `sub_seed(99, i)`, static activation ranges calibrated on {} \
-         float-planner episodes `sub_seed(7, i)`. Intervals are Wilson 95%; a cell marked \
-         (stopped) has only its first episodes.\n",
-        p.name, p.samples, p.topk, p.horizon, p.n_taken, m.study.calib_episodes
+         success checked {}, evaluation episodes `sub_seed(99, i)`, static activation ranges \
+         calibrated on {} float-planner episodes `sub_seed(7, i)`. Intervals are Wilson 95%; a \
+         cell marked (stopped) has only its first episodes.\n",
+        p.name,
+        p.samples,
+        p.topk,
+        p.horizon,
+        p.n_taken,
+        match p.success_check {
+            crate::plan::SuccessCheck::EveryStep =>
+                "at the start and after every env step (qwm's default; DINO-WM checks only after \
+                 each executed plan: docs/ENVIRONMENTS.md, \"Success check\", measures the \
+                 difference)",
+            crate::plan::SuccessCheck::AfterPlan => "after each executed plan, as DINO-WM",
+        },
+        m.study.calib_episodes
     );
 
     // Findings.
