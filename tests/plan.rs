@@ -645,7 +645,12 @@ fn success_is_checked_every_step_or_only_after_each_plan_as_dino_wm() {
 fn reports_from_before_the_success_check_resume_as_every_step_and_refuse_after_plan() {
     use qwm::plan::eval::{config_differences, EvalConfig};
     use qwm::plan::{MpcConfig, SuccessCheck};
-    let mpc = MpcConfig::default();
+    // New runs check as DINO-WM; reports without the setting were written checking every step.
+    assert_eq!(MpcConfig::default().success_check, SuccessCheck::AfterPlan);
+    let mpc = MpcConfig {
+        success_check: SuccessCheck::EveryStep,
+        ..MpcConfig::default()
+    };
     let cfg = EvalConfig {
         env: "wall".into(),
         episodes: 50,

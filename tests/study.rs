@@ -483,17 +483,38 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
         "--only",
         "wall/fp",
     ]));
+    // The manifest's planner refuses it before anything runs; without the manifest, the cell's
+    // part does.
+    assert!(
+        err.contains("other planner settings") && err.contains("samples: 20 -> 22"),
+        "{err}"
+    );
+    std::fs::rename(other.join("study.json"), d.join("study.json.kept")).unwrap();
+    let err = fails(&run(&[
+        "study",
+        "run",
+        &f,
+        "--out",
+        os,
+        "--backend",
+        "cpu",
+        "--jobs",
+        "1",
+        "--only",
+        "wall/fp",
+    ]));
     assert!(
         err.contains("cell wall/fp") && err.contains("e000-002.json") && err.contains("samples"),
         "{err}"
     );
-    // DINO-WM's success check is another setting too; a value it does not know names its line.
+    std::fs::rename(d.join("study.json.kept"), other.join("study.json")).unwrap();
+    // The success check is a planner setting too; a value it does not know names its line.
     let smoke = include_str!("../src/study/presets/smoke.toml");
-    let strict = smoke.replace(
+    let lenient = smoke.replace(
         "samples = 20",
-        "samples = 20\nsuccess_check = \"after-plan\"",
+        "samples = 20\nsuccess_check = \"every-step\"",
     );
-    let f = write("strict.toml", &strict);
+    let f = write("lenient.toml", &lenient);
     let err = fails(&run(&[
         "study",
         "run",
@@ -506,7 +527,7 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
         "wall/fp",
     ]));
     assert!(
-        err.contains("cell wall/fp") && err.contains("after-plan"),
+        err.contains("success_check: \"after-plan\" -> \"every-step\""),
         "{err}"
     );
     let f = write(
@@ -530,10 +551,29 @@ fn earlier_eval_reports_import_as_quantwm_cells() {
     let d = tmp("import");
     let ds = d.to_str().unwrap();
     let vm = "docs/results/vm-cpu";
-    let out = ok(&run(&[
+    // Those reports were written checking success at every step (no setting in them): they
+    // are cells of the quantwm grid with that rule, not of the preset (DINO-WM's rule).
+    std::fs::create_dir_all(&d).unwrap();
+    let study = d.join("quantwm-every-step.toml");
+    let text = include_str!("../src/study/presets/quantwm.toml").replace(
+        "n_taken = 5\n",
+        "n_taken = 5\nsuccess_check = \"every-step\"\n",
+    );
+    std::fs::write(&study, text).unwrap();
+    let study = study.to_str().unwrap();
+    let err = fails(&run(&[
         "study",
         "import",
         "quantwm",
+        "--out",
+        d.join("preset").to_str().unwrap(),
+        &format!("{vm}/wall_w4.json"),
+    ]));
+    assert!(err.contains("\"success_check\":\"every-step\""), "{err}");
+    let out = ok(&run(&[
+        "study",
+        "import",
+        study,
         "--out",
         ds,
         &format!("{vm}/wall_w4.json"),
@@ -578,7 +618,7 @@ fn earlier_eval_reports_import_as_quantwm_cells() {
     let err = fails(&run(&[
         "study",
         "import",
-        "quantwm",
+        study,
         "--out",
         ds,
         &format!("{vm}/wall_fp_v1.json"),

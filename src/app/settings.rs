@@ -23,8 +23,8 @@ pub struct PlanSettings {
     pub temperature: f32,
     /// CEM's std divisor over the top-k: k (default, qwm's results) or k - 1 as DINO-WM.
     pub cem_std: CemStd,
-    /// When MPC checks success: at every step (default, qwm's results) or after each
-    /// executed plan as DINO-WM.
+    /// When MPC checks success: after each executed plan as DINO-WM (default) or at every
+    /// step (qwm's rule before 2026-12-04).
     pub success_check: SuccessCheck,
 }
 
@@ -41,7 +41,7 @@ impl Default for PlanSettings {
             var_scale: 1.0,
             temperature: 0.5,
             cem_std: CemStd::Population,
-            success_check: SuccessCheck::EveryStep,
+            success_check: SuccessCheck::AfterPlan,
         }
     }
 }

@@ -97,9 +97,10 @@ pub struct PlanOpts {
     /// population (divisor k, qwm before 2026-12-02).
     #[arg(long, default_value = defaults().0.cem_std.name(), value_parser = parse_cem_std)]
     pub cem_std: CemStd,
-    /// When an episode's success is checked: every-step (at the start and after every env
-    /// step; qwm's results) or after-plan (DINO-WM: at least one plan, then only after each
-    /// plan's executed actions).
+    /// When an episode's success is checked: after-plan (DINO-WM: at least one plan, then only
+    /// after each plan's executed actions) or every-step (at the start and after every env
+    /// step, mid-plan included: qwm's rule before 2026-12-04, lenient to a model whose plans
+    /// pass the goal without stopping on it).
     #[arg(long, default_value = defaults().0.success_check.name(), value_parser = parse_success_check)]
     pub success_check: SuccessCheck,
 }

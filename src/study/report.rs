@@ -253,9 +253,10 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
         p.n_taken,
         match p.success_check {
             crate::plan::SuccessCheck::EveryStep =>
-                "at the start and after every env step (qwm's default; DINO-WM checks only after \
-                 each executed plan: docs/ENVIRONMENTS.md, \"Success check\", measures the \
-                 difference)",
+                "at the start and after every env step, mid-plan included (qwm's rule before \
+                 2026-12-04; DINO-WM checks only after each executed plan, which gives \
+                 quantized cells lower rates: docs/ENVIRONMENTS.md, \"Success check\"; \
+                 quantized rates here are upper bounds)",
             crate::plan::SuccessCheck::AfterPlan => "after each executed plan, as DINO-WM",
         },
         m.study.calib_episodes

@@ -35,8 +35,8 @@ pub struct PlannerFile {
     pub opt_steps: Option<usize>,
     /// Default MPC cap; `None`: DINO-WM's per environment (50, PushT 30).
     pub max_iter: Option<usize>,
-    /// When MPC checks success (`plan::SuccessCheck`): every-step (qwm's results) or
-    /// after-plan (DINO-WM).
+    /// When MPC checks success (`plan::SuccessCheck`): after-plan (DINO-WM, the default) or
+    /// every-step (docs/results/quantwm, written before the setting existed).
     pub success_check: crate::plan::SuccessCheck,
 }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{Cell, Study};
+use super::spec::{Cell, PlannerFile, Study};
 use crate::plan::eval::{config_differences, EvalConfig, EvalReport};
 use crate::plan::EpisodeRecord;
 use crate::{Error, Result};
@@ -243,6 +243,15 @@ impl Store {
                     self.dir.display(),
                     m.study.name,
                     study.name
+                )));
+            }
+            if m.study.planner != study.planner {
+                return Err(Error::Invalid(format!(
+                    "{} holds study {:?} run with other planner settings ({}); give another \
+                     --out directory, or run a study file with the stored [planner] to continue it",
+                    self.dir.display(),
+                    study.name,
+                    planner_differences(&m.study.planner, &study.planner)
                 )));
             }
         }
@@ -475,4 +484,25 @@ pub fn check_part(path: &Path, part: &Part, cell: &Cell, expected: &EvalConfig) 
         )));
     }
     Ok(())
+}
+
+/// "key: stored -> this run" for each planner setting that differs.
+fn planner_differences(stored: &PlannerFile, run: &PlannerFile) -> String {
+    let (a, b) = (
+        serde_json::to_value(stored).unwrap_or_default(),
+        serde_json::to_value(run).unwrap_or_default(),
+    );
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    a.keys()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("none".into(), |v| v.to_string());
+            format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k)))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
