@@ -454,35 +454,26 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
     // A cell whose parts were written with other settings: same study name, other planner.
     let other = d.join("other");
     let os = other.to_str().unwrap();
-    ok(&run(&[
-        "study",
-        "run",
-        "smoke",
-        "--out",
-        os,
-        "--backend",
-        "cpu",
-        "--jobs",
-        "1",
-        "--only",
-        "wall/fp",
-    ]));
+    let run_into_other = |study: &str| {
+        run(&[
+            "study",
+            "run",
+            study,
+            "--out",
+            os,
+            "--backend",
+            "cpu",
+            "--jobs",
+            "1",
+            "--only",
+            "wall/fp",
+        ])
+    };
+    ok(&run_into_other("smoke"));
     let changed =
         include_str!("../src/study/presets/smoke.toml").replace("samples = 20", "samples = 22");
     let f = write("changed.toml", &changed);
-    let err = fails(&run(&[
-        "study",
-        "run",
-        &f,
-        "--out",
-        os,
-        "--backend",
-        "cpu",
-        "--jobs",
-        "1",
-        "--only",
-        "wall/fp",
-    ]));
+    let err = fails(&run_into_other(&f));
     // The manifest's planner refuses it before anything runs; without the manifest, the cell's
     // part does.
     assert!(
@@ -490,19 +481,7 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
         "{err}"
     );
     std::fs::rename(other.join("study.json"), d.join("study.json.kept")).unwrap();
-    let err = fails(&run(&[
-        "study",
-        "run",
-        &f,
-        "--out",
-        os,
-        "--backend",
-        "cpu",
-        "--jobs",
-        "1",
-        "--only",
-        "wall/fp",
-    ]));
+    let err = fails(&run_into_other(&f));
     assert!(
         err.contains("cell wall/fp") && err.contains("e000-002.json") && err.contains("samples"),
         "{err}"
@@ -515,17 +494,7 @@ fn bad_input_is_refused_with_the_file_line_or_cell() {
         "samples = 20\nsuccess_check = \"every-step\"",
     );
     let f = write("lenient.toml", &lenient);
-    let err = fails(&run(&[
-        "study",
-        "run",
-        &f,
-        "--out",
-        os,
-        "--backend",
-        "cpu",
-        "--only",
-        "wall/fp",
-    ]));
+    let err = fails(&run_into_other(&f));
     assert!(
         err.contains("success_check: \"after-plan\" -> \"every-step\""),
         "{err}"
