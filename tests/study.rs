@@ -530,24 +530,12 @@ fn earlier_eval_reports_import_as_quantwm_cells() {
     );
     std::fs::write(&study, text).unwrap();
     let study = study.to_str().unwrap();
-    let err = fails(&run(&[
-        "study",
-        "import",
-        "quantwm",
-        "--out",
-        d.join("preset").to_str().unwrap(),
-        &format!("{vm}/wall_w4.json"),
-    ]));
+    let (w4, w8a8) = (format!("{vm}/wall_w4.json"), format!("{vm}/wall_w8a8.json"));
+    let preset = d.join("preset");
+    let preset = preset.to_str().unwrap();
+    let err = fails(&run(&["study", "import", "quantwm", "--out", preset, &w4]));
     assert!(err.contains("\"success_check\":\"every-step\""), "{err}");
-    let out = ok(&run(&[
-        "study",
-        "import",
-        study,
-        "--out",
-        ds,
-        &format!("{vm}/wall_w4.json"),
-        &format!("{vm}/wall_w8a8.json"),
-    ]));
+    let out = ok(&run(&["study", "import", study, "--out", ds, &w4, &w8a8]));
     assert!(
         out.contains("-> cell wall/w4") && out.contains("-> cell wall/w8a8"),
         "{out}"
