@@ -36,7 +36,7 @@ pub struct PlannerFile {
     /// Default MPC cap; `None`: DINO-WM's per environment (50, PushT 30).
     pub max_iter: Option<usize>,
     /// When MPC checks success (`plan::SuccessCheck`): after-plan (DINO-WM, the default) or
-    /// every-step (docs/results/quantwm, written before the setting existed).
+    /// every-step (docs/results/quantwm-every-step, written before the setting existed).
     pub success_check: crate::plan::SuccessCheck,
 }
 
