@@ -161,6 +161,21 @@ pub(super) fn cell_text(e: Option<&Entry>) -> String {
 }
 
 /// A table with one row per label and one column per cell lookup, plus its PNG.
+/// Adds a table whose columns are the alternatives compared (modules, activation
+/// granularities) only when the study has cells in two of them: a method run only on both
+/// modules or only with static ranges has nothing to compare there, and its cells are in the
+/// methods table.
+fn push_comparison<'a>(blocks: &mut Vec<(String, Block<'a>)>, file: String, b: Block<'a>) {
+    let in_study = b
+        .cells
+        .iter()
+        .filter(|col| col.iter().any(|e| e.is_some()))
+        .count();
+    if in_study >= 2 {
+        blocks.push((file, b));
+    }
+}
+
 struct Block<'a> {
     title: String,
     x_label: &'a str,
@@ -346,6 +361,18 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
                 })
             })
             .collect();
+            // Only the bit-widths the method was run at (fp is the reference row).
+            let bits: Vec<&str> = bits
+                .iter()
+                .copied()
+                .filter(|b| {
+                    *b == "fp"
+                        || cols.iter().any(|(_, g)| {
+                            ec.get(&format!("w{b}{g}"), meth, ec.default_steps)
+                                .is_some()
+                        })
+                })
+                .collect();
             blocks.push((
                 format!("weight_bits_{env}_{meth}"),
                 Block {
@@ -375,7 +402,8 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
                 ("predictor only", "enc=fp,pred=w{b}"),
                 ("both", "w{b}"),
             ];
-            blocks.push((
+            push_comparison(
+                &mut blocks,
                 format!("modules_{env}_{meth}"),
                 Block {
                     title: format!("{env}: which module is quantized ({meth})"),
@@ -391,14 +419,15 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
                         })
                         .collect(),
                 },
-            ));
+            );
             let acts = [
                 ("W8A8", "w8a8"),
                 ("W6A6", "w6a6"),
                 ("W4A8", "w4a8"),
                 ("W4A4", "w4a4"),
             ];
-            blocks.push((
+            push_comparison(
+                &mut blocks,
                 format!("activations_{env}_{meth}"),
                 Block {
                     title: format!("{env}: activation granularity ({meth})"),
@@ -414,7 +443,7 @@ pub fn write(dir: &Path, png_dir: &Path, md_dir: &Path) -> Result<Written> {
                         })
                         .collect(),
                 },
-            ));
+            );
         }
         if methods.len() > 1 {
             blocks.push((format!("methods_{env}"), methods_block(ec, &methods)));
