@@ -82,3 +82,24 @@ pub fn median(v: &[f64]) -> Option<f64> {
         (s[n / 2 - 1] + s[n / 2]) / 2.0
     })
 }
+
+/// Two-sided exact McNemar test for paired binary outcomes: the probability, under "both
+/// runs succeed equally often", of discordant pairs at least as lopsided as `lost` against
+/// `gained` (the binomial sign test on the `lost + gained` discordant pairs, p = 1/2).
+pub fn mcnemar_exact(lost: usize, gained: usize) -> f64 {
+    let n = lost + gained;
+    if n == 0 {
+        return 1.0;
+    }
+    // Sum P(X = i) for i <= min(lost, gained) in log space: 2^-n underflows past n = 1074.
+    let ln_half_n = -(n as f64) * std::f64::consts::LN_2;
+    let mut ln_c = 0.0; // ln C(n, 0)
+    let mut tail = 0.0;
+    for i in 0..=lost.min(gained) {
+        if i > 0 {
+            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        tail += (ln_c + ln_half_n).exp();
+    }
+    (2.0 * tail).min(1.0)
+}

@@ -6,9 +6,10 @@
 //! items and runs them; [`exec`] plays a cell's episodes with the library's model, quantizer
 //! and planner; [`store`] owns the directory (parts, cell reports, manifest, locks);
 //! [`cluster`] writes Slurm and Kubernetes job files; [`report`] and [`plots`] turn cell
-//! reports into tables, PNGs and verdicts.
+//! reports into tables, PNGs and verdicts; [`compare`] pairs two directories' episodes.
 
 pub mod cluster;
+pub mod compare;
 pub mod exec;
 pub mod findings;
 pub mod plots;
