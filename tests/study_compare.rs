@@ -14,6 +14,13 @@ fn qwm(args: &[&str]) -> Output {
         .expect("run qwm")
 }
 
+/// `qwm study compare ARGS...`.
+fn compare(args: &[&str]) -> Output {
+    let mut a = vec!["study", "compare"];
+    a.extend_from_slice(args);
+    qwm(&a)
+}
+
 fn ok(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -64,9 +71,7 @@ fn the_two_committed_success_rules_pair_episode_by_episode() {
         "pointmaze/w4",
         "pointmaze/w2g32",
     ];
-    let md = ok(&qwm(&[
-        "study",
-        "compare",
+    let md = ok(&compare(&[
         &results("quantwm-every-step"),
         &results("quantwm"),
         "--only",
@@ -113,14 +118,7 @@ fn the_two_committed_success_rules_pair_episode_by_episode() {
 fn a_run_against_its_own_copy_differs_nowhere_and_out_writes_the_same_text() {
     let a = results("quantwm");
     let out = tmp("self").with_extension("md");
-    let printed = ok(&qwm(&[
-        "study",
-        "compare",
-        &a,
-        &a,
-        "--only",
-        "wall/fp,pointmaze/*",
-    ]));
+    let printed = ok(&compare(&[&a, &a, "--only", "wall/fp,pointmaze/*"]));
     assert!(printed.contains("The compared cells' settings are identical."));
     for l in printed
         .lines()
@@ -130,9 +128,7 @@ fn a_run_against_its_own_copy_differs_nowhere_and_out_writes_the_same_text() {
         assert_eq!((cols[4], cols[5], cols[6]), ("0", "0", "1.000"), "{l}");
         assert_eq!(cols[2].split(' ').next(), cols[3].split(' ').next(), "{l}");
     }
-    let said = ok(&qwm(&[
-        "study",
-        "compare",
+    let said = ok(&compare(&[
         &a,
         &a,
         "--only",
@@ -143,9 +139,7 @@ fn a_run_against_its_own_copy_differs_nowhere_and_out_writes_the_same_text() {
     assert!(said.contains("cells compared"), "{said}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), printed);
     // A comparison replaces its own earlier output, never another file.
-    ok(&qwm(&[
-        "study",
-        "compare",
+    ok(&compare(&[
         &a,
         &a,
         "--only",
@@ -158,7 +152,7 @@ fn a_run_against_its_own_copy_differs_nowhere_and_out_writes_the_same_text() {
         .contains("**all 1 cells**"));
     let other = out.with_extension("json");
     std::fs::write(&other, "{}").unwrap();
-    let o = qwm(&["study", "compare", &a, &a, "--out", other.to_str().unwrap()]);
+    let o = compare(&[&a, &a, "--out", other.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -182,9 +176,7 @@ fn an_episode_with_another_start_does_not_pair() {
     let x = v["episodes"][0]["start"][0].as_f64().unwrap();
     v["episodes"][0]["start"][0] = (x + 1.0).into();
     std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
-    let md = ok(&qwm(&[
-        "study",
-        "compare",
+    let md = ok(&compare(&[
         &results("quantwm"),
         d.to_str().unwrap(),
         "--only",
@@ -205,12 +197,7 @@ fn an_episode_with_another_start_does_not_pair() {
 #[test]
 fn bad_directories_and_disjoint_cells_are_refused_by_name() {
     let nowhere = tmp("nowhere");
-    let o = qwm(&[
-        "study",
-        "compare",
-        nowhere.to_str().unwrap(),
-        &results("quantwm"),
-    ]);
+    let o = compare(&[nowhere.to_str().unwrap(), &results("quantwm")]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -218,9 +205,7 @@ fn bad_directories_and_disjoint_cells_are_refused_by_name() {
         "{err}"
     );
     // Cells that only one directory has episodes in: nothing to pair.
-    let o = qwm(&[
-        "study",
-        "compare",
+    let o = compare(&[
         &results("quantwm-every-step"),
         &results("quantwm"),
         "--only",
