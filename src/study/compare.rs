@@ -153,7 +153,7 @@ pub fn compare(a: &Path, b: &Path, only: Option<&str>) -> Result<Comparison> {
     let mut ordered: Vec<&Entry> = ea.clone();
     ordered.sort_by_key(|e| envs.iter().position(|x| *x == e.cell.env));
     for e in ordered {
-        // `keep` passed only entries with a report.
+        // Both reports exist (`keep`) unless B has no episodes in this cell.
         let other = b_of.get(e.cell.name.as_str());
         let (Some(ra), Some(rb)) = (e.report.as_ref(), other.and_then(|o| o.report.as_ref()))
         else {
