@@ -15,7 +15,7 @@ use crate::plan::stats::mcnemar_exact;
 use crate::{Error, Result};
 
 /// One cell's paired episodes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
     pub cell: String,
     /// Episodes present in both runs.
@@ -35,6 +35,26 @@ pub struct Row {
     /// The whole cell: (successes, episodes).
     pub a_all: (usize, usize),
     pub b_all: (usize, usize),
+}
+
+impl Row {
+    /// The sum of `rows` over their paired episodes (the table's last line).
+    fn total(rows: &[Row]) -> Row {
+        let mut t = Row::default();
+        for r in rows {
+            t.paired += r.paired;
+            t.a_k += r.a_k;
+            t.b_k += r.b_k;
+            t.lost += r.lost;
+            t.gained += r.gained;
+            t.lost_unplanned += r.lost_unplanned;
+            t.a_plans += r.a_plans;
+            t.b_plans += r.b_plans;
+        }
+        t.a_all = (t.a_k, t.paired);
+        t.b_all = (t.b_k, t.paired);
+        t
+    }
 }
 
 /// What `compare` found.
@@ -212,6 +232,21 @@ fn count(k: usize, n: usize, all: (usize, usize)) -> String {
     }
 }
 
+/// One line of the comparison table.
+fn table_row(md: &mut String, name: &str, r: &Row) {
+    let _ = writeln!(
+        md,
+        "| {name} | {} | {} | {} | {} | {} | {} -> {} |",
+        count(r.a_k, r.paired, r.a_all),
+        count(r.b_k, r.paired, r.b_all),
+        r.lost,
+        r.gained,
+        p_text(mcnemar_exact(r.lost, r.gained)),
+        r.a_plans,
+        r.b_plans
+    );
+}
+
 /// The comparison as markdown: what differs, one row per cell and a total, and notes.
 pub fn markdown(c: &Comparison, a: &Path, b: &Path) -> String {
     let mut md = String::new();
@@ -234,40 +269,15 @@ pub fn markdown(c: &Comparison, a: &Path, b: &Path) -> String {
     }
     md.push_str("| cell | A | B, same episodes | lost | gained | exact p | plans A -> B |\n");
     md.push_str("|---|---|---|---|---|---|---|\n");
-    let mut t = [0usize; 7];
     for r in &c.rows {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} -> {} |",
-            r.cell,
-            count(r.a_k, r.paired, r.a_all),
-            count(r.b_k, r.paired, r.b_all),
-            r.lost,
-            r.gained,
-            p_text(mcnemar_exact(r.lost, r.gained)),
-            r.a_plans,
-            r.b_plans
-        );
-        for (s, v) in t.iter_mut().zip([
-            r.paired, r.a_k, r.b_k, r.lost, r.gained, r.a_plans, r.b_plans,
-        ]) {
-            *s += v;
-        }
+        table_row(&mut md, &r.cell, r);
     }
-    let _ = writeln!(
-        md,
-        "| **all {} cells** | {}/{} | {}/{} | {} | {} | {} | {} -> {} |\n",
-        c.rows.len(),
-        t[1],
-        t[0],
-        t[2],
-        t[0],
-        t[3],
-        t[4],
-        p_text(mcnemar_exact(t[3], t[4])),
-        t[5],
-        t[6]
+    table_row(
+        &mut md,
+        &format!("**all {} cells**", c.rows.len()),
+        &Row::total(&c.rows),
     );
+    md.push('\n');
     md.push_str(
         "Episodes pair by seed, start and goal. Lost: succeeded in A, failed in B; gained: the \
          reverse. Exact p: two-sided exact McNemar test on the lost and gained episodes (could \
