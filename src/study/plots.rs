@@ -32,6 +32,9 @@ pub struct Rate {
     pub p: f64,
     pub lo: f64,
     pub hi: f64,
+    /// The cell has fewer episodes than planned: drawn as a hollow marker, so a plot read
+    /// without its table does not pass a half-run cell off as a finished one.
+    pub partial: bool,
 }
 
 /// One line of a categorical plot: a value (or a gap) per category.
@@ -110,11 +113,32 @@ pub fn categories(
             )
             .map_err(err)?;
         chart
+            .draw_series(pts.iter().map(|(x, r)| {
+                let style = if r.partial {
+                    WHITE.filled()
+                } else {
+                    c.filled()
+                };
+                Circle::new((*x, r.p), 5, style)
+            }))
+            .map_err(err)?;
+        chart
             .draw_series(
                 pts.iter()
-                    .map(|(x, r)| Circle::new((*x, r.p), 4, c.filled())),
+                    .map(|(x, r)| Circle::new((*x, r.p), 5, c.stroke_width(2))),
             )
             .map_err(err)?;
+    }
+    let partial = series
+        .iter()
+        .any(|s| s.points.iter().flatten().any(|r| r.partial));
+    if text && partial {
+        // A legend entry only: the markers themselves are drawn above.
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(err)?
+            .label("hollow: partial cell")
+            .legend(|(x, y)| Circle::new((x + 9, y), 5, BLACK.stroke_width(2)));
     }
     if text && !series.is_empty() {
         chart
@@ -211,4 +235,51 @@ pub fn scatter(
         (true, true) => body!(b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())),
     }
     root.present().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pixels close to the first series' colour.
+    fn coloured(path: &Path) -> usize {
+        let img = image::open(path).unwrap().to_rgb8();
+        let c = COLORS[0];
+        img.pixels()
+            .filter(|p| {
+                let d = |a: u8, b: u8| (a as i32 - b as i32).abs();
+                d(p[0], c.0) + d(p[1], c.1) + d(p[2], c.2) < 30
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_partial_cell_is_drawn_hollow() {
+        let dir = std::env::temp_dir().join(format!("qwm-plots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cats: Vec<String> = ["10", "30"].iter().map(|s| s.to_string()).collect();
+        let draw = |partial: bool, name: &str| {
+            let r = |p: f64| Rate {
+                p,
+                lo: p,
+                hi: p,
+                partial,
+            };
+            let s = Series {
+                name: "w4".into(),
+                points: vec![Some(r(0.2)), Some(r(0.8))],
+            };
+            let path = dir.join(name);
+            categories(&path, "t", "x", &cats, &[s]).unwrap();
+            coloured(&path)
+        };
+        let full = draw(false, "full.png");
+        let hollow = draw(true, "hollow.png");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Two filled markers of radius 5 are ~2 x 50 more pixels of the colour than two rings.
+        assert!(
+            full > hollow + 30,
+            "filled {full} vs hollow {hollow} pixels"
+        );
+    }
 }

@@ -45,6 +45,7 @@ impl Entry {
                 p: self.k() as f64 / self.n() as f64,
                 lo,
                 hi,
+                partial: !self.complete(),
             }
         })
     }
