@@ -239,9 +239,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
         .iter()
         .map(|c| st.state(c))
         .collect::<crate::Result<_>>()?;
-    let measured: Vec<f64> = cells.iter().filter_map(|c| c.seconds_per_episode).collect();
-    let global =
-        (!measured.is_empty()).then(|| measured.iter().sum::<f64>() / measured.len() as f64);
+    let est = study::eta::per_episode(&m.study.cells, &cells);
     println!(
         "study {} ({}), written by qwm {}",
         m.study.name, m.source, m.qwm_version
@@ -252,13 +250,13 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
     );
     let mut eta = 0.0;
     let mut unknown = 0;
-    for (c, s) in m.study.cells.iter().zip(&cells) {
+    for ((c, s), est) in m.study.cells.iter().zip(&cells).zip(&est) {
         let running = (c.episodes > 0)
             && work::items(&m.study, Some(&c.name), Shard::ALL)
                 .iter()
                 .any(|it| study::store::is_locked(&st.item_lock(&c.name, it.range)));
         let left = c.episodes - s.done.min(c.episodes);
-        let per = s.seconds_per_episode.or(global);
+        let per = est.map(|e| e.0);
         match per {
             Some(p) => eta += p * left as f64,
             None => unknown += left,
@@ -273,8 +271,11 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
                 "-".into()
             },
             if running { "running" } else { s.state.as_str() },
-            s.seconds_per_episode
-                .map_or("-".into(), |x| format!("{x:.0}")),
+            // `~`: estimated from other cells (see study::eta).
+            est.map_or("-".into(), |(x, b)| match b {
+                study::eta::Basis::Measured => format!("{x:.0}"),
+                _ => format!("~{x:.0}"),
+            }),
             if left == 0 {
                 "-".into()
             } else {
@@ -286,7 +287,8 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
     let total: usize = m.study.cells.iter().map(|c| c.episodes).sum();
     println!(
         "{} of {} cells done, {done} of {total} episodes; ETA {} with {} worker(s) at the \
-         measured seconds per episode (a cell without episodes counts at the study's mean{})",
+         measured seconds per episode (~: a cell without episodes counts at the mean of its \
+         environment's cells at its CEM steps, else scaled by CEM steps{})",
         cells.iter().filter(|c| c.state == "done").count(),
         cells.len(),
         hours(eta / a.workers.max(1) as f64),

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod compare;
+pub mod eta;
 pub mod exec;
 pub mod findings;
 pub mod plots;
