@@ -256,7 +256,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
                 .iter()
                 .any(|it| study::store::is_locked(&st.item_lock(&c.name, it.range)));
         let left = c.episodes - s.done.min(c.episodes);
-        let per = est.map(|e| e.0);
+        let per = *est;
         match per {
             Some(p) => eta += p * left as f64,
             None => unknown += left,
@@ -272,10 +272,11 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             },
             if running { "running" } else { s.state.as_str() },
             // `~`: estimated from other cells (see study::eta).
-            est.map_or("-".into(), |(x, b)| match b {
-                study::eta::Basis::Measured => format!("{x:.0}"),
-                _ => format!("~{x:.0}"),
-            }),
+            match (s.seconds_per_episode, per) {
+                (Some(x), _) => format!("{x:.0}"),
+                (None, Some(x)) => format!("~{x:.0}"),
+                (None, None) => "-".into(),
+            },
             if left == 0 {
                 "-".into()
             } else {

@@ -9,22 +9,9 @@
 use super::spec::Cell;
 use super::store::CellState;
 
-/// Where a cell's estimate came from.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Basis {
-    /// The cell's own finished episodes.
-    Measured,
-    /// Cells of the same environment and CEM steps.
-    SameSteps,
-    /// Cells of the same environment, scaled by CEM steps.
-    SameEnv,
-    /// Every measured cell, scaled by CEM steps.
-    Study,
-}
-
-/// Per cell (in order): estimated seconds per episode and its basis, or `None` when nothing
-/// in the study has been measured.
-pub fn per_episode(cells: &[Cell], states: &[CellState]) -> Vec<Option<(f64, Basis)>> {
+/// Per cell (in order): seconds per episode, its own measurement when it has one, else the
+/// estimate above; `None` when nothing in the study has been measured.
+pub fn per_episode(cells: &[Cell], states: &[CellState]) -> Vec<Option<f64>> {
     let measured: Vec<(&Cell, f64)> = cells
         .iter()
         .zip(states)
@@ -45,13 +32,9 @@ pub fn per_episode(cells: &[Cell], states: &[CellState]) -> Vec<Option<(f64, Bas
         .map(|(c, s)| {
             let steps = c.opt_steps;
             s.seconds_per_episode
-                .map(|x| (x, Basis::Measured))
-                .or_else(|| {
-                    mean(&|m| m.env == c.env && m.opt_steps == steps, steps)
-                        .map(|x| (x, Basis::SameSteps))
-                })
-                .or_else(|| mean(&|m| m.env == c.env, steps).map(|x| (x, Basis::SameEnv)))
-                .or_else(|| mean(&|_| true, steps).map(|x| (x, Basis::Study)))
+                .or_else(|| mean(&|m| m.env == c.env && m.opt_steps == steps, steps))
+                .or_else(|| mean(&|m| m.env == c.env, steps))
+                .or_else(|| mean(&|_| true, steps))
         })
         .collect()
 }
@@ -106,14 +89,12 @@ mod tests {
             state(Some(900.0)),
         ];
         let e = per_episode(&cells, &states);
-        assert_eq!(e[0], Some((100.0, Basis::Measured)));
-        // No wall cell at 30 steps has played: wall's cells, scaled to 30 steps.
-        assert_eq!(e[2].map(|x| x.1), Some(Basis::SameEnv));
-        // wall at 30 from (100, 200 at 10 -> 300, 600; 600 at 50 -> 360): mean 420.
-        assert!((e[2].unwrap().0 - 420.0).abs() < 1e-9);
+        assert_eq!(e[0], Some(100.0));
+        // No wall cell at 30 steps has played: wall's cells (not maze's), scaled to 30 steps:
+        // 100, 200 at 10 -> 300, 600; 600 at 50 -> 360; mean 420.
+        assert!((e[2].unwrap() - 420.0).abs() < 1e-9);
         // pusht has nothing measured: every cell brought to 10 steps.
-        let (x, b) = e[4].unwrap();
-        assert_eq!(b, Basis::Study);
+        let x = e[4].unwrap();
         let want = (100.0 + 200.0 + 600.0 / 5.0 + 900.0 / 5.0) / 4.0;
         assert!((x - want).abs() < 1e-9);
         let unmeasured = per_episode(&cells[..1], &[state(None)]);
@@ -124,9 +105,7 @@ mod tests {
     fn a_cell_of_the_same_environment_and_steps_wins_over_scaling() {
         let cells = [cell("wall", 10), cell("wall", 50), cell("wall", 10)];
         let states = [state(Some(100.0)), state(Some(1000.0)), state(None)];
-        assert_eq!(
-            per_episode(&cells, &states)[2],
-            Some((100.0, Basis::SameSteps))
-        );
+        // Not the scaled mean of both, (100 + 1000 / 5) / 2 = 150.
+        assert_eq!(per_episode(&cells, &states)[2], Some(100.0));
     }
 }
