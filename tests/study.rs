@@ -1,7 +1,8 @@
 //! `qwm study` end to end on the `smoke` preset (12 cells x 4 episodes of the shipped Wall
 //! model, about a minute of CPU): a run completes, resumes without redoing anything after a
 //! kill, two shards (and two unsharded processes) give the same reports as one process, and
-//! the report and bad input behave. The Slurm job-array test is tests/study_slurm.rs.
+//! the report and bad input behave. The cluster files and the Slurm job-array test are
+//! tests/study_slurm.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -224,6 +225,20 @@ fn a_killed_run_resumes_where_it_stopped() {
     };
     let done_before = count(&d);
     assert!(done_before > 0 && done_before < 48, "{done_before}");
+    // The manifest is rewritten after each finished item (2 episodes): the kill leaves it at
+    // most one item behind the parts, never at the run's start.
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("study.json")).unwrap()).unwrap();
+    let listed: u64 = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["done"].as_u64().unwrap())
+        .sum();
+    assert!(
+        listed > 0 && listed as usize + 2 >= done_before,
+        "manifest lists {listed} episodes, the parts hold {done_before}"
+    );
     let out = ok(&smoke(&d, &["--jobs", "1"]));
     assert!(
         out.contains(&format!("{} episodes played here", 48 - done_before)),
@@ -376,6 +391,14 @@ fn the_report_reads_progress_from_the_parts_not_a_stale_manifest() {
     }
     std::fs::write(&mpath, serde_json::to_string(&m).unwrap()).unwrap();
     assert_eq!(progress(&regenerate(&d, "stale.md")), fresh_progress);
+    // ...and the report recounts the manifest's states, keeping what ran the study.
+    let orig: Value =
+        serde_json::from_str(&std::fs::read_to_string(reference().join("study.json")).unwrap())
+            .unwrap();
+    let now: Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    for k in ["cells", "source", "qwm_version", "study"] {
+        assert_eq!(now[k], orig[k], "manifest field {k} after the report");
+    }
     // Cell reports lag the parts while a work item runs (a worker rebuilds them when the item
     // ends): with every cell report gone, the report rebuilds them from the parts alone.
     std::fs::remove_dir_all(d.join("cells")).unwrap();
@@ -582,73 +605,6 @@ fn earlier_eval_reports_import_as_quantwm_cells() {
     ]));
     assert!(
         err.contains("model_crc32") && err.contains("758645cf"),
-        "{err}"
-    );
-}
-
-#[test]
-fn cluster_files_run_the_study_by_array_index() {
-    let o = ok(&run(&[
-        "study",
-        "slurm",
-        "smoke",
-        "--out",
-        "/shared/st",
-        "--tasks",
-        "4",
-        "--cpus",
-        "2",
-        "--workdir",
-        "/repo",
-        "--time",
-        "1:00:00",
-    ]));
-    assert!(o.contains("#SBATCH --array=0-3"), "{o}");
-    assert!(o.contains("#SBATCH --cpus-per-task=2"), "{o}");
-    assert!(o.contains("#SBATCH --chdir=/repo"), "{o}");
-    assert!(
-        o.contains("study run smoke --out /shared/st --shard auto --jobs 2"),
-        "{o}"
-    );
-    let k = ok(&run(&[
-        "study",
-        "k8s",
-        "smoke",
-        "--out",
-        "/work/st",
-        "--tasks",
-        "3",
-        "--image",
-        "reg/qwm:1",
-    ]));
-    assert!(
-        k.contains("completionMode: Indexed") && k.contains("completions: 3"),
-        "{k}"
-    );
-    assert!(
-        k.contains("name: JOB_COMPLETIONS") && k.contains("value: \"3\""),
-        "{k}"
-    );
-    assert!(k.contains("\"--shard\", \"auto\""), "{k}");
-    // --shard auto inside such a job: each index is one shard of the stated count.
-    let err = fails(
-        &qwm()
-            .args([
-                "study",
-                "run",
-                "smoke",
-                "--out",
-                "/nonexistent/x",
-                "--shard",
-                "auto",
-            ])
-            .env("JOB_COMPLETION_INDEX", "3")
-            .env("JOB_COMPLETIONS", "3")
-            .output()
-            .unwrap(),
-    );
-    assert!(
-        err.contains("shard index 3 is out of range for 3 shards"),
         "{err}"
     );
 }

@@ -1,18 +1,104 @@
-//! The `smoke` study as a real Slurm job array of 2 (the script `qwm study slurm` writes,
-//! submitted with `sbatch --wait`), checked against a local run: the merged cell reports
-//! must be the same JSON apart from timing fields.
+//! The cluster files `qwm study slurm` and `qwm study k8s` write, and the `smoke` study as a
+//! real Slurm job array of 2 (that script, submitted with `sbatch --wait`), checked against a
+//! local run: the merged cell reports must be the same JSON apart from timing fields.
 //!
-//! It needs a running Slurm: `.ci/run` starts a one-node cluster with `.ci/slurm-up.sh` and
-//! runs this test with `--ignored`; by hand: `bash .ci/slurm-up.sh && cargo test --release
-//! --test study_slurm -- --ignored`.
+//! The array test needs a running Slurm: `.ci/run` starts a one-node cluster with
+//! `.ci/slurm-up.sh` and runs it with `--ignored`; by hand: `bash .ci/slurm-up.sh && cargo test
+//! --release --test study_slurm -- --ignored`.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
 #[path = "common/study.rs"]
 mod study_common;
+
+fn qwm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qwm"))
+}
+
+fn run(args: &[&str]) -> Output {
+    qwm().args(args).output().expect("run qwm")
+}
+
+fn ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "qwm failed: {err}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails(o: &Output) -> String {
+    assert!(!o.status.success(), "qwm should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn cluster_files_run_the_study_by_array_index() {
+    let o = ok(&run(&[
+        "study",
+        "slurm",
+        "smoke",
+        "--out",
+        "/shared/st",
+        "--tasks",
+        "4",
+        "--cpus",
+        "2",
+        "--workdir",
+        "/repo",
+        "--time",
+        "1:00:00",
+    ]));
+    assert!(o.contains("#SBATCH --array=0-3"), "{o}");
+    assert!(o.contains("#SBATCH --cpus-per-task=2"), "{o}");
+    assert!(o.contains("#SBATCH --chdir=/repo"), "{o}");
+    assert!(
+        o.contains("study run smoke --out /shared/st --shard auto --jobs 2"),
+        "{o}"
+    );
+    let k = ok(&run(&[
+        "study",
+        "k8s",
+        "smoke",
+        "--out",
+        "/work/st",
+        "--tasks",
+        "3",
+        "--image",
+        "reg/qwm:1",
+    ]));
+    assert!(
+        k.contains("completionMode: Indexed") && k.contains("completions: 3"),
+        "{k}"
+    );
+    assert!(
+        k.contains("name: JOB_COMPLETIONS") && k.contains("value: \"3\""),
+        "{k}"
+    );
+    assert!(k.contains("\"--shard\", \"auto\""), "{k}");
+    // --shard auto inside such a job: each index is one shard of the stated count.
+    let err = fails(
+        &qwm()
+            .args([
+                "study",
+                "run",
+                "smoke",
+                "--out",
+                "/nonexistent/x",
+                "--shard",
+                "auto",
+            ])
+            .env("JOB_COMPLETION_INDEX", "3")
+            .env("JOB_COMPLETIONS", "3")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("shard index 3 is out of range for 3 shards"),
+        "{err}"
+    );
+}
 
 #[test]
 #[ignore = "needs a running Slurm (bash .ci/slurm-up.sh); .ci/run runs it"]

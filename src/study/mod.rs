@@ -130,7 +130,15 @@ pub fn run(
             )));
         }
     } else {
-        played = runner.run_items(&items)?;
+        for it in &items {
+            let n = runner.run_items(std::slice::from_ref(it))?;
+            // After each finished item, so that a run stopped part-way (a session's end, a
+            // job's time limit) leaves the states counted to its last item.
+            if n > 0 {
+                store.write_manifest(source, study)?;
+            }
+            played += n;
+        }
     }
     runner.finalize(&cells)?;
     let manifest = store.write_manifest(source, study)?;

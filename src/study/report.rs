@@ -64,8 +64,8 @@ pub fn load(dir: &Path) -> Result<(Manifest, Vec<Entry>)> {
     })?;
     let mut entries = Vec::new();
     for cell in &m.study.cells {
-        // From the parts, as `study status` does: the manifest is rewritten only when a
-        // run starts and ends, so while one runs its states lag the cells' reports.
+        // From the parts, as `study status` does: a run rewrites the manifest when it
+        // starts and after each finished item, so while one runs its states lag the parts.
         let state = st.state(cell)?;
         let mut report = st.report(&cell.name)?;
         // A worker rebuilds the cell report when it finishes a work item; episodes played

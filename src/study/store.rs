@@ -74,7 +74,7 @@ pub struct Manifest {
     pub cells: Vec<CellState>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellState {
     pub name: String,
     pub episodes: usize,
@@ -405,6 +405,27 @@ impl Store {
         };
         write_json(&self.manifest_path(), &m)?;
         Ok(m)
+    }
+
+    /// Recount the manifest's cell states from the parts, keeping its study, source and the
+    /// version that ran it; `None` without a manifest. A run stopped part-way leaves states
+    /// counted at its last finished item; `qwm study report` brings them up to date.
+    pub fn refresh_manifest(&self) -> Result<Option<Manifest>> {
+        let _l = lock(&self.dir.join("study.lock"))?;
+        let Some(mut m) = self.manifest()? else {
+            return Ok(None);
+        };
+        let cells = m
+            .study
+            .cells
+            .iter()
+            .map(|c| self.state(c))
+            .collect::<Result<Vec<_>>>()?;
+        if cells != m.cells {
+            m.cells = cells;
+            write_json(&self.manifest_path(), &m)?;
+        }
+        Ok(Some(m))
     }
 }
 
