@@ -12,31 +12,12 @@ use serde_json::Value;
 
 #[path = "common/study.rs"]
 mod study_common;
-use study_common::{assert_same_reports, cell_reports};
-
-fn qwm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_qwm"))
-}
+use study_common::{assert_same_reports, cell_reports, fails, ok, qwm, run};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("qwm-study-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn run(args: &[&str]) -> Output {
-    qwm().args(args).output().expect("run qwm")
-}
-
-fn ok(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "qwm failed: {err}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(o: &Output) -> String {
-    assert!(!o.status.success(), "qwm should have failed");
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn smoke(dir: &Path, extra: &[&str]) -> Output {

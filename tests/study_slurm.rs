@@ -7,31 +7,13 @@
 //! --release --test study_slurm -- --ignored`.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
 #[path = "common/study.rs"]
 mod study_common;
-
-fn qwm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_qwm"))
-}
-
-fn run(args: &[&str]) -> Output {
-    qwm().args(args).output().expect("run qwm")
-}
-
-fn ok(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "qwm failed: {err}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(o: &Output) -> String {
-    assert!(!o.status.success(), "qwm should have failed");
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use study_common::{fails, ok, qwm, run};
 
 #[test]
 fn cluster_files_run_the_study_by_array_index() {

@@ -1,6 +1,8 @@
-//! Study test helpers: cell reports compared without their timing fields.
+//! Study test helpers: the `qwm` binary's runs, and cell reports compared without their timing
+//! fields.
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -51,4 +53,25 @@ pub fn assert_same_reports(a: &Path, b: &Path) {
             b.display()
         );
     }
+}
+
+pub fn qwm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qwm"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    qwm().args(args).output().expect("run qwm")
+}
+
+/// The stdout of a run that must succeed.
+pub fn ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "qwm failed: {err}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The stderr of a run that must fail.
+pub fn fails(o: &Output) -> String {
+    assert!(!o.status.success(), "qwm should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
