@@ -233,12 +233,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             a.dir.display()
         );
     };
-    let cells: Vec<_> = m
-        .study
-        .cells
-        .iter()
-        .map(|c| st.state(c))
-        .collect::<crate::Result<_>>()?;
+    let cells = st.states(&m.study)?;
     let est = study::eta::per_episode(&m.study.cells, &cells);
     println!(
         "study {} ({}), written by qwm {}",

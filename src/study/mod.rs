@@ -131,7 +131,7 @@ pub fn run(
         }
     } else {
         for it in &items {
-            let n = runner.run_items(std::slice::from_ref(it))?;
+            let n = runner.run_item(*it)?;
             // After each finished item, so that a run stopped part-way (a session's end, a
             // job's time limit) leaves the states counted to its last item.
             if n > 0 {

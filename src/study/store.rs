@@ -389,14 +389,15 @@ impl Store {
         })
     }
 
+    /// Every cell's state, counted from its parts.
+    pub fn states(&self, study: &Study) -> Result<Vec<CellState>> {
+        study.cells.iter().map(|c| self.state(c)).collect()
+    }
+
     /// Rewrite the manifest from the parts (under the study lock).
     pub fn write_manifest(&self, source: &str, study: &Study) -> Result<Manifest> {
         let _l = lock(&self.dir.join("study.lock"))?;
-        let cells = study
-            .cells
-            .iter()
-            .map(|c| self.state(c))
-            .collect::<Result<Vec<_>>>()?;
+        let cells = self.states(study)?;
         let m = Manifest {
             source: source.to_string(),
             qwm_version: VERSION.to_string(),
@@ -415,12 +416,7 @@ impl Store {
         let Some(mut m) = self.manifest()? else {
             return Ok(None);
         };
-        let cells = m
-            .study
-            .cells
-            .iter()
-            .map(|c| self.state(c))
-            .collect::<Result<Vec<_>>>()?;
+        let cells = self.states(&m.study)?;
         if cells != m.cells {
             m.cells = cells;
             write_json(&self.manifest_path(), &m)?;

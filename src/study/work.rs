@@ -217,17 +217,9 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Run every item not finished and not held by another process; returns the number of
+    /// Run the item unless it is finished or held by another process; returns the number of
     /// episodes played.
-    pub fn run_items(&mut self, items: &[Item]) -> Result<usize> {
-        let mut played = 0;
-        for it in items {
-            played += self.run_item(*it)?;
-        }
-        Ok(played)
-    }
-
-    fn run_item(&mut self, it: Item) -> Result<usize> {
+    pub fn run_item(&mut self, it: Item) -> Result<usize> {
         let study = self.study;
         let cell: &Cell = &study.cells[it.cell];
         let Some(_lock) = store::try_lock(&self.store.item_lock(&cell.name, it.range))? else {
