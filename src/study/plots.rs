@@ -152,19 +152,30 @@ pub fn categories(
     root.present().map_err(err)
 }
 
-/// Points per series; `log_x`/`log_y` use log scales (non-positive values are left out).
+/// One scatter series: its name and points; a point whose flag is set is drawn hollow (a
+/// partial cell, as in [`categories`]).
+pub type Points = (String, Vec<(f64, f64, bool)>);
+
+/// Width of the legend panel right of a scatter plot: outside the axes, so that no point
+/// hides behind it.
+const LEGEND_W: u32 = 250;
+
+/// Points per series; `log` puts x and/or y on log scales (non-positive values are left out);
+/// `y_range` fixes the y axis (success rates: 0..1), else it spans the data. After the palette
+/// is used up, series take a triangle and then a cross, so no two look alike.
 pub fn scatter(
     path: &Path,
     title: &str,
     axes: (&str, &str),
-    series: &[(String, Vec<(f64, f64)>)],
+    series: &[Points],
     log: (bool, bool),
+    y_range: Option<(f64, f64)>,
 ) -> Result<()> {
     let text = crate::train::plot::have_font();
     let keep = |v: f64, lg: bool| v.is_finite() && (!lg || v > 0.0);
     let pts: Vec<(f64, f64)> = series
         .iter()
-        .flat_map(|s| s.1.iter().copied())
+        .flat_map(|s| s.1.iter().map(|&(x, y, _)| (x, y)))
         .filter(|(x, y)| keep(*x, log.0) && keep(*y, log.1))
         .collect();
     let range = |vals: Vec<f64>, lg: bool| -> (f64, f64) {
@@ -176,21 +187,28 @@ pub fn scatter(
         if lg {
             (lo / 1.5, (hi * 1.5).max(lo * 10.0))
         } else {
-            let pad = ((hi - lo) * 0.05).max(1e-3);
+            // A lone value gets 5% of itself each side, not a sliver of an axis.
+            let pad = ((hi - lo) * 0.05)
+                .max(lo.abs().max(hi.abs()) * 0.05)
+                .max(1e-3);
             (lo - pad, hi + pad)
         }
     };
     let (x0, x1) = range(pts.iter().map(|p| p.0).collect(), log.0);
-    let (y0, y1) = range(pts.iter().map(|p| p.1).collect(), log.1);
-    let root = BitMapBackend::new(path, (760, 460)).into_drawing_area();
+    let (y0, y1) = y_range.unwrap_or_else(|| range(pts.iter().map(|p| p.1).collect(), log.1));
+    let legend = text && !series.is_empty();
+    let width = 760 + if legend { LEGEND_W } else { 0 };
+    let root = BitMapBackend::new(path, (width, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut b = ChartBuilder::on(&root);
+    let (area, panel) = root.split_horizontally(760);
+    let mut b = ChartBuilder::on(&area);
     b.margin(14);
     if text {
         b.caption(title, ("sans-serif", 20))
             .x_label_area_size(40)
             .y_label_area_size(60);
     }
+    let shape = |si: usize| si / COLORS.len() % 3;
     // The four scale combinations are distinct chart types in plotters.
     macro_rules! body {
         ($chart:expr) => {{
@@ -203,28 +221,25 @@ pub fn scatter(
                     .draw()
                     .map_err(err)?;
             }
-            for (si, (name, s)) in series.iter().enumerate() {
+            for (si, (_, s)) in series.iter().enumerate() {
                 let c = COLORS[si % COLORS.len()];
-                let d = chart
-                    .draw_series(
-                        s.iter()
-                            .filter(|(x, y)| keep(*x, log.0) && keep(*y, log.1))
-                            .map(|(x, y)| Circle::new((*x, *y), 4, c.mix(0.7).filled())),
-                    )
+                let shown = s
+                    .iter()
+                    .filter(|(x, y, _)| keep(*x, log.0) && keep(*y, log.1));
+                for hollow in [false, true] {
+                    let style = if hollow {
+                        c.stroke_width(2)
+                    } else {
+                        c.mix(0.7).filled()
+                    };
+                    let at = shown.clone().filter(|p| p.2 == hollow).map(|p| (p.0, p.1));
+                    match shape(si) {
+                        0 => chart.draw_series(at.map(|p| Circle::new(p, 4, style))),
+                        1 => chart.draw_series(at.map(|p| TriangleMarker::new(p, 5, style))),
+                        _ => chart.draw_series(at.map(|p| Cross::new(p, 4, c.stroke_width(2)))),
+                    }
                     .map_err(err)?;
-                if text {
-                    d.label(name.clone())
-                        .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
                 }
-            }
-            if text && !series.is_empty() {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .draw()
-                    .map_err(err)?;
             }
         }};
     }
@@ -233,6 +248,34 @@ pub fn scatter(
         (true, false) => body!(b.build_cartesian_2d((x0..x1).log_scale(), y0..y1)),
         (false, true) => body!(b.build_cartesian_2d(x0..x1, (y0..y1).log_scale())),
         (true, true) => body!(b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())),
+    }
+    if legend {
+        let font = ("sans-serif", 14).into_font();
+        let hollow = series.iter().any(|s| s.1.iter().any(|p| p.2));
+        let rows = series.len() + usize::from(hollow);
+        let top = 230 - 10 * rows as i32;
+        for (si, (name, _)) in series.iter().enumerate() {
+            let c = COLORS[si % COLORS.len()];
+            let at = (14, top + 20 * si as i32);
+            match shape(si) {
+                0 => panel.draw(&Circle::new(at, 4, c.filled())),
+                1 => panel.draw(&TriangleMarker::new(at, 5, c.filled())),
+                _ => panel.draw(&Cross::new(at, 4, c.stroke_width(2))),
+            }
+            .map_err(err)?;
+            panel
+                .draw(&Text::new(name.clone(), (28, at.1 - 7), font.clone()))
+                .map_err(err)?;
+        }
+        if hollow {
+            let at = (14, top + 20 * series.len() as i32);
+            panel
+                .draw(&Circle::new(at, 4, BLACK.stroke_width(2)))
+                .map_err(err)?;
+            panel
+                .draw(&Text::new("hollow: partial cell", (28, at.1 - 7), font))
+                .map_err(err)?;
+        }
     }
     root.present().map_err(err)
 }
@@ -251,6 +294,60 @@ mod tests {
                 d(p[0], c.0) + d(p[1], c.1) + d(p[2], c.2) < 30
             })
             .count()
+    }
+
+    /// The legend sits beside the axes: a point in the top-right corner of the data, where a
+    /// legend inside the axes would go, shows in full; a partial cell's point is a solid ring,
+    /// with no fill.
+    #[test]
+    fn scatter_points_stay_visible_beside_the_legend() {
+        let dir = std::env::temp_dir().join(format!("qwm-scatter-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Pixels of the first colour: solid (rings) and blended into white (filled markers).
+        let c = [COLORS[0].0, COLORS[0].1, COLORS[0].2].map(i32::from);
+        let blend = c.map(|v| (0.7 * v as f64 + 0.3 * 255.0).round() as i32);
+        let dist = |p: &image::Rgb<u8>, q: [i32; 3]| {
+            (0..3).map(|i| (p[i] as i32 - q[i]).abs()).sum::<i32>()
+        };
+        let draw = |corner: Option<bool>, name: &str| {
+            let pts = corner.map_or(vec![], |hollow| vec![(1.0, 1.0, hollow)]);
+            let mut series: Vec<Points> = vec![("corner".into(), pts)];
+            for i in 1..12 {
+                series.push((format!("series {i}"), vec![(0.1, 0.05 * i as f64, false)]));
+            }
+            let path = dir.join(name);
+            scatter(
+                &path,
+                "t",
+                ("x", "y"),
+                &series,
+                (false, false),
+                Some((0.0, 1.02)),
+            )
+            .unwrap();
+            let img = image::open(&path).unwrap().to_rgb8();
+            assert!(img.width() >= 760, "{} px wide", img.width());
+            // The axes' part of the image only: the legend's markers do not count.
+            let axes = || img.enumerate_pixels().filter(|(x, _, _)| *x < 760);
+            let solid = axes().filter(|(_, _, p)| dist(p, c) < 30).count() as i64;
+            let mixed = axes().filter(|(_, _, p)| dist(p, blend) < 30).count() as i64;
+            (solid, mixed)
+        };
+        let none = draw(None, "none.png");
+        let full = draw(Some(false), "full.png");
+        let ring = draw(Some(true), "ring.png");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let grew = |(s, m): (i64, i64)| (s - none.0, m - none.1);
+        let (full, ring) = (grew(full), grew(ring));
+        // A filled marker of radius 4 is ~50 pixels, its blended core at least 30.
+        assert!(
+            full.1 >= 30,
+            "the corner point is covered: {full:?} (solid, blended) pixels"
+        );
+        assert!(
+            ring.0 >= 10 && ring.1 < 5,
+            "the partial point is not a ring: {ring:?}"
+        );
     }
 
     #[test]

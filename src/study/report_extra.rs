@@ -96,8 +96,8 @@ pub(super) fn extra_sections(
         md,
         "| cell | latent divergence | linear bytes | / f32 | success |\n|---|---|---|---|---|"
     );
-    let mut div_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let mut byte_pts: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut div_pts: Vec<plots::Points> = Vec::new();
+    let mut byte_pts: Vec<plots::Points> = Vec::new();
     for e in &default {
         let Some(r) = e.report.as_ref() else {
             continue;
@@ -130,10 +130,10 @@ pub(super) fn extra_sections(
             }
         );
         if let Some(d) = r.latent_divergence {
-            push(&mut div_pts, &key, (d, p));
+            push(&mut div_pts, &key, (d, p, !e.complete()));
         }
         if let Some(x) = ratio.or((e.cell.quant == "fp").then_some(1.0)) {
-            push(&mut byte_pts, &key, (x, p));
+            push(&mut byte_pts, &key, (x, p, !e.complete()));
         }
     }
     for (file, title, axes, pts, log) in [
@@ -161,7 +161,14 @@ pub(super) fn extra_sections(
             continue;
         }
         let png = png_dir.join(format!("{file}_{env}.png"));
-        plots::scatter(&png, &format!("{env}: {title}"), axes, pts, log)?;
+        plots::scatter(
+            &png,
+            &format!("{env}: {title}"),
+            axes,
+            pts,
+            log,
+            Some((-0.02, 1.02)),
+        )?;
         let _ = writeln!(
             md,
             "\n![{title}]({})",
@@ -183,7 +190,10 @@ fn alignment_png(
 ) -> Result<()> {
     let png = png_dir.join(format!("alignment_{env}.png"));
     let order = ["fp", "W8", "W6", "W4", "W3", "W2"];
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = groups.into_iter().collect();
+    let mut series: Vec<plots::Points> = groups
+        .into_iter()
+        .map(|(b, pts)| (b, pts.into_iter().map(|(x, y)| (x, y, false)).collect()))
+        .collect();
     series.sort_by_key(|(b, _)| order.iter().position(|o| o == b).unwrap_or(9));
     plots::scatter(
         &png,
@@ -191,6 +201,7 @@ fn alignment_png(
         ("final planning objective", "final state distance"),
         &series,
         (true, false),
+        None,
     )?;
     let _ = writeln!(
         md,
@@ -202,7 +213,7 @@ fn alignment_png(
     Ok(())
 }
 
-fn push(v: &mut Vec<(String, Vec<(f64, f64)>)>, key: &str, p: (f64, f64)) {
+fn push(v: &mut Vec<plots::Points>, key: &str, p: (f64, f64, bool)) {
     match v.iter_mut().find(|(k, _)| k == key) {
         Some((_, pts)) => pts.push(p),
         None => v.push((key.to_string(), vec![p])),
