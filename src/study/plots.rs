@@ -160,9 +160,32 @@ pub type Points = (String, Vec<(f64, f64, bool)>);
 /// hides behind it.
 const LEGEND_W: u32 = 250;
 
+/// Series `si`'s marker at `at`, on the axes or in the legend: a circle, and once the palette
+/// is used up a triangle and then a square, so no two series look alike; each shape is filled
+/// or (a partial cell) a ring, as `style` says.
+fn draw_marker<DB: DrawingBackend, CT: CoordTranslate>(
+    area: &DrawingArea<DB, CT>,
+    si: usize,
+    at: CT::From,
+    style: ShapeStyle,
+) -> Result<()>
+where
+    CT::From: Clone,
+{
+    // plotters' TriangleMarker is always filled: the triangle is a polygon or a closed path.
+    let tri = [(0, -7), (-6, 4), (6, 4), (0, -7)];
+    let at = EmptyElement::at(at);
+    match (si / COLORS.len() % 3, style.filled) {
+        (0, _) => area.draw(&(at + Circle::new((0, 0), 4, style))),
+        (1, true) => area.draw(&(at + Polygon::new(&tri[..3], style))),
+        (1, false) => area.draw(&(at + PathElement::new(tri, style))),
+        _ => area.draw(&(at + Rectangle::new([(-4, -4), (4, 4)], style))),
+    }
+    .map_err(err)
+}
+
 /// Points per series; `log` puts x and/or y on log scales (non-positive values are left out);
-/// `y_range` fixes the y axis (success rates: 0..1), else it spans the data. After the palette
-/// is used up, series take a triangle and then a cross, so no two look alike.
+/// `y_range` fixes the y axis (success rates: 0..1), else it spans the data.
 pub fn scatter(
     path: &Path,
     title: &str,
@@ -208,7 +231,6 @@ pub fn scatter(
             .x_label_area_size(40)
             .y_label_area_size(60);
     }
-    let shape = |si: usize| si / COLORS.len() % 3;
     // The four scale combinations are distinct chart types in plotters.
     macro_rules! body {
         ($chart:expr) => {{
@@ -221,24 +243,18 @@ pub fn scatter(
                     .draw()
                     .map_err(err)?;
             }
+            let area = chart.plotting_area();
             for (si, (_, s)) in series.iter().enumerate() {
                 let c = COLORS[si % COLORS.len()];
-                let shown = s
-                    .iter()
-                    .filter(|(x, y, _)| keep(*x, log.0) && keep(*y, log.1));
-                for hollow in [false, true] {
-                    let style = if hollow {
-                        c.stroke_width(2)
-                    } else {
-                        c.mix(0.7).filled()
-                    };
-                    let at = shown.clone().filter(|p| p.2 == hollow).map(|p| (p.0, p.1));
-                    match shape(si) {
-                        0 => chart.draw_series(at.map(|p| Circle::new(p, 4, style))),
-                        1 => chart.draw_series(at.map(|p| TriangleMarker::new(p, 5, style))),
-                        _ => chart.draw_series(at.map(|p| Cross::new(p, 4, c.stroke_width(2)))),
+                for &(x, y, hollow) in s {
+                    if keep(x, log.0) && keep(y, log.1) {
+                        let style = if hollow {
+                            c.stroke_width(2)
+                        } else {
+                            c.mix(0.7).filled()
+                        };
+                        draw_marker(area, si, (x, y), style)?;
                     }
-                    .map_err(err)?;
                 }
             }
         }};
@@ -257,21 +273,14 @@ pub fn scatter(
         for (si, (name, _)) in series.iter().enumerate() {
             let c = COLORS[si % COLORS.len()];
             let at = (14, top + 20 * si as i32);
-            match shape(si) {
-                0 => panel.draw(&Circle::new(at, 4, c.filled())),
-                1 => panel.draw(&TriangleMarker::new(at, 5, c.filled())),
-                _ => panel.draw(&Cross::new(at, 4, c.stroke_width(2))),
-            }
-            .map_err(err)?;
+            draw_marker(&panel, si, at, c.filled())?;
             panel
                 .draw(&Text::new(name.clone(), (28, at.1 - 7), font.clone()))
                 .map_err(err)?;
         }
         if hollow {
             let at = (14, top + 20 * series.len() as i32);
-            panel
-                .draw(&Circle::new(at, 4, BLACK.stroke_width(2)))
-                .map_err(err)?;
+            draw_marker(&panel, 0, at, BLACK.stroke_width(2))?;
             panel
                 .draw(&Text::new("hollow: partial cell", (28, at.1 - 7), font))
                 .map_err(err)?;
@@ -298,7 +307,7 @@ mod tests {
 
     /// The legend sits beside the axes: a point in the top-right corner of the data, where a
     /// legend inside the axes would go, shows in full; a partial cell's point is a solid ring,
-    /// with no fill.
+    /// with no fill, for each of the three marker shapes.
     #[test]
     fn scatter_points_stay_visible_beside_the_legend() {
         let dir = std::env::temp_dir().join(format!("qwm-scatter-{}", std::process::id()));
@@ -309,12 +318,23 @@ mod tests {
         let dist = |p: &image::Rgb<u8>, q: [i32; 3]| {
             (0..3).map(|i| (p[i] as i32 - q[i]).abs()).sum::<i32>()
         };
-        let draw = |corner: Option<bool>, name: &str| {
-            let pts = corner.map_or(vec![], |hollow| vec![(1.0, 1.0, hollow)]);
-            let mut series: Vec<Points> = vec![("corner".into(), pts)];
-            for i in 1..12 {
-                series.push((format!("series {i}"), vec![(0.1, 0.05 * i as f64, false)]));
-            }
+        // Series `at` (of 20) holds the corner point, if any; the others one point each at
+        // x = 0.1, so series 0, 8 and 16 share the first colour as circle, triangle, square.
+        let draw = |at: usize, corner: Option<bool>, name: &str| {
+            let series: Vec<Points> = (0..20)
+                .map(|i| match (i == at, corner) {
+                    (true, Some(hollow)) => ("corner".into(), vec![(1.0, 1.0, hollow)]),
+                    (true, None) => ("corner".into(), vec![]),
+                    // The last series also spans x to 1.0, so every picture has one x axis.
+                    _ => {
+                        let mut pts = vec![(0.1, 0.04 * i as f64, false)];
+                        if i == 19 {
+                            pts.push((1.0, 0.0, false));
+                        }
+                        (format!("series {i}"), pts)
+                    }
+                })
+                .collect();
             let path = dir.join(name);
             scatter(
                 &path,
@@ -325,29 +345,42 @@ mod tests {
                 Some((0.0, 1.02)),
             )
             .unwrap();
-            let img = image::open(&path).unwrap().to_rgb8();
-            assert!(img.width() >= 760, "{} px wide", img.width());
-            // The axes' part of the image only: the legend's markers do not count.
-            let axes = || img.enumerate_pixels().filter(|(x, _, _)| *x < 760);
-            let solid = axes().filter(|(_, _, p)| dist(p, c) < 30).count() as i64;
-            let mixed = axes().filter(|(_, _, p)| dist(p, blend) < 30).count() as i64;
-            (solid, mixed)
+            image::open(&path).unwrap().to_rgb8()
         };
-        let none = draw(None, "none.png");
-        let full = draw(Some(false), "full.png");
-        let ring = draw(Some(true), "ring.png");
+        for (at, shape) in [(0, "circle"), (8, "triangle"), (16, "square")] {
+            let none = draw(at, None, "none.png");
+            // The corner marker: the pixels that differ from the picture without it, in the
+            // axes' part of the image only (the legend's markers do not count); their solid
+            // and blended counts, and whether the middle of their bounding box is painted.
+            let marker = |img: &image::RgbImage| {
+                assert!(img.width() >= 760, "{} px wide", img.width());
+                let px: Vec<_> = img
+                    .enumerate_pixels()
+                    .filter(|&(x, y, p)| x < 760 && p != none.get_pixel(x, y))
+                    .collect();
+                let solid = px.iter().filter(|(_, _, p)| dist(p, c) < 30).count();
+                let mixed = px.iter().filter(|(_, _, p)| dist(p, blend) < 30).count();
+                let (xs, ys) = (px.iter().map(|p| p.0), px.iter().map(|p| p.1));
+                let mid = (
+                    (xs.clone().min().unwrap_or(0) + xs.max().unwrap_or(0)) / 2,
+                    (ys.clone().min().unwrap_or(0) + ys.max().unwrap_or(0)) / 2,
+                );
+                let painted = img.get_pixel(mid.0, mid.1) != none.get_pixel(mid.0, mid.1);
+                (solid, mixed, painted)
+            };
+            let full = marker(&draw(at, Some(false), "full.png"));
+            let ring = marker(&draw(at, Some(true), "ring.png"));
+            // A filled circle of radius 4 is ~50 pixels, its blended core at least 30.
+            assert!(
+                full.1 >= 30 && full.2,
+                "the corner {shape} is covered or not filled: {full:?} (solid, blended, middle)"
+            );
+            assert!(
+                ring.0 >= 10 && ring.1 < 5 && !ring.2,
+                "the partial {shape} is not a ring: {ring:?}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
-        let grew = |(s, m): (i64, i64)| (s - none.0, m - none.1);
-        let (full, ring) = (grew(full), grew(ring));
-        // A filled marker of radius 4 is ~50 pixels, its blended core at least 30.
-        assert!(
-            full.1 >= 30,
-            "the corner point is covered: {full:?} (solid, blended) pixels"
-        );
-        assert!(
-            ring.0 >= 10 && ring.1 < 5,
-            "the partial point is not a ring: {ring:?}"
-        );
     }
 
     #[test]

@@ -129,11 +129,12 @@ pub(super) fn extra_sections(
                 &e.cell.method
             }
         );
+        let partial = !e.complete();
         if let Some(d) = r.latent_divergence {
-            push(&mut div_pts, &key, (d, p, !e.complete()));
+            push(&mut div_pts, &key, (d, p, partial));
         }
         if let Some(x) = ratio.or((e.cell.quant == "fp").then_some(1.0)) {
-            push(&mut byte_pts, &key, (x, p, !e.complete()));
+            push(&mut byte_pts, &key, (x, p, partial));
         }
     }
     for (file, title, axes, pts, log) in [
